@@ -1,0 +1,833 @@
+/*
+ * flush.c - flush transactions, the flusher thread, and syncs.
+ *
+ * One flush of epoch e:
+ *
+ *   1. freeze    wait for the transactions of e to finish (new ones wait
+ *                meanwhile), capture every volume's root and record, take
+ *                e's free list, open epoch e+1 and let the waiters go;
+ *   2. write     every MODIFIED chain reachable from the frozen roots,
+ *                bottom-up, each into a newly allocated block (children
+ *                before parents, so a parent's blockrefs carry its
+ *                children's new offsets and check codes);
+ *   3. directory rewrite the directory leaves whose records changed;
+ *   4. frees     apply e's frees to the freemap (after all allocations of
+ *                this flush: those blocks become reusable next flush);
+ *   5. freemap   write changed freemap pages to their spare slots;
+ *   6. barrier   device flush;
+ *   7. header    write header copy e % copies, then device flush again.
+ *
+ * Only after step 7 is epoch e durable and are its syncs answered.
+ * Transactions of e+1 run during 2-7: they copy any chain older than
+ * e+1 instead of changing it, so nothing of theirs reaches this image.
+ *
+ * Flushes never overlap: run_lock serializes them.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define WQ_MAX 256 /* blocks per coalesced device write */
+
+/* A run of blocks contiguous on the device, written with one pwritev. */
+struct wq {
+	uint64_t off;
+	int n;
+	struct iovec iov[WQ_MAX];
+	struct h2_chain *chain[WQ_MAX];
+};
+
+/* A frozen volume: what the flush writes for it. */
+struct frozen {
+	struct h2_vol *vol;
+	struct h2_volrec rec;	/* as of the freeze; root filled in */
+	struct h2_chain *root;	/* referenced, or NULL */
+	int64_t delta;		/* blocks gained (-lost) in this flush */
+};
+
+struct flushctx {
+	struct h2_store *st;
+	uint64_t epoch;
+	struct wq wq;
+	struct frozen *fz;
+	uint32_t nfz;
+	struct h2_freelist frees;
+	struct h2_chain **l1;	/* written level-1 chains, to evict from */
+	size_t nl1, capl1;
+	uint64_t allocated;	/* blocks this flush allocated */
+	uint64_t freed;
+	uint64_t double_frees;
+};
+
+static int wq_flush(struct flushctx *fc)
+{
+	struct wq *q = &fc->wq;
+	int r = 0;
+
+	int n = q->n;
+
+	if (n)
+		r = h2_dev_pwritev(fc->st->dev, q->iov, n, q->off);
+	for (int i = 0; i < n; i++)
+		h2_chain_drop(q->chain[i]);
+	q->n = 0;
+	if (r < 0)
+		return h2_err(r, "flush: writing %d blocks at device offset "
+				 "%" PRIu64 " failed: %s",
+			      n, q->off, strerror(-r));
+	return 0;
+}
+
+/* Queue chain c for writing at device offset off. */
+static int wq_add(struct flushctx *fc, struct h2_chain *c, uint64_t off)
+{
+	struct wq *q = &fc->wq;
+	int r;
+
+	if (q->n && (q->n == WQ_MAX ||
+		     q->off + (uint64_t)q->n * H2_BLOCK_SIZE != off)) {
+		r = wq_flush(fc);
+		if (r < 0)
+			return r;
+	}
+	if (!q->n)
+		q->off = off;
+	h2_chain_ref(c);
+	q->iov[q->n].iov_base = c->data;
+	q->iov[q->n].iov_len = H2_BLOCK_SIZE;
+	q->chain[q->n] = c;
+	q->n++;
+	return 0;
+}
+
+/* Find the frozen volume with this id (fz is sorted by id). */
+static struct frozen *fz_find(struct flushctx *fc, uint64_t id)
+{
+	uint32_t lo = 0, hi = fc->nfz;
+
+	while (lo < hi) {
+		uint32_t mid = (lo + hi) / 2;
+
+		if (fc->fz[mid].rec.id == id)
+			return &fc->fz[mid];
+		if (fc->fz[mid].rec.id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+static void account(struct flushctx *fc, uint64_t vol_id, int64_t blocks)
+{
+	struct frozen *f = vol_id ? fz_find(fc, vol_id) : NULL;
+
+	if (f)
+		f->delta += blocks;
+}
+
+/*
+ * Write modified chain c and its modified descendants, bottom-up.  c is
+ * frozen: only this thread changes its flags, bref and slot blockrefs.
+ */
+static int write_chain(struct flushctx *fc, struct h2_chain *c)
+{
+	struct h2_store *st = fc->st;
+	struct h2_blockref b = {0};
+	uint64_t blk;
+	int r;
+
+	if (c->type == H2_BREF_INDIRECT) {
+		bool data_children = false;
+
+		for (unsigned i = 0; i < H2_FANOUT; i++) {
+			struct h2_chain *ch;
+
+			pthread_mutex_lock(&c->lock);
+			ch = c->child[i];
+			if (ch)
+				h2_chain_ref(ch);
+			pthread_mutex_unlock(&c->lock);
+			if (!ch)
+				continue;
+			if (ch->flags & H2_CHAIN_MODIFIED)
+				r = write_chain(fc, ch);
+			else
+				r = 0;
+			if (ch->type == H2_BREF_DATA)
+				data_children = true;
+			h2_chain_drop(ch);
+			if (r < 0)
+				return r;
+		}
+		/* Every child now has a block: publish them in c's slots. */
+		pthread_mutex_lock(&c->lock);
+		for (unsigned i = 0; i < H2_FANOUT; i++) {
+			struct h2_chain *ch = c->child[i];
+
+			if (!ch)
+				continue;
+			if (!(ch->flags & H2_CHAIN_ONDISK)) {
+				pthread_mutex_unlock(&c->lock);
+				return h2_err(-EIO,
+					      "internal error: child %u of "
+					      "block at key %" PRIu64 " level "
+					      "%u was not written",
+					      i, c->key, c->level);
+			}
+			h2_bref_set_child_slot(c, i, &ch->bref);
+		}
+		pthread_mutex_unlock(&c->lock);
+		if (data_children && c->level == 1) {
+			if (fc->nl1 == fc->capl1) {
+				fc->capl1 = fc->capl1 ? fc->capl1 * 2 : 64;
+				fc->l1 = h2_xrealloc(fc->l1, fc->capl1 *
+								     sizeof(*fc->l1));
+			}
+			h2_chain_ref(c);
+			fc->l1[fc->nl1++] = c;
+		}
+	}
+	r = h2_fm_alloc(st, &blk);
+	if (r < 0)
+		return h2_err(r, "flush: allocating a block failed: %s",
+			      h2_core_errmsg());
+	fc->allocated++;
+	b.type = c->type;
+	b.level = c->level;
+	b.keybits = (uint8_t)(H2_FANOUT_RADIX * c->level);
+	b.key = c->key;
+	b.data_off = blk * H2_BLOCK_SIZE | H2_BLOCK_RADIX;
+	b.birth_tid = fc->epoch;
+	b.check = h2_check64(c->data, H2_BLOCK_SIZE);
+	pthread_mutex_lock(&c->lock);
+	c->bref = b;
+	c->flags = H2_CHAIN_ONDISK;
+	pthread_mutex_unlock(&c->lock);
+	__atomic_sub_fetch(&st->dirty_chains, 1, __ATOMIC_RELAXED);
+	account(fc, c->vol_id, 1);
+	return wq_add(fc, c, blk * H2_BLOCK_SIZE);
+}
+
+/*
+ * Drop written data chains from the frozen level-1 chains that hold them:
+ * their blocks are on the device now, and the slot blockrefs say where.
+ * A live copy of the parent keeps its own reference, so the live tree
+ * never loses a chain it still uses.
+ */
+static void evict_written(struct flushctx *fc)
+{
+	for (size_t k = 0; k < fc->nl1; k++) {
+		struct h2_chain *p = fc->l1[k];
+		struct h2_chain *gone[H2_FANOUT];
+		unsigned n = 0;
+
+		pthread_mutex_lock(&p->lock);
+		for (unsigned i = 0; i < H2_FANOUT; i++) {
+			struct h2_chain *ch = p->child[i];
+
+			if (ch && ch->type == H2_BREF_DATA &&
+			    (ch->flags & H2_CHAIN_ONDISK)) {
+				gone[n++] = ch;
+				p->child[i] = NULL;
+			}
+		}
+		pthread_mutex_unlock(&p->lock);
+		for (unsigned i = 0; i < n; i++)
+			h2_chain_drop(gone[i]);
+		h2_chain_drop(p);
+	}
+	free(fc->l1);
+	fc->l1 = NULL;
+	fc->nl1 = fc->capl1 = 0;
+}
+
+/* Free one block in the freemap. */
+static void free_block(struct flushctx *fc, uint64_t vol_id,
+		       const struct h2_blockref *b)
+{
+	struct h2_store *st = fc->st;
+	uint64_t blk = H2_BREF_OFFSET(b) / H2_BLOCK_SIZE;
+	int r;
+
+	if (h2_block_reserved(st, blk)) {
+		fc->double_frees++;
+		return;
+	}
+	r = h2_fm_set(st, blk, false);
+	if (r == -EALREADY) {
+		fprintf(stderr, "h2: flush %" PRIu64 ": block %" PRIu64
+				" freed twice (volume id %" PRIu64
+				"); run h2d check\n",
+			fc->epoch, blk, vol_id);
+		fc->double_frees++;
+		return;
+	}
+	if (r < 0) {
+		fprintf(stderr, "h2: flush %" PRIu64 ": cannot free block "
+				"%" PRIu64 ": %s\n",
+			fc->epoch, blk, h2_core_errmsg());
+		return;
+	}
+	fc->freed++;
+	account(fc, vol_id, -1);
+}
+
+/* Free the block b names and, for an indirect block, all below it. */
+static void free_tree(struct flushctx *fc, uint64_t vol_id,
+		      const struct h2_blockref *b)
+{
+	if (b->type == H2_BREF_EMPTY)
+		return;
+	if (b->type == H2_BREF_INDIRECT) {
+		struct h2_blockref *slots = malloc(H2_BLOCK_SIZE);
+
+		if (!slots ||
+		    h2_chain_read_block(fc->st, b, slots, "freed subtree") < 0) {
+			/* Its children stay allocated: leaked, not lost. */
+			fprintf(stderr, "h2: flush %" PRIu64 ": cannot read "
+					"a freed indirect block (%s); the "
+					"blocks below it leak until "
+					"repaired\n",
+				fc->epoch, h2_core_errmsg());
+			free(slots);
+			free_block(fc, vol_id, b);
+			return;
+		}
+		for (unsigned i = 0; i < H2_FANOUT; i++)
+			free_tree(fc, vol_id, &slots[i]);
+		free(slots);
+	}
+	free_block(fc, vol_id, b);
+}
+
+/* Settle the epoch's frees (step 4). */
+static int apply_frees(struct flushctx *fc)
+{
+	for (size_t i = 0; i < fc->frees.n; i++) {
+		struct h2_free *f = &fc->frees.v[i];
+		struct h2_blockref b = f->bref;
+
+		if (f->chain) {
+			pthread_mutex_lock(&f->chain->lock);
+			b = f->chain->bref;
+			if (!(f->chain->flags & H2_CHAIN_ONDISK))
+				b.type = H2_BREF_EMPTY;
+			pthread_mutex_unlock(&f->chain->lock);
+			if (b.type == H2_BREF_EMPTY)
+				return h2_err(-EIO,
+					      "internal error: a freed chain "
+					      "(key %" PRIu64 ") has no block",
+					      f->chain->key);
+		}
+		if (f->kind == H2_FREE_BLOCK || f->kind == H2_FREE_CHAIN)
+			free_block(fc, f->vol_id, &b);
+		else
+			free_tree(fc, f->vol_id, &b);
+	}
+	return 0;
+}
+
+/* Rewrite the directory leaves whose records changed (step 3). */
+static int write_directory(struct flushctx *fc, struct h2_blockref *root)
+{
+	struct h2_store *st = fc->st;
+	struct h2_volrec *recs = h2_xcalloc(H2_DIR_MAX_RECORDS, sizeof(*recs));
+	struct h2_txctx tx = {.st = st, .epoch = fc->epoch, .vol_id = 0,
+			      .frees = &fc->frees};
+	uint32_t nleaves;
+	int r = 0;
+
+	for (uint32_t i = 0; i < fc->nfz; i++)
+		recs[fc->fz[i].vol->slot] = fc->fz[i].rec;
+	nleaves = H2_DIR_MAX_RECORDS / H2_VOLREC_PER_BLOCK;
+	for (uint32_t k = 0; k < nleaves; k++) {
+		struct h2_volrec *want = recs + k * H2_VOLREC_PER_BLOCK;
+		struct h2_volrec *have = st->dir_disk + k * H2_VOLREC_PER_BLOCK;
+		size_t len = H2_VOLREC_PER_BLOCK * sizeof(*want);
+		bool empty = true;
+		struct h2_chain *c;
+		bool used;
+
+		if (memcmp(want, have, len) == 0)
+			continue;
+		for (unsigned i = 0; i < H2_VOLREC_PER_BLOCK; i++)
+			if (want[i].flags & H2_VOLREC_USED)
+				empty = false;
+		r = h2_tree_prepare(st, &st->dir_tree, k, k, false);
+		if (r < 0)
+			goto out;
+		if (empty) {
+			h2_tree_remove_range(&tx, &st->dir_tree, k, k);
+		} else {
+			c = h2_tree_modify_leaf(&tx, &st->dir_tree, k, NULL,
+						NULL, &used);
+			memcpy(c->data, want, len);
+		}
+		memcpy(have, want, len);
+	}
+	/* The flusher's own chains draw on the space margin. */
+	pthread_mutex_lock(&st->space_lock);
+	st->reserved_blocks += tx.created;
+	pthread_mutex_unlock(&st->space_lock);
+	if (st->dir_tree.root && (st->dir_tree.root->flags & H2_CHAIN_MODIFIED))
+		r = write_chain(fc, st->dir_tree.root);
+	if (r == 0)
+		r = wq_flush(fc);
+	if (st->dir_tree.root)
+		*root = st->dir_tree.root->bref;
+	else
+		memset(root, 0, sizeof(*root));
+out:
+	free(recs);
+	return r;
+}
+
+static int fz_cmp(const void *a, const void *b)
+{
+	const struct frozen *x = a, *y = b;
+
+	return x->rec.id < y->rec.id ? -1 : x->rec.id > y->rec.id;
+}
+
+/*
+ * Step 1.  Returns false (and freezes nothing) when the current epoch
+ * holds no change.
+ */
+static bool freeze(struct flushctx *fc)
+{
+	struct h2_store *st = fc->st;
+
+	pthread_mutex_lock(&st->txn_lock);
+	if (st->dirty_epoch < st->cur_epoch) {
+		pthread_mutex_unlock(&st->txn_lock);
+		return false;
+	}
+	st->freeze_pending = true;
+	while (st->active)
+		pthread_cond_wait(&st->txn_cv, &st->txn_lock);
+	fc->epoch = st->cur_epoch;
+	pthread_mutex_lock(&st->free_lock);
+	fc->frees = st->frees;
+	memset(&st->frees, 0, sizeof(st->frees));
+	pthread_mutex_unlock(&st->free_lock);
+	pthread_mutex_lock(&st->dir_lock);
+	fc->fz = h2_xcalloc(st->nslots ? st->nslots : 1, sizeof(*fc->fz));
+	for (uint32_t i = 0; i < st->nslots; i++) {
+		struct h2_vol *v = st->vols[i];
+		struct frozen *f;
+
+		if (!v)
+			continue;
+		f = &fc->fz[fc->nfz++];
+		h2_vol_ref(v);
+		f->vol = v;
+		f->rec = v->rec;
+		f->rec.levels = v->tree.levels;
+		f->root = v->tree.root;
+		if (f->root)
+			h2_chain_ref(f->root);
+		else
+			f->rec.root = v->tree.root_bref;
+	}
+	pthread_mutex_unlock(&st->dir_lock);
+	st->cur_epoch = fc->epoch + 1;
+	st->freeze_pending = false;
+	pthread_cond_broadcast(&st->txn_cv);
+	pthread_mutex_unlock(&st->txn_lock);
+	qsort(fc->fz, fc->nfz, sizeof(*fc->fz), fz_cmp);
+	return true;
+}
+
+static void hook(struct h2_store *st, enum h2_flush_stage stage)
+{
+	if (st->opts.flush_hook)
+		st->opts.flush_hook(st->opts.flush_hook_arg, stage);
+}
+
+/* Steps 2-7 for a frozen epoch. */
+static int flush_frozen(struct flushctx *fc)
+{
+	struct h2_store *st = fc->st;
+	uint8_t *sel = NULL;
+	struct h2_blockref dir_root;
+	size_t selbytes = (st->fm_pages + 7) / 8;
+	int r = 0;
+
+	for (uint32_t i = 0; i < fc->nfz && r == 0; i++) {
+		struct frozen *f = &fc->fz[i];
+
+		if (f->root && (f->root->flags & H2_CHAIN_MODIFIED))
+			r = write_chain(fc, f->root);
+	}
+	if (r == 0)
+		r = wq_flush(fc);
+	evict_written(fc);
+	if (r < 0)
+		return r;
+	for (uint32_t i = 0; i < fc->nfz; i++) {
+		struct frozen *f = &fc->fz[i];
+
+		if (f->root)
+			f->rec.root = f->root->bref;
+		else if (f->vol->root_err == 0)
+			memset(&f->rec.root, 0, sizeof(f->rec.root));
+	}
+	/* Settle frees first so the directory records carry the volumes'
+	 * space as of this image; the directory's own frees come after. */
+	r = apply_frees(fc);
+	if (r < 0)
+		return r;
+	h2_freelist_clear(&fc->frees);
+	for (uint32_t i = 0; i < fc->nfz; i++) {
+		struct frozen *f = &fc->fz[i];
+		int64_t used = (int64_t)f->vol->used_blocks + f->delta;
+
+		f->rec.used_blocks = used > 0 ? (uint64_t)used : 0;
+	}
+	r = write_directory(fc, &dir_root);
+	if (r < 0)
+		return r;
+	r = apply_frees(fc);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&st->space_lock);
+	st->used_blocks += fc->allocated;
+	st->used_blocks -= fc->freed;
+	st->reserved_blocks -= fc->allocated < st->reserved_blocks
+				       ? fc->allocated
+				       : st->reserved_blocks;
+	pthread_mutex_unlock(&st->space_lock);
+	sel = h2_xmalloc(selbytes + 1);
+	memcpy(sel, st->fm.sel, selbytes);
+	r = h2_fm_write_dirty(st, fc->epoch, sel);
+	if (r < 0)
+		goto out;
+	hook(st, H2_FLUSH_STAGE_WRITTEN);
+	r = h2_dev_flush(st->dev);
+	if (r < 0) {
+		r = h2_err(r, "flush %" PRIu64 ": device flush failed",
+			   fc->epoch);
+		goto out;
+	}
+	r = h2_hdr_write(st, fc->epoch, sel, &dir_root);
+	if (r < 0)
+		goto out;
+	r = h2_dev_flush(st->dev);
+	if (r < 0) {
+		r = h2_err(r, "flush %" PRIu64 ": device flush after the "
+			      "header failed",
+			   fc->epoch);
+		goto out;
+	}
+	h2_fm_commit(st, sel);
+	st->hdr_tid = fc->epoch;
+	st->lifetime_flushes++;
+	pthread_mutex_lock(&st->dir_lock);
+	for (uint32_t i = 0; i < fc->nfz; i++)
+		fc->fz[i].vol->used_blocks = fc->fz[i].rec.used_blocks;
+	pthread_mutex_unlock(&st->dir_lock);
+out:
+	free(sel);
+	return r;
+}
+
+int h2_flush_run_once(struct h2_store *st)
+{
+	struct flushctx fc = {.st = st};
+	uint64_t t0 = h2_now_ns(), dt;
+	int r;
+
+	pthread_mutex_lock(&st->run_lock);
+	if (st->failed) {
+		pthread_mutex_unlock(&st->run_lock);
+		return st->failed;
+	}
+	if (!freeze(&fc)) {
+		pthread_mutex_unlock(&st->run_lock);
+		return 1;
+	}
+	hook(st, H2_FLUSH_STAGE_FROZEN);
+	r = flush_frozen(&fc);
+	for (uint32_t i = 0; i < fc.nfz; i++) {
+		h2_chain_drop(fc.fz[i].root);
+		h2_vol_drop(fc.fz[i].vol);
+	}
+	free(fc.fz);
+	h2_freelist_clear(&fc.frees);
+	for (int i = 0; i < fc.wq.n; i++)
+		h2_chain_drop(fc.wq.chain[i]);
+	dt = h2_now_ns() - t0;
+	pthread_mutex_lock(&st->flush_lock);
+	if (r == 0) {
+		__atomic_store_n(&st->durable_epoch, fc.epoch,
+				 __ATOMIC_RELEASE);
+		__atomic_add_fetch(&st->flushes, 1, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&st->flush_ns_total, dt, __ATOMIC_RELAXED);
+		__atomic_store_n(&st->last_flush_ns, dt, __ATOMIC_RELAXED);
+	} else if (!st->failed) {
+		st->failed = r;
+		fprintf(stderr, "h2: flush %" PRIu64 " failed: %s; the store "
+				"refuses writes until reopened\n",
+			fc.epoch, h2_core_errmsg());
+	}
+	pthread_cond_broadcast(&st->done_cv);
+	pthread_mutex_unlock(&st->flush_lock);
+	/* Writers waiting on the dirty limit may go on. */
+	pthread_mutex_lock(&st->txn_lock);
+	pthread_cond_broadcast(&st->txn_cv);
+	pthread_mutex_unlock(&st->txn_lock);
+	pthread_mutex_unlock(&st->run_lock);
+	hook(st, H2_FLUSH_STAGE_DONE);
+	return r;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The flusher thread and syncs.                                          */
+
+static uint64_t dirty_bytes(struct h2_store *st)
+{
+	return __atomic_load_n(&st->dirty_chains, __ATOMIC_RELAXED) *
+	       H2_BLOCK_SIZE;
+}
+
+static void deadline_after(struct timespec *ts, uint32_t ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+static bool past(const struct timespec *ts)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return now.tv_sec > ts->tv_sec ||
+	       (now.tv_sec == ts->tv_sec && now.tv_nsec >= ts->tv_nsec);
+}
+
+static void *flusher_main(void *arg)
+{
+	struct h2_store *st = arg;
+	struct timespec deadline;
+	int r;
+
+	deadline_after(&deadline, st->opts.flush_interval_ms);
+	pthread_mutex_lock(&st->flush_lock);
+	while (!st->stop) {
+		bool want = st->sync_target > st->durable_epoch ||
+			    dirty_bytes(st) >= st->opts.dirty_max ||
+			    past(&deadline);
+
+		if (!want || st->failed) {
+			pthread_cond_timedwait(&st->flush_cv, &st->flush_lock,
+					       &deadline);
+			if (st->failed && past(&deadline))
+				deadline_after(&deadline,
+					       st->opts.flush_interval_ms);
+			continue;
+		}
+		st->flushing = true;
+		pthread_mutex_unlock(&st->flush_lock);
+		r = h2_flush_run_once(st);
+		pthread_mutex_lock(&st->flush_lock);
+		st->flushing = false;
+		if (r == 1 && st->sync_target > st->durable_epoch) {
+			/* Nothing was left to freeze: whatever the target
+			 * named is already durable or was never dirty. */
+			st->sync_target = st->durable_epoch;
+			pthread_cond_broadcast(&st->done_cv);
+		}
+		deadline_after(&deadline, st->opts.flush_interval_ms);
+		if (r == 1 && !past(&deadline))
+			pthread_cond_timedwait(&st->flush_cv, &st->flush_lock,
+					       &deadline);
+	}
+	pthread_mutex_unlock(&st->flush_lock);
+	return NULL;
+}
+
+int h2_flush_start(struct h2_store *st)
+{
+	pthread_condattr_t ca;
+	int r;
+
+	/* The flusher's timed waits use the monotonic clock. */
+	pthread_cond_destroy(&st->flush_cv);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&st->flush_cv, &ca);
+	pthread_condattr_destroy(&ca);
+	if (st->opts.no_flusher)
+		return 0;
+	r = pthread_create(&st->flusher, NULL, flusher_main, st);
+	if (r != 0)
+		return h2_err(-r, "cannot start the flusher thread");
+	st->flusher_running = true;
+	return 0;
+}
+
+void h2_flush_stop(struct h2_store *st)
+{
+	if (!st->flusher_running)
+		return;
+	pthread_mutex_lock(&st->flush_lock);
+	st->stop = true;
+	pthread_cond_signal(&st->flush_cv);
+	pthread_mutex_unlock(&st->flush_lock);
+	pthread_join(st->flusher, NULL);
+	st->flusher_running = false;
+}
+
+void h2_flush_kick(struct h2_store *st)
+{
+	pthread_mutex_lock(&st->flush_lock);
+	pthread_cond_signal(&st->flush_cv);
+	pthread_mutex_unlock(&st->flush_lock);
+}
+
+/* Wait until epoch is durable (asking for a flush if needed). */
+int h2_flush_wait(struct h2_store *st, uint64_t epoch, uint64_t *tid)
+{
+	int r = 0;
+
+	if (!st->flusher_running) {
+		/* No flusher thread: the caller flushes. */
+		for (;;) {
+			pthread_mutex_lock(&st->flush_lock);
+			r = st->failed;
+			if (r == 0 && st->durable_epoch >= epoch) {
+				if (tid)
+					*tid = st->durable_epoch;
+				pthread_mutex_unlock(&st->flush_lock);
+				return 0;
+			}
+			pthread_mutex_unlock(&st->flush_lock);
+			if (r < 0)
+				return h2_err(-EIO, "the store failed an "
+						    "earlier flush");
+			r = h2_flush_run_once(st);
+			if (r < 0)
+				return r;
+			if (r == 1) {
+				pthread_mutex_lock(&st->flush_lock);
+				r = st->durable_epoch >= epoch ? 0 : -EIO;
+				if (tid)
+					*tid = st->durable_epoch;
+				pthread_mutex_unlock(&st->flush_lock);
+				return r == 0 ? 0 : h2_err(r, "internal "
+					"error: epoch %" PRIu64 " has "
+					"nothing to flush", epoch);
+			}
+		}
+	}
+	pthread_mutex_lock(&st->flush_lock);
+	if (st->sync_target < epoch)
+		st->sync_target = epoch;
+	pthread_cond_signal(&st->flush_cv);
+	while (st->durable_epoch < epoch && !st->failed)
+		pthread_cond_wait(&st->done_cv, &st->flush_lock);
+	if (st->durable_epoch >= epoch) {
+		if (tid)
+			*tid = st->durable_epoch;
+	} else {
+		r = h2_err(-EIO, "sync failed: the store failed a flush and "
+				 "refuses writes until reopened");
+	}
+	pthread_mutex_unlock(&st->flush_lock);
+	return r;
+}
+
+int h2_sync(struct h2_store *st, uint64_t *tid)
+{
+	uint64_t target;
+
+	if (st->read_only) {
+		if (tid)
+			*tid = st->durable_epoch;
+		return 0;
+	}
+	pthread_mutex_lock(&st->txn_lock);
+	target = st->dirty_epoch;
+	pthread_mutex_unlock(&st->txn_lock);
+	if (target == 0) {
+		pthread_mutex_lock(&st->flush_lock);
+		if (tid)
+			*tid = st->durable_epoch;
+		pthread_mutex_unlock(&st->flush_lock);
+		return st->failed ? h2_err(-EIO, "the store failed a flush")
+				  : 0;
+	}
+	return h2_flush_wait(st, target, tid);
+}
+
+/* ---------------------------------------------------------------------- */
+/* The transaction interlock.                                             */
+
+int h2_txn_begin(struct h2_store *st, uint64_t *epoch)
+{
+	bool waited = false;
+
+	if (st->read_only)
+		return h2_err(-EROFS, "the store is open read-only");
+	pthread_mutex_lock(&st->txn_lock);
+	for (;;) {
+		if (st->failed) {
+			pthread_mutex_unlock(&st->txn_lock);
+			return h2_err(-EIO, "the store failed a flush and "
+					    "refuses writes until reopened");
+		}
+		if (st->freeze_pending) {
+			pthread_cond_wait(&st->txn_cv, &st->txn_lock);
+			continue;
+		}
+		/* Backpressure: above the hard limit, wait for a flush of
+		 * the newest dirty epoch. */
+		if (dirty_bytes(st) > st->opts.dirty_hard &&
+		    st->dirty_epoch >
+			    __atomic_load_n(&st->durable_epoch,
+					    __ATOMIC_ACQUIRE)) {
+			uint64_t target = st->dirty_epoch;
+
+			if (!waited)
+				__atomic_add_fetch(&st->write_waits, 1,
+						   __ATOMIC_RELAXED);
+			waited = true;
+			pthread_mutex_unlock(&st->txn_lock);
+			h2_flush_wait(st, target, NULL);
+			pthread_mutex_lock(&st->txn_lock);
+			continue;
+		}
+		break;
+	}
+	*epoch = st->cur_epoch;
+	st->active++;
+	pthread_mutex_unlock(&st->txn_lock);
+	return 0;
+}
+
+void h2_txn_end(struct h2_store *st, bool changed)
+{
+	bool kick;
+
+	pthread_mutex_lock(&st->txn_lock);
+	if (changed)
+		st->dirty_epoch = st->cur_epoch;
+	st->active--;
+	if (st->active == 0 && st->freeze_pending)
+		pthread_cond_broadcast(&st->txn_cv);
+	pthread_mutex_unlock(&st->txn_lock);
+	kick = dirty_bytes(st) >= st->opts.dirty_max;
+	if (kick && st->flusher_running)
+		h2_flush_kick(st);
+}

@@ -1,0 +1,790 @@
+/*
+ * io.c - reads, writes, trims, zeroes and multi-operation transactions.
+ *
+ * A modifying call runs in three phases under the volume's write lock,
+ * inside one normal transaction:
+ *
+ *   prepare   check ranges, reserve the worst-case blocks, load every
+ *             indirect block the change will copy and read the current
+ *             contents of partially overwritten leaves.  All I/O, all
+ *             checksum errors and all large allocations happen here, and
+ *             a failure leaves the volume untouched.
+ *   install   change the tree (copy-on-write as chain.c describes).  It
+ *             cannot fail, so a transaction is all or nothing in memory,
+ *             and the flush cut makes it all or nothing on disk.
+ *   finish    give back the unused reservation, hand the frees to the
+ *             epoch, end the transaction; FUA waits for its flush.
+ *
+ * Reads take the volume lock shared, coalesce physically contiguous
+ * blocks into one device read and verify every block's check code.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define RUN_MAX 256	    /* blocks per coalesced device read */
+#define STATUS_MAX 4096 /* extents per h2_block_status call */
+
+static uint64_t leaf_of(uint64_t off)
+{
+	return off / H2_BLOCK_SIZE;
+}
+
+/* Check [off, off+len) against the volume (lock held). */
+static int check_range(struct h2_vol *v, uint64_t off, uint64_t len)
+{
+	if (len == 0)
+		return h2_err(-EINVAL, "volume %s: zero-length request",
+			      v->rec.name);
+	if (off > v->rec.size || len > v->rec.size - off)
+		return h2_err(-ERANGE,
+			      "volume %s: offset %" PRIu64 " length %" PRIu64
+			      " is beyond its end (size %" PRIu64 ")",
+			      v->rec.name, off, len, v->rec.size);
+	return 0;
+}
+
+/* The volume is usable for I/O (lock held). */
+static int check_vol(struct h2_vol *v)
+{
+	if (v->deleted)
+		return h2_err(-ENOENT, "volume %s was deleted", v->rec.name);
+	if (v->root_err)
+		return h2_err(v->root_err,
+			      "volume %s: its root block is damaged; run h2d "
+			      "check",
+			      v->rec.name);
+	return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Reads.                                                                 */
+
+struct rd {
+	struct h2_vol *v;
+	uint8_t *buf;
+	uint64_t off, len;
+	/* pending run of whole, contiguous on-disk leaves */
+	uint64_t run_key, run_dev;
+	unsigned run_n;
+	uint64_t run_check[RUN_MAX];
+};
+
+static int verify_fail(struct h2_vol *v, uint64_t key, uint64_t dev_off)
+{
+	return h2_err(-EBADMSG,
+		      "volume %s: checksum mismatch at offset %" PRIu64
+		      " (device offset %" PRIu64 "): the block is damaged; "
+		      "run h2d check",
+		      v->rec.name, key * H2_BLOCK_SIZE, dev_off);
+}
+
+/* Check that a data blockref points into the data area. */
+static int bref_sane(struct h2_vol *v, const struct h2_blockref *b,
+		     uint64_t key)
+{
+	uint64_t blk = H2_BREF_OFFSET(b) / H2_BLOCK_SIZE;
+
+	if (H2_BREF_RADIX(b) != H2_BLOCK_RADIX ||
+	    h2_block_reserved(v->st, blk))
+		return h2_err(-EBADMSG,
+			      "volume %s: blockref for offset %" PRIu64
+			      " points outside the data area; run h2d check",
+			      v->rec.name, key * H2_BLOCK_SIZE);
+	return 0;
+}
+
+static int rd_flush_run(struct rd *rd)
+{
+	uint8_t *dst = rd->buf + (rd->run_key * H2_BLOCK_SIZE - rd->off);
+	int r;
+
+	if (!rd->run_n)
+		return 0;
+	r = h2_dev_pread(rd->v->st->dev, dst,
+			 (size_t)rd->run_n * H2_BLOCK_SIZE, rd->run_dev);
+	if (r < 0)
+		return h2_err(r, "volume %s: device read at offset %" PRIu64
+				 " failed",
+			      rd->v->rec.name, rd->run_dev);
+	for (unsigned i = 0; i < rd->run_n; i++)
+		if (h2_check64(dst + (size_t)i * H2_BLOCK_SIZE,
+			       H2_BLOCK_SIZE) != rd->run_check[i])
+			return verify_fail(rd->v, rd->run_key + i,
+					   rd->run_dev +
+						   (uint64_t)i * H2_BLOCK_SIZE);
+	rd->run_n = 0;
+	return 0;
+}
+
+/* The part of leaf range [key, key+count) inside the request. */
+static void overlap(struct rd *rd, uint64_t key, uint64_t count,
+		    uint64_t *lo, uint64_t *hi)
+{
+	uint64_t a = key * H2_BLOCK_SIZE, b = (key + count) * H2_BLOCK_SIZE;
+
+	*lo = a > rd->off ? a : rd->off;
+	*hi = b < rd->off + rd->len ? b : rd->off + rd->len;
+}
+
+static int rd_leaf(void *arg, uint64_t key, uint64_t count,
+		   struct h2_chain *c, const struct h2_blockref *b)
+{
+	struct rd *rd = arg;
+	uint64_t lo, hi;
+	int r;
+
+	overlap(rd, key, count, &lo, &hi);
+	if (c || b->type == H2_BREF_EMPTY) {
+		r = rd_flush_run(rd);
+		if (r < 0)
+			return r;
+		if (c)
+			memcpy(rd->buf + (lo - rd->off),
+			       c->data + (lo - key * H2_BLOCK_SIZE), hi - lo);
+		else
+			memset(rd->buf + (lo - rd->off), 0, hi - lo);
+		return 0;
+	}
+	r = bref_sane(rd->v, b, key);
+	if (r < 0)
+		return r;
+	if (hi - lo == H2_BLOCK_SIZE) {
+		if (rd->run_n &&
+		    (rd->run_n == RUN_MAX ||
+		     rd->run_dev + (uint64_t)rd->run_n * H2_BLOCK_SIZE !=
+			     H2_BREF_OFFSET(b))) {
+			r = rd_flush_run(rd);
+			if (r < 0)
+				return r;
+		}
+		if (!rd->run_n) {
+			rd->run_key = key;
+			rd->run_dev = H2_BREF_OFFSET(b);
+		}
+		rd->run_check[rd->run_n++] = b->check;
+		return 0;
+	}
+	/* A partially requested leaf: read it whole, copy the part. */
+	{
+		uint8_t tmp[H2_BLOCK_SIZE];
+
+		r = rd_flush_run(rd);
+		if (r < 0)
+			return r;
+		r = h2_dev_pread(rd->v->st->dev, tmp, H2_BLOCK_SIZE,
+				 H2_BREF_OFFSET(b));
+		if (r < 0)
+			return h2_err(r, "volume %s: device read failed",
+				      rd->v->rec.name);
+		if (h2_check64(tmp, H2_BLOCK_SIZE) != b->check)
+			return verify_fail(rd->v, key, H2_BREF_OFFSET(b));
+		memcpy(rd->buf + (lo - rd->off),
+		       tmp + (lo - key * H2_BLOCK_SIZE), hi - lo);
+	}
+	return 0;
+}
+
+int h2_read(struct h2_vol *v, void *buf, uint64_t off, uint64_t len)
+{
+	struct rd rd = {.v = v, .buf = buf, .off = off, .len = len};
+	int r;
+
+	if (len > H2_MAX_IO)
+		return h2_err(-EFBIG, "read of %" PRIu64 " bytes exceeds the "
+				      "%u MiB limit",
+			      len, H2_MAX_IO >> 20);
+	if (!buf)
+		return h2_err(-EINVAL, "read: no buffer");
+	pthread_rwlock_rdlock(&v->lock);
+	r = check_vol(v);
+	if (r == 0)
+		r = check_range(v, off, len);
+	if (r == 0)
+		r = h2_tree_walk(v->st, &v->tree, leaf_of(off),
+				 leaf_of(off + len - 1), rd_leaf, &rd);
+	if (r == 0)
+		r = rd_flush_run(&rd);
+	pthread_rwlock_unlock(&v->lock);
+	if (r == 0)
+		__atomic_add_fetch(&v->st->client_read, len, __ATOMIC_RELAXED);
+	return r;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Block status.                                                          */
+
+struct bs {
+	uint64_t off, end;
+	uint64_t ext_off[STATUS_MAX], ext_len[STATUS_MAX];
+	bool ext_hole[STATUS_MAX];
+	unsigned n;
+	bool full;
+};
+
+static int bs_leaf(void *arg, uint64_t key, uint64_t count,
+		   struct h2_chain *c, const struct h2_blockref *b)
+{
+	struct bs *s = arg;
+	bool hole = !c && b->type == H2_BREF_EMPTY;
+	uint64_t lo = key * H2_BLOCK_SIZE, hi = (key + count) * H2_BLOCK_SIZE;
+
+	if (lo < s->off)
+		lo = s->off;
+	if (hi > s->end)
+		hi = s->end;
+	if (s->n && s->ext_hole[s->n - 1] == hole &&
+	    s->ext_off[s->n - 1] + s->ext_len[s->n - 1] == lo) {
+		s->ext_len[s->n - 1] += hi - lo;
+		return 0;
+	}
+	if (s->n == STATUS_MAX) {
+		s->full = true;
+		return 1; /* stop: the caller asks again for the rest */
+	}
+	s->ext_off[s->n] = lo;
+	s->ext_len[s->n] = hi - lo;
+	s->ext_hole[s->n] = hole;
+	s->n++;
+	return 0;
+}
+
+int h2_block_status(struct h2_vol *v, uint64_t off, uint64_t len,
+		    h2_extent_cb cb, void *arg)
+{
+	struct bs *s = calloc(1, sizeof(*s));
+	int r;
+
+	if (!s)
+		return h2_err(-ENOMEM, "out of memory");
+	s->off = off;
+	s->end = off + len;
+	pthread_rwlock_rdlock(&v->lock);
+	r = check_vol(v);
+	if (r == 0)
+		r = check_range(v, off, len);
+	if (r == 0)
+		r = h2_tree_walk(v->st, &v->tree, leaf_of(off),
+				 leaf_of(off + len - 1), bs_leaf, s);
+	pthread_rwlock_unlock(&v->lock);
+	if (r == 1 && s->full)
+		r = 0;
+	for (unsigned i = 0; r == 0 && i < s->n; i++)
+		r = cb(arg, s->ext_off[i], s->ext_len[i], s->ext_hole[i]);
+	free(s);
+	return r;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Transactions.                                                          */
+
+/* Contents of a leaf before the transaction, for partial overwrites. */
+struct prep {
+	uint64_t key;
+	uint8_t *data;
+};
+
+struct txn {
+	struct h2_vol *v;
+	const struct h2_op *ops;
+	size_t n;
+	uint64_t new_size; /* resize: 0 = none */
+	uint8_t **bufs;	   /* preallocated leaf buffers */
+	size_t nbufs, used;
+	struct prep *prep;
+	size_t nprep, capprep;
+};
+
+static bool op_writes_data(const struct h2_op *op)
+{
+	return op->type == H2_OP_WRITE ||
+	       (op->type == H2_OP_ZERO && (op->flags & H2_IO_NO_HOLE));
+}
+
+/* Whole leaves inside [off, off+len): [*a, *b], false if none. */
+static bool whole_leaves(uint64_t off, uint64_t len, uint64_t *a, uint64_t *b)
+{
+	uint64_t first = (off + H2_BLOCK_SIZE - 1) / H2_BLOCK_SIZE;
+	uint64_t end = (off + len) / H2_BLOCK_SIZE; /* exclusive */
+
+	if (first >= end)
+		return false;
+	*a = first;
+	*b = end - 1;
+	return true;
+}
+
+/* Leaves the op touches only partly (0, 1 or 2 of them). */
+static unsigned partial_leaves(const struct h2_op *op, uint64_t keys[2])
+{
+	uint64_t first = leaf_of(op->off), last = leaf_of(op->off + op->len - 1);
+	unsigned n = 0;
+
+	if (op->off % H2_BLOCK_SIZE ||
+	    (first == last && (op->off + op->len) % H2_BLOCK_SIZE))
+		keys[n++] = first;
+	if (last != first && (op->off + op->len) % H2_BLOCK_SIZE)
+		keys[n++] = last;
+	return n;
+}
+
+static void txn_free(struct txn *t)
+{
+	for (size_t i = t->used; i < t->nbufs; i++)
+		free(t->bufs[i]);
+	free(t->bufs);
+	for (size_t i = 0; i < t->nprep; i++)
+		free(t->prep[i].data);
+	free(t->prep);
+}
+
+/* Allocate the leaf buffers install will need (before any lock). */
+static int txn_alloc_bufs(struct txn *t)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < t->n; i++) {
+		const struct h2_op *op = &t->ops[i];
+
+		if (op_writes_data(op))
+			n += leaf_of(op->off + op->len - 1) - leaf_of(op->off) + 1;
+		else
+			n += 2;
+	}
+	t->bufs = calloc(n ? n : 1, sizeof(*t->bufs));
+	if (!t->bufs)
+		return h2_err(-ENOMEM, "out of memory for a %zu-block write",
+			      n);
+	for (size_t i = 0; i < n; i++) {
+		t->bufs[i] = malloc(H2_BLOCK_SIZE);
+		if (!t->bufs[i]) {
+			t->nbufs = i;
+			return h2_err(-ENOMEM, "out of memory for a %zu-block "
+					       "write",
+				      n);
+		}
+	}
+	t->nbufs = n;
+	return 0;
+}
+
+static uint8_t *txn_buf(struct txn *t)
+{
+	return t->used < t->nbufs ? t->bufs[t->used] : NULL;
+}
+
+static struct prep *prep_find(struct txn *t, uint64_t key)
+{
+	for (size_t i = 0; i < t->nprep; i++)
+		if (t->prep[i].key == key)
+			return &t->prep[i];
+	return NULL;
+}
+
+struct cap {
+	struct h2_vol *v;
+	uint8_t *data;
+	bool present;
+};
+
+static int cap_leaf(void *arg, uint64_t key, uint64_t count,
+		    struct h2_chain *c, const struct h2_blockref *b)
+{
+	struct cap *cp = arg;
+	char what[200];
+	int r;
+
+	(void)count;
+	if (c) {
+		memcpy(cp->data, c->data, H2_BLOCK_SIZE);
+		cp->present = true;
+		return 0;
+	}
+	if (b->type == H2_BREF_EMPTY) {
+		memset(cp->data, 0, H2_BLOCK_SIZE);
+		return 0;
+	}
+	cp->present = true;
+	snprintf(what, sizeof(what), "volume %s offset %" PRIu64,
+		 cp->v->rec.name, key * H2_BLOCK_SIZE);
+	r = h2_chain_read_block(cp->v->st, b, cp->data, what);
+	return r;
+}
+
+/* Snapshot a partially overwritten leaf (prepare phase). */
+static int txn_capture(struct txn *t, uint64_t key)
+{
+	struct h2_vol *v = t->v;
+	struct cap cp = {.v = v};
+	int r;
+
+	if (prep_find(t, key))
+		return 0;
+	r = h2_tree_prepare(v->st, &v->tree, key, key, false);
+	if (r < 0)
+		return r;
+	cp.data = malloc(H2_BLOCK_SIZE);
+	if (!cp.data)
+		return h2_err(-ENOMEM, "out of memory");
+	r = h2_tree_walk(v->st, &v->tree, key, key, cap_leaf, &cp);
+	if (r < 0) {
+		free(cp.data);
+		return r;
+	}
+	if (t->nprep == t->capprep) {
+		size_t cap = t->capprep ? t->capprep * 2 : 4;
+		struct prep *np = realloc(t->prep, cap * sizeof(*np));
+
+		if (!np) {
+			free(cp.data);
+			return h2_err(-ENOMEM, "out of memory");
+		}
+		t->prep = np;
+		t->capprep = cap;
+	}
+	t->prep[t->nprep].key = key;
+	t->prep[t->nprep].data = cp.data;
+	t->nprep++;
+	return 0;
+}
+
+/* Reservation bound of the whole transaction. */
+static uint64_t txn_bound(struct txn *t, uint8_t levels)
+{
+	uint64_t n = 0, a, b, keys[2];
+
+	for (size_t i = 0; i < t->n; i++) {
+		const struct h2_op *op = &t->ops[i];
+		unsigned np = partial_leaves(op, keys);
+
+		if (op_writes_data(op)) {
+			n += h2_tree_reserve_bound(levels, leaf_of(op->off),
+						   leaf_of(op->off + op->len - 1),
+						   true);
+			continue;
+		}
+		if (whole_leaves(op->off, op->len, &a, &b))
+			n += h2_tree_reserve_bound(levels, a, b, false);
+		for (unsigned k = 0; k < np; k++)
+			n += h2_tree_reserve_bound(levels, keys[k], keys[k],
+						   true);
+	}
+	return n;
+}
+
+static bool txn_is_trim(struct txn *t)
+{
+	for (size_t i = 0; i < t->n; i++)
+		if (op_writes_data(&t->ops[i]))
+			return false;
+	return true;
+}
+
+/* Prepare phase, under the volume's write lock. */
+static int txn_prepare(struct txn *t)
+{
+	struct h2_vol *v = t->v;
+	uint64_t a, b, keys[2];
+	int r = 0;
+
+	for (size_t i = 0; i < t->n && r == 0; i++) {
+		const struct h2_op *op = &t->ops[i];
+		unsigned np = partial_leaves(op, keys);
+
+		if (op_writes_data(op))
+			r = h2_tree_prepare(v->st, &v->tree, leaf_of(op->off),
+					    leaf_of(op->off + op->len - 1),
+					    false);
+		else if (whole_leaves(op->off, op->len, &a, &b))
+			r = h2_tree_prepare(v->st, &v->tree, a, b, true);
+		for (unsigned k = 0; k < np && r == 0; k++)
+			r = txn_capture(t, keys[k]);
+	}
+	return r;
+}
+
+/* Write src (NULL: zeros) over [off, off+len) of the tree (install). */
+static void install_bytes(struct txn *t, struct h2_txctx *tx, uint64_t off,
+			  uint64_t len, const uint8_t *src)
+{
+	struct h2_tree *tree = &t->v->tree;
+	uint64_t pos = off, end = off + len;
+
+	while (pos < end) {
+		uint64_t key = leaf_of(pos);
+		uint64_t bo = pos % H2_BLOCK_SIZE;
+		uint64_t n = H2_BLOCK_SIZE - bo;
+		struct prep *pp = NULL;
+		struct h2_chain *c;
+		bool used;
+
+		if (n > end - pos)
+			n = end - pos;
+		if (n != H2_BLOCK_SIZE)
+			pp = prep_find(t, key);
+		c = h2_tree_modify_leaf(tx, tree, key, pp ? pp->data : NULL,
+					txn_buf(t), &used);
+		if (used)
+			t->used++;
+		if (src)
+			memcpy(c->data + bo, src + (pos - off), n);
+		else
+			memset(c->data + bo, 0, n);
+		pos += n;
+	}
+}
+
+/* Zero the partial leaf at key if it holds data (install). */
+static void install_zero_edge(struct txn *t, struct h2_txctx *tx,
+			      const struct h2_op *op, uint64_t key)
+{
+	uint64_t lo = key * H2_BLOCK_SIZE, hi = lo + H2_BLOCK_SIZE;
+
+	if (lo < op->off)
+		lo = op->off;
+	if (hi > op->off + op->len)
+		hi = op->off + op->len;
+	/* Zeroing part of a hole changes nothing; skip the block. */
+	if (!h2_tree_leaf_present(&t->v->tree, key))
+		return;
+	install_bytes(t, tx, lo, hi - lo, NULL);
+}
+
+/* Install phase: cannot fail. */
+static void txn_install(struct txn *t, struct h2_txctx *tx)
+{
+	struct h2_vol *v = t->v;
+	uint64_t a, b, keys[2];
+
+	for (size_t i = 0; i < t->n; i++) {
+		const struct h2_op *op = &t->ops[i];
+
+		if (op_writes_data(op)) {
+			install_bytes(t, tx, op->off, op->len,
+				      op->type == H2_OP_WRITE ? op->buf : NULL);
+			continue;
+		}
+		if (whole_leaves(op->off, op->len, &a, &b))
+			h2_tree_remove_range(tx, &v->tree, a, b);
+		for (unsigned k = 0, np = partial_leaves(op, keys); k < np;
+		     k++)
+			install_zero_edge(t, tx, op, keys[k]);
+	}
+	if (t->new_size) {
+		uint8_t levels = h2_levels_for((t->new_size + H2_BLOCK_SIZE -
+						1) / H2_BLOCK_SIZE);
+
+		h2_tree_grow(tx, &v->tree, levels);
+		pthread_mutex_lock(&v->st->dir_lock);
+		v->rec.size = t->new_size;
+		v->rec.levels = v->tree.levels;
+		pthread_mutex_unlock(&v->st->dir_lock);
+	}
+}
+
+/* Validate ops that do not depend on the volume's state. */
+static int txn_validate(const struct h2_op *ops, size_t n)
+{
+	uint64_t data = 0;
+
+	if (!ops || n == 0)
+		return h2_err(-EINVAL, "empty transaction");
+	if (n > H2_MAX_TXN_OPS)
+		return h2_err(-EFBIG, "transaction of %zu operations exceeds "
+				      "the limit of %u",
+			      n, H2_MAX_TXN_OPS);
+	for (size_t i = 0; i < n; i++) {
+		const struct h2_op *op = &ops[i];
+
+		if (op->type != H2_OP_WRITE && op->type != H2_OP_TRIM &&
+		    op->type != H2_OP_ZERO)
+			return h2_err(-EINVAL, "operation %zu: unknown type %d",
+				      i, (int)op->type);
+		if (op->flags & ~(unsigned)H2_IO_NO_HOLE)
+			return h2_err(-EINVAL, "operation %zu: unknown flags "
+					       "0x%x",
+				      i, op->flags);
+		if (op->len == 0)
+			return h2_err(-EINVAL, "operation %zu: zero length", i);
+		if (op->off > UINT64_MAX - op->len)
+			return h2_err(-ERANGE, "operation %zu: offset + "
+					       "length overflows",
+				      i);
+		if (op->type == H2_OP_WRITE && !op->buf)
+			return h2_err(-EINVAL, "operation %zu: write without "
+					       "data",
+				      i);
+		if (op_writes_data(op)) {
+			if (op->len > H2_MAX_IO)
+				return h2_err(-EFBIG,
+					      "operation %zu: %" PRIu64
+					      " bytes exceeds the %u MiB "
+					      "limit",
+					      i, op->len, H2_MAX_IO >> 20);
+			data += op->len;
+		}
+	}
+	if (data > H2_MAX_TXN_BYTES)
+		return h2_err(-EFBIG, "transaction carries %" PRIu64 " bytes, "
+				      "more than the %u MiB limit",
+			      data, H2_MAX_TXN_BYTES >> 20);
+	return 0;
+}
+
+/* Run a prepared-from-scratch transaction; see the file comment. */
+static int txn_run(struct txn *t, unsigned flags, uint64_t *epoch_out)
+{
+	struct h2_vol *v = t->v;
+	struct h2_store *st = v->st;
+	struct h2_freelist frees = {0};
+	struct h2_txctx tx = {0};
+	uint64_t epoch = 0, bound = 0;
+	bool retried = false;
+	int r;
+
+again:
+	r = h2_txn_begin(st, &epoch);
+	if (r < 0)
+		return r;
+	pthread_rwlock_wrlock(&v->lock);
+	r = check_vol(v);
+	for (size_t i = 0; i < t->n && r == 0; i++)
+		r = check_range(v, t->ops[i].off, t->ops[i].len);
+	if (r < 0)
+		goto unlock;
+	bound = txn_bound(t, v->tree.levels) +
+		(t->new_size ? H2_MAX_LEVELS : 0);
+	r = h2_space_reserve(st, bound, txn_is_trim(t));
+	if (r == -ENOSPC) {
+		pthread_rwlock_unlock(&v->lock);
+		h2_txn_end(st, false);
+		/* Space freed by earlier epochs returns once they are
+		 * flushed: flush once and try again before giving up. */
+		if (!retried) {
+			retried = true;
+			h2_sync(st, NULL);
+			goto again;
+		}
+		return h2_err(-ENOSPC, "volume %s: no space left in the "
+				       "store",
+			      v->rec.name);
+	}
+	if (r < 0)
+		goto unlock;
+	r = txn_prepare(t);
+	if (r < 0) {
+		h2_space_unreserve(st, bound);
+		goto unlock;
+	}
+	tx.st = st;
+	tx.epoch = epoch;
+	tx.vol_id = v->rec.id;
+	tx.frees = &frees;
+	txn_install(t, &tx);
+	h2_space_unreserve(st, bound - (tx.created < bound ? tx.created
+							   : bound));
+	pthread_mutex_lock(&st->free_lock);
+	h2_freelist_splice(&st->frees, &frees);
+	pthread_mutex_unlock(&st->free_lock);
+unlock:
+	pthread_rwlock_unlock(&v->lock);
+	h2_txn_end(st, r == 0);
+	if (r < 0)
+		return r;
+	if (epoch_out)
+		*epoch_out = epoch;
+	if (flags & H2_IO_FUA)
+		r = h2_flush_wait(st, epoch, NULL);
+	return r;
+}
+
+int h2_txn(struct h2_vol *v, const struct h2_op *ops, size_t n,
+	   unsigned flags, uint64_t *epoch)
+{
+	struct txn t = {.v = v, .ops = ops, .n = n};
+	uint64_t bytes = 0;
+	int r;
+
+	if (flags & ~(unsigned)H2_IO_FUA)
+		return h2_err(-EINVAL, "unknown transaction flags 0x%x", flags);
+	r = txn_validate(ops, n);
+	if (r < 0)
+		return r;
+	if (v->st->read_only)
+		return h2_err(-EROFS, "the store is open read-only");
+	r = txn_alloc_bufs(&t);
+	if (r == 0)
+		r = txn_run(&t, flags, epoch);
+	txn_free(&t);
+	for (size_t i = 0; r == 0 && i < n; i++)
+		if (ops[i].type == H2_OP_WRITE)
+			bytes += ops[i].len;
+	if (bytes)
+		__atomic_add_fetch(&v->st->client_written, bytes,
+				   __ATOMIC_RELAXED);
+	return r;
+}
+
+int h2_write(struct h2_vol *v, const void *buf, uint64_t off, uint64_t len,
+	     unsigned flags)
+{
+	struct h2_op op = {.type = H2_OP_WRITE, .off = off, .len = len,
+			   .buf = buf};
+
+	return h2_txn(v, &op, 1, flags & H2_IO_FUA, NULL);
+}
+
+int h2_trim(struct h2_vol *v, uint64_t off, uint64_t len, unsigned flags)
+{
+	struct h2_op op = {.type = H2_OP_TRIM, .off = off, .len = len};
+
+	return h2_txn(v, &op, 1, flags & H2_IO_FUA, NULL);
+}
+
+int h2_write_zeroes(struct h2_vol *v, uint64_t off, uint64_t len,
+		    unsigned flags)
+{
+	struct h2_op op = {.type = H2_OP_ZERO, .off = off, .len = len,
+			   .flags = flags & H2_IO_NO_HOLE};
+
+	return h2_txn(v, &op, 1, flags & H2_IO_FUA, NULL);
+}
+
+int h2_volume_resize(struct h2_store *st, const char *name, uint64_t size)
+{
+	struct txn t = {0};
+	struct h2_op op = {.type = H2_OP_TRIM};
+	struct h2_vol *v;
+	uint64_t old;
+	int r;
+
+	if (size == 0 || size > H2_VOLUME_MAX_SIZE)
+		return h2_err(size ? -EFBIG : -EINVAL,
+			      "volume size %" PRIu64 " is out of range "
+			      "(1 byte to %llu TiB)",
+			      size, H2_VOLUME_MAX_SIZE >> 40);
+	r = h2_volume_open(st, name, &v);
+	if (r < 0)
+		return r;
+	old = h2_volume_size(v);
+	t.v = v;
+	t.new_size = size;
+	t.ops = &op;
+	if (size < old) {
+		/* Shrinking discards the tail, so growing back later reads
+		 * zeros there. */
+		op.off = size;
+		op.len = old - size;
+		t.n = 1;
+	}
+	r = txn_alloc_bufs(&t);
+	if (r == 0)
+		r = txn_run(&t, 0, NULL);
+	txn_free(&t);
+	h2_volume_close(v);
+	return r;
+}

@@ -1,0 +1,895 @@
+/*
+ * store.c - format, open and close a store; volume headers; the volume
+ * table; space accounting.
+ *
+ * Opening reads the header copies, takes the valid one with the highest
+ * tid, and loads the volume directory and each volume's root block: O(1)
+ * in the data stored (O(volumes)), no log to replay, no scan.
+ *
+ * Space: used_blocks counts blocks allocated on disk (reserved zones
+ * included) as the flusher maintains it; reserved_blocks counts blocks
+ * promised to modified chains that the flusher has not allocated yet.  A
+ * writer reserves its worst case before it changes anything, so the
+ * flusher never finds the device full.  Trims may use the last
+ * H2_SPACE_MARGIN blocks (they free space, but copy a few indirect blocks
+ * to do it); the flusher's own directory blocks come from there too.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "internal.h"
+
+#define H2_SPACE_MARGIN 1024 /* blocks kept for trims and the directory */
+
+/* ---------------------------------------------------------------------- */
+/* Layout and headers.                                                    */
+
+/* Where the freemap zone goes on a device of dev_size bytes. */
+static int layout(uint64_t dev_size, uint64_t *total_blocks,
+		  uint32_t *fm_pages, uint64_t *fm_base)
+{
+	uint64_t blocks = dev_size / H2_BLOCK_SIZE;
+	uint64_t pages = (blocks + H2_FM_BITS - 1) / H2_FM_BITS;
+	uint64_t zone = pages * 2 * H2_BLOCK_SIZE;
+	uint64_t first_gap_end = dev_size < H2_HDR_STRIDE ? dev_size
+							  : H2_HDR_STRIDE;
+
+	if (pages > H2_HDR_MAX_FM_PAGES)
+		return -EFBIG;
+	/* Between header copies 0 and 1 if it fits there (devices up to
+	 * about 250 GiB), else after the last header copy. */
+	if (H2_HDR_REGION + zone <= first_gap_end)
+		*fm_base = H2_HDR_REGION;
+	else
+		*fm_base = (H2_HDR_COPIES - 1) * H2_HDR_STRIDE + (1u << 20);
+	if (*fm_base + zone > dev_size)
+		return -ENOSPC;
+	*total_blocks = blocks;
+	*fm_pages = (uint32_t)pages;
+	return 0;
+}
+
+/*
+ * Check one header image (len bytes from its region).  On failure *why
+ * says what is wrong.
+ */
+int h2_hdr_validate(const void *buf, size_t len, uint64_t dev_size,
+		    const char **why)
+{
+	struct h2_volhdr h;
+	uint64_t total, base;
+	uint32_t pages, crc;
+	uint8_t *tmp;
+
+	memcpy(&h, buf, sizeof(h));
+	if (h.magic != H2_HDR_MAGIC) {
+		*why = "no h2 magic";
+		return -EINVAL;
+	}
+	if (h.version != H2_FORMAT_VERSION) {
+		*why = "unsupported format version";
+		return -EPROTO;
+	}
+	if (h.block_size != H2_BLOCK_SIZE || h.hdr_len % H2_BLOCK_SIZE ||
+	    h.hdr_len > len || h.hdr_len < h2_hdr_len(h.fm_pages)) {
+		*why = "header geometry is inconsistent";
+		return -EBADMSG;
+	}
+	tmp = malloc(h.hdr_len);
+	if (!tmp) {
+		*why = "out of memory";
+		return -ENOMEM;
+	}
+	memcpy(tmp, buf, h.hdr_len);
+	memset(tmp + offsetof(struct h2_volhdr, crc), 0, sizeof(h.crc));
+	crc = h2_crc32c(0, tmp, h.hdr_len);
+	free(tmp);
+	if (crc != h.crc) {
+		*why = "CRC mismatch (torn or damaged)";
+		return -EBADMSG;
+	}
+	if (h.dev_size > dev_size) {
+		*why = "the device is smaller than the store it holds";
+		return -EBADMSG;
+	}
+	if (layout(h.dev_size, &total, &pages, &base) < 0 ||
+	    total != h.total_blocks || pages != h.fm_pages ||
+	    base != h.fm_base) {
+		*why = "device layout fields are inconsistent";
+		return -EBADMSG;
+	}
+	if (h.used_blocks > h.total_blocks) {
+		*why = "used block count exceeds the device";
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+/*
+ * Read every header copy of dev and pick the valid one with the highest
+ * tid.  *sel gets a malloc'd copy of its selector bits; *valid_mask has
+ * bit i set for each valid copy.  -ENOENT if none is valid.
+ */
+int h2_hdr_read_best(struct h2_dev *dev, struct h2_volhdr *hdr, uint8_t **sel,
+		     int *copy, unsigned *valid_mask)
+{
+	unsigned n = h2_hdr_copies(dev->size);
+	uint8_t *buf = malloc(H2_HDR_REGION);
+	int best = -1, r = 0;
+
+	if (!buf)
+		return h2_err(-ENOMEM, "out of memory reading headers");
+	*valid_mask = 0;
+	for (unsigned i = 0; i < n; i++) {
+		struct h2_volhdr h;
+		const char *why;
+
+		if (h2_dev_pread(dev, buf, H2_HDR_REGION, h2_hdr_offset(i)) < 0)
+			continue;
+		if (h2_hdr_validate(buf, H2_HDR_REGION, dev->size, &why) < 0)
+			continue;
+		memcpy(&h, buf, sizeof(h));
+		if (h.copy_index != i)
+			continue;
+		*valid_mask |= 1u << i;
+		if (best < 0 || h.tid > hdr->tid) {
+			size_t selbytes = (h.fm_pages + 7) / 8;
+			uint8_t *s = malloc(selbytes ? selbytes : 1);
+
+			if (!s) {
+				r = h2_err(-ENOMEM, "out of memory");
+				goto out;
+			}
+			memcpy(s, buf + H2_HDR_FIXED, selbytes);
+			if (best >= 0)
+				free(*sel);
+			*sel = s;
+			*hdr = h;
+			best = (int)i;
+		}
+	}
+	if (best < 0)
+		r = h2_err(-ENOENT,
+			   "%s: no valid h2 volume header (checked %u "
+			   "cop%s): not an h2 store, or every copy is damaged",
+			   dev->name, n, n == 1 ? "y" : "ies");
+	else
+		*copy = best;
+out:
+	free(buf);
+	return r;
+}
+
+bool h2_store_probe(struct h2_dev *dev)
+{
+	struct h2_volhdr h;
+	uint8_t *sel = NULL;
+	unsigned mask;
+	int copy;
+
+	if (h2_hdr_read_best(dev, &h, &sel, &copy, &mask) < 0)
+		return false;
+	free(sel);
+	return true;
+}
+
+/* Serialize and write the header for flush tid into copy tid % copies. */
+static int hdr_write_copy(struct h2_store *st, uint64_t tid, unsigned copy,
+			  const uint8_t *sel,
+			  const struct h2_blockref *dir_root)
+{
+	uint32_t len = h2_hdr_len(st->fm_pages);
+	uint8_t *buf = calloc(1, len);
+	struct h2_volhdr h = {0};
+	int r;
+
+	if (!buf)
+		return h2_err(-ENOMEM, "out of memory writing a header");
+	h.magic = H2_HDR_MAGIC;
+	h.version = H2_FORMAT_VERSION;
+	h.hdr_len = len;
+	h.tid = tid;
+	h.dev_size = st->dev_size;
+	h.block_size = H2_BLOCK_SIZE;
+	h.copy_index = copy;
+	h.fm_base = st->fm_base;
+	h.fm_pages = st->fm_pages;
+	h.total_blocks = st->total_blocks;
+	pthread_mutex_lock(&st->space_lock);
+	h.used_blocks = st->used_blocks;
+	pthread_mutex_unlock(&st->space_lock);
+	pthread_mutex_lock(&st->dir_lock);
+	h.next_vol_id = st->next_vol_id;
+	pthread_mutex_unlock(&st->dir_lock);
+	h.format_time_ns = st->format_time_ns;
+	memcpy(h.uuid, st->uuid, sizeof(h.uuid));
+	h.flush_count = st->lifetime_flushes + 1;
+	{
+		struct h2_dev_stats ds;
+
+		h2_dev_get_stats(st->dev, &ds);
+		h.bytes_written = st->written_base + ds.bytes_written + len;
+	}
+	h.dir_root = *dir_root;
+	memcpy(buf, &h, sizeof(h));
+	memcpy(buf + H2_HDR_FIXED, sel, (st->fm_pages + 7) / 8);
+	h.crc = h2_crc32c(0, buf, len);
+	memcpy(buf + offsetof(struct h2_volhdr, crc), &h.crc, sizeof(h.crc));
+	r = h2_dev_pwrite(st->dev, buf, len, h2_hdr_offset(copy));
+	free(buf);
+	if (r < 0)
+		return h2_err(r, "writing volume header copy %u failed", copy);
+	return 0;
+}
+
+int h2_hdr_write(struct h2_store *st, uint64_t tid, const uint8_t *sel,
+		 const struct h2_blockref *dir_root)
+{
+	return hdr_write_copy(st, tid, (unsigned)(tid % st->hdr_copies), sel,
+			      dir_root);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Space.                                                                 */
+
+int h2_space_reserve(struct h2_store *st, uint64_t blocks, bool is_trim)
+{
+	uint64_t margin = is_trim ? 0 : H2_SPACE_MARGIN;
+	uint64_t busy;
+	int r = 0;
+
+	pthread_mutex_lock(&st->space_lock);
+	busy = st->used_blocks + st->reserved_blocks;
+	if (busy > st->total_blocks || st->total_blocks - busy < blocks + margin)
+		r = -ENOSPC;
+	else
+		st->reserved_blocks += blocks;
+	pthread_mutex_unlock(&st->space_lock);
+	return r;
+}
+
+void h2_space_unreserve(struct h2_store *st, uint64_t blocks)
+{
+	pthread_mutex_lock(&st->space_lock);
+	st->reserved_blocks -= blocks < st->reserved_blocks
+				       ? blocks
+				       : st->reserved_blocks;
+	pthread_mutex_unlock(&st->space_lock);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Format.                                                                */
+
+/* Fill the fields of st that derive from the device and header. */
+static void st_geometry(struct h2_store *st, uint64_t dev_size,
+			uint64_t total, uint32_t pages, uint64_t base)
+{
+	st->dev_size = dev_size;
+	st->total_blocks = total;
+	st->fm_pages = pages;
+	st->fm_base = base;
+	st->hdr_copies = h2_hdr_copies(dev_size);
+}
+
+int h2_store_format(struct h2_dev *dev, const struct h2_format_opts *opts)
+{
+	struct h2_store st = {0};
+	struct h2_blockref empty = {0};
+	uint64_t total, base, used = 0;
+	uint32_t pages;
+	uint8_t *sel = NULL;
+	int r;
+
+	if (dev->read_only)
+		return h2_err(-EROFS, "%s is read-only", dev->name);
+	if (dev->size < H2_DEV_MIN_SIZE)
+		return h2_err(-ENOSPC,
+			      "%s is %" PRIu64 " bytes; an h2 store needs at "
+			      "least %llu MiB",
+			      dev->name, dev->size, H2_DEV_MIN_SIZE >> 20);
+	if (!(opts && opts->force) && h2_store_probe(dev))
+		return h2_err(-EEXIST,
+			      "%s already holds an h2 store; use --force to "
+			      "destroy it and format anyway",
+			      dev->name);
+	r = layout(dev->size, &total, &pages, &base);
+	if (r < 0)
+		return h2_err(r, "%s: %" PRIu64 " bytes is too large for one "
+				 "store (the freemap selectors do not fit)",
+			      dev->name, dev->size);
+	st.dev = dev;
+	st_geometry(&st, dev->size, total, pages, base);
+	pthread_mutex_init(&st.space_lock, NULL);
+	pthread_mutex_init(&st.dir_lock, NULL);
+	if (getrandom(st.uuid, sizeof(st.uuid), 0) != sizeof(st.uuid))
+		memset(st.uuid, 0x5a, sizeof(st.uuid));
+	st.format_time_ns = h2_wall_ns();
+	st.next_vol_id = 1;
+	r = h2_fm_init(&st, NULL);
+	if (r < 0)
+		goto out;
+	for (uint32_t p = 0; p < pages; p++) {
+		r = h2_fm_fresh_page(&st, p);
+		if (r < 0)
+			goto out;
+	}
+	/* Mark what can never be allocated: headers, freemap zone, tail. */
+	for (uint64_t b = 0; b < (uint64_t)pages * H2_FM_BITS; b++) {
+		if (b < total && !h2_block_reserved(&st, b))
+			continue;
+		h2_fm_set(&st, b, true);
+		if (b < total)
+			used++;
+	}
+	st.used_blocks = used;
+	sel = calloc(1, (pages + 7) / 8 + 1);
+	if (!sel) {
+		r = h2_err(-ENOMEM, "out of memory");
+		goto out;
+	}
+	r = h2_fm_write_dirty(&st, 1, sel);
+	if (r < 0)
+		goto out;
+	r = h2_dev_flush(dev);
+	if (r < 0)
+		goto out;
+	/* Every copy holds flush 1, so one damaged copy is survivable from
+	 * the first moment. */
+	for (unsigned i = 0; i < st.hdr_copies; i++) {
+		r = hdr_write_copy(&st, 1, i, sel, &empty);
+		if (r < 0)
+			goto out;
+	}
+	r = h2_dev_flush(dev);
+	if (r < 0)
+		r = h2_err(r, "%s: flushing the new store failed", dev->name);
+out:
+	free(sel);
+	h2_fm_destroy(&st);
+	pthread_mutex_destroy(&st.space_lock);
+	pthread_mutex_destroy(&st.dir_lock);
+	return r;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Volumes in memory.                                                     */
+
+void h2_vol_ref(struct h2_vol *v)
+{
+	__atomic_add_fetch(&v->refs, 1, __ATOMIC_RELAXED);
+}
+
+void h2_vol_drop(struct h2_vol *v)
+{
+	if (!v || __atomic_sub_fetch(&v->refs, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	h2_chain_drop(v->tree.root);
+	pthread_rwlock_destroy(&v->lock);
+	free(v);
+}
+
+/* A volume object for record rec in slot; loads its root block. */
+static struct h2_vol *vol_new(struct h2_store *st, uint32_t slot,
+			      const struct h2_volrec *rec)
+{
+	struct h2_vol *v = calloc(1, sizeof(*v));
+
+	if (!v)
+		return NULL;
+	pthread_rwlock_init(&v->lock, NULL);
+	v->st = st;
+	v->slot = slot;
+	v->rec = *rec;
+	v->refs = 1;
+	v->tree.root_bref = rec->root;
+	v->tree.levels = rec->levels;
+	v->tree.leaf_type = H2_BREF_DATA;
+	v->tree.vol_id = rec->id;
+	v->used_blocks = rec->used_blocks;
+	v->root_err = h2_tree_load_root(st, &v->tree);
+	if (v->root_err == 0)
+		memset(&v->tree.root_bref, 0, sizeof(v->tree.root_bref));
+	return v;
+}
+
+/* Directory loading: each DIR leaf's records become volumes. */
+struct dirload {
+	struct h2_store *st;
+	int err;
+};
+
+static int dir_leaf(void *arg, uint64_t key, uint64_t count,
+		    struct h2_chain *c, const struct h2_blockref *b)
+{
+	struct dirload *dl = arg;
+	struct h2_store *st = dl->st;
+	uint8_t buf[H2_BLOCK_SIZE];
+	const uint8_t *data;
+	int r;
+
+	if (!c && b->type == H2_BREF_EMPTY)
+		return 0;
+	(void)count;
+	if (c) {
+		data = c->data;
+	} else {
+		r = h2_chain_read_block(st, b, buf, "volume directory");
+		if (r < 0)
+			return r;
+		data = buf;
+	}
+	for (unsigned i = 0; i < H2_VOLREC_PER_BLOCK; i++) {
+		struct h2_volrec rec;
+		uint32_t slot = (uint32_t)(key * H2_VOLREC_PER_BLOCK + i);
+		struct h2_vol *v;
+
+		memcpy(&rec, data + i * H2_VOLREC_SIZE, sizeof(rec));
+		st->dir_disk[slot] = rec;
+		if (!(rec.flags & H2_VOLREC_USED))
+			continue;
+		if (rec.name_len == 0 || rec.name_len > H2_NAME_MAX ||
+		    rec.name[rec.name_len] != '\0' || rec.levels < 1 ||
+		    rec.levels > H2_MAX_LEVELS || rec.size > H2_VOLUME_MAX_SIZE)
+			return h2_err(-EBADMSG,
+				      "volume directory record %u is damaged",
+				      slot);
+		v = vol_new(st, slot, &rec);
+		if (!v)
+			return h2_err(-ENOMEM, "out of memory");
+		st->vols[slot] = v;
+		if (slot >= st->nslots)
+			st->nslots = slot + 1;
+	}
+	return 0;
+}
+
+static int dir_load(struct h2_store *st, const struct h2_blockref *root)
+{
+	struct dirload dl = {.st = st};
+	int r;
+
+	st->vols = calloc(H2_DIR_MAX_RECORDS, sizeof(*st->vols));
+	st->dir_disk = calloc(H2_DIR_MAX_RECORDS, sizeof(*st->dir_disk));
+	if (!st->vols || !st->dir_disk)
+		return h2_err(-ENOMEM, "out of memory for the volume table");
+	st->dir_disk_n = H2_DIR_MAX_RECORDS;
+	st->dir_tree.root_bref = *root;
+	st->dir_tree.levels = H2_DIR_LEVELS;
+	st->dir_tree.leaf_type = H2_BREF_DIR;
+	st->dir_tree.vol_id = 0;
+	r = h2_tree_load_root(st, &st->dir_tree);
+	if (r < 0)
+		return h2_err(r, "volume directory: %s", h2_core_errmsg());
+	memset(&st->dir_tree.root_bref, 0, sizeof(st->dir_tree.root_bref));
+	r = h2_tree_walk(st, &st->dir_tree, 0,
+			 H2_DIR_MAX_RECORDS / H2_VOLREC_PER_BLOCK - 1,
+			 dir_leaf, &dl);
+	return r;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Open and close.                                                        */
+
+static void store_free(struct h2_store *st)
+{
+	if (st->vols) {
+		for (uint32_t i = 0; i < H2_DIR_MAX_RECORDS; i++)
+			h2_vol_drop(st->vols[i]);
+		free(st->vols);
+	}
+	h2_chain_drop(st->dir_tree.root);
+	h2_freelist_clear(&st->frees);
+	free(st->dir_disk);
+	h2_fm_destroy(st);
+	pthread_mutex_destroy(&st->dir_lock);
+	pthread_mutex_destroy(&st->txn_lock);
+	pthread_cond_destroy(&st->txn_cv);
+	pthread_mutex_destroy(&st->free_lock);
+	pthread_mutex_destroy(&st->space_lock);
+	pthread_mutex_destroy(&st->flush_lock);
+	pthread_mutex_destroy(&st->run_lock);
+	pthread_cond_destroy(&st->flush_cv);
+	pthread_cond_destroy(&st->done_cv);
+	h2_dev_close(st->dev);
+	free(st);
+}
+
+int h2_store_open(struct h2_dev *dev, const struct h2_store_opts *opts,
+		  struct h2_store **out)
+{
+	struct h2_store *st = calloc(1, sizeof(*st));
+	struct h2_volhdr h;
+	uint8_t *sel = NULL;
+	unsigned mask;
+	int copy, r;
+
+	if (!st) {
+		h2_dev_close(dev);
+		return h2_err(-ENOMEM, "out of memory");
+	}
+	st->dev = dev;
+	pthread_mutex_init(&st->dir_lock, NULL);
+	pthread_mutex_init(&st->txn_lock, NULL);
+	pthread_cond_init(&st->txn_cv, NULL);
+	pthread_mutex_init(&st->free_lock, NULL);
+	pthread_mutex_init(&st->space_lock, NULL);
+	pthread_mutex_init(&st->flush_lock, NULL);
+	pthread_mutex_init(&st->run_lock, NULL);
+	pthread_cond_init(&st->flush_cv, NULL);
+	pthread_cond_init(&st->done_cv, NULL);
+	if (opts)
+		st->opts = *opts;
+	if (!st->opts.flush_interval_ms)
+		st->opts.flush_interval_ms = 1000;
+	if (!st->opts.dirty_max)
+		st->opts.dirty_max = 256ull << 20;
+	if (!st->opts.dirty_hard)
+		st->opts.dirty_hard = 2 * st->opts.dirty_max;
+	st->read_only = st->opts.read_only || dev->read_only;
+
+	r = h2_hdr_read_best(dev, &h, &sel, &copy, &mask);
+	if (r < 0)
+		goto fail;
+	st_geometry(st, h.dev_size, h.total_blocks, h.fm_pages, h.fm_base);
+	memcpy(st->uuid, h.uuid, sizeof(st->uuid));
+	st->format_time_ns = h.format_time_ns;
+	st->next_vol_id = h.next_vol_id;
+	st->used_blocks = h.used_blocks;
+	st->hdr_tid = h.tid;
+	st->durable_epoch = h.tid;
+	st->cur_epoch = h.tid + 1;
+	st->lifetime_flushes = h.flush_count;
+	st->written_base = h.bytes_written;
+	st->valid_hdr_mask = mask;
+	r = h2_fm_init(st, sel);
+	if (r < 0)
+		goto fail;
+	r = dir_load(st, &h.dir_root);
+	if (r < 0)
+		goto fail;
+	if (!st->read_only) {
+		r = h2_flush_start(st);
+		if (r < 0)
+			goto fail;
+	}
+	free(sel);
+	*out = st;
+	return 0;
+fail:
+	free(sel);
+	store_free(st);
+	return r;
+}
+
+int h2_store_close(struct h2_store *st)
+{
+	int r = 0;
+
+	if (!st)
+		return 0;
+	if (!st->read_only) {
+		h2_flush_stop(st);
+		r = st->failed;
+		if (r == 0)
+			r = h2_flush_run_once(st);
+		if (r == 1)
+			r = 0;
+	}
+	store_free(st);
+	return r;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The volume table.                                                      */
+
+bool h2_volume_name_valid(const char *name)
+{
+	size_t n = 0;
+
+	if (!name || !name[0] || name[0] == '.' || name[0] == '-')
+		return false;
+	for (const char *p = name; *p; p++, n++) {
+		char ch = *p;
+
+		if (n >= H2_NAME_MAX)
+			return false;
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' ||
+		      ch == '-'))
+			return false;
+	}
+	return true;
+}
+
+/* Find a live volume by name (dir_lock held). */
+static struct h2_vol *find_locked(struct h2_store *st, const char *name)
+{
+	for (uint32_t i = 0; i < st->nslots; i++) {
+		struct h2_vol *v = st->vols[i];
+
+		if (v && strcmp(v->rec.name, name) == 0)
+			return v;
+	}
+	return NULL;
+}
+
+/* Find and reference a volume by name, or set the error message. */
+static int lookup(struct h2_store *st, const char *name, struct h2_vol **out)
+{
+	struct h2_vol *v;
+
+	if (!h2_volume_name_valid(name))
+		return h2_err(-EINVAL, "invalid volume name \"%s\"",
+			      name ? name : "(null)");
+	pthread_mutex_lock(&st->dir_lock);
+	v = find_locked(st, name);
+	if (v)
+		h2_vol_ref(v);
+	pthread_mutex_unlock(&st->dir_lock);
+	if (!v)
+		return h2_err(-ENOENT, "no volume named \"%s\"", name);
+	*out = v;
+	return 0;
+}
+
+/* Fill an info struct (the caller keeps v stable). */
+static void fill_info(struct h2_vol *v, struct h2_volume_info *info)
+{
+	memset(info, 0, sizeof(*info));
+	info->id = v->rec.id;
+	snprintf(info->name, sizeof(info->name), "%s", v->rec.name);
+	info->size = v->rec.size;
+	info->ctime_ns = v->rec.ctime_ns;
+	info->create_tid = v->rec.create_tid;
+	info->used_bytes = v->used_blocks * H2_BLOCK_SIZE;
+}
+
+int h2_volume_create(struct h2_store *st, const char *name, uint64_t size,
+		     struct h2_volume_info *out)
+{
+	struct h2_volrec rec = {0};
+	struct h2_vol *v;
+	uint64_t epoch;
+	uint32_t slot;
+	int r;
+
+	if (!h2_volume_name_valid(name))
+		return h2_err(-EINVAL,
+			      "invalid volume name \"%s\": use 1-127 of "
+			      "A-Z a-z 0-9 . _ - (not starting with . or -)",
+			      name ? name : "(null)");
+	if (size == 0 || size > H2_VOLUME_MAX_SIZE)
+		return h2_err(size ? -EFBIG : -EINVAL,
+			      "volume size %" PRIu64 " is out of range "
+			      "(1 byte to %llu TiB)",
+			      size, H2_VOLUME_MAX_SIZE >> 40);
+	r = h2_txn_begin(st, &epoch);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&st->dir_lock);
+	if (find_locked(st, name)) {
+		r = h2_err(-EEXIST, "a volume named \"%s\" already exists",
+			   name);
+		goto unlock;
+	}
+	for (slot = 0; slot < H2_DIR_MAX_RECORDS && st->vols[slot]; slot++)
+		;
+	if (slot == H2_DIR_MAX_RECORDS) {
+		r = h2_err(-ENOSPC, "the volume directory is full (%u "
+				    "volumes)",
+			   H2_DIR_MAX_RECORDS);
+		goto unlock;
+	}
+	rec.id = st->next_vol_id++;
+	rec.size = size;
+	rec.ctime_ns = h2_wall_ns();
+	rec.create_tid = epoch;
+	rec.flags = H2_VOLREC_USED;
+	rec.levels = h2_levels_for((size + H2_BLOCK_SIZE - 1) / H2_BLOCK_SIZE);
+	rec.name_len = (uint8_t)strlen(name);
+	memcpy(rec.name, name, rec.name_len);
+	v = vol_new(st, slot, &rec);
+	if (!v) {
+		r = h2_err(-ENOMEM, "out of memory");
+		goto unlock;
+	}
+	st->vols[slot] = v;
+	if (slot >= st->nslots)
+		st->nslots = slot + 1;
+	if (out)
+		fill_info(v, out);
+unlock:
+	pthread_mutex_unlock(&st->dir_lock);
+	h2_txn_end(st, r == 0);
+	return r;
+}
+
+int h2_volume_list(struct h2_store *st, struct h2_volume_info **out,
+		   size_t *count)
+{
+	struct h2_volume_info *v = NULL;
+	size_t n = 0;
+
+	pthread_mutex_lock(&st->dir_lock);
+	if (st->nslots) {
+		v = calloc(st->nslots, sizeof(*v));
+		if (!v) {
+			pthread_mutex_unlock(&st->dir_lock);
+			return h2_err(-ENOMEM, "out of memory");
+		}
+	}
+	for (uint32_t i = 0; i < st->nslots; i++)
+		if (st->vols[i])
+			fill_info(st->vols[i], &v[n++]);
+	pthread_mutex_unlock(&st->dir_lock);
+	*out = v;
+	*count = n;
+	return 0;
+}
+
+int h2_volume_info(struct h2_store *st, const char *name,
+		   struct h2_volume_info *out)
+{
+	struct h2_vol *v;
+	int r = lookup(st, name, &v);
+
+	if (r < 0)
+		return r;
+	pthread_rwlock_rdlock(&v->lock);
+	pthread_mutex_lock(&st->dir_lock);
+	fill_info(v, out);
+	pthread_mutex_unlock(&st->dir_lock);
+	pthread_rwlock_unlock(&v->lock);
+	h2_vol_drop(v);
+	return 0;
+}
+
+int h2_volume_delete(struct h2_store *st, const char *name)
+{
+	struct h2_txctx tx = {0};
+	struct h2_freelist frees = {0};
+	struct h2_vol *v;
+	uint64_t epoch;
+	int r;
+
+	if (st->read_only)
+		return h2_err(-EROFS, "the store is open read-only");
+	if (!h2_volume_name_valid(name))
+		return h2_err(-EINVAL, "invalid volume name \"%s\"",
+			      name ? name : "(null)");
+	r = h2_txn_begin(st, &epoch);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&st->dir_lock);
+	v = find_locked(st, name);
+	if (!v) {
+		r = h2_err(-ENOENT, "no volume named \"%s\"", name);
+	} else if (v->opens > 0) {
+		r = h2_err(-EBUSY,
+			   "volume \"%s\" is open (%d handle%s); close it "
+			   "first",
+			   name, v->opens, v->opens == 1 ? "" : "s");
+	} else {
+		st->vols[v->slot] = NULL;
+		v->deleted = true;
+	}
+	pthread_mutex_unlock(&st->dir_lock);
+	if (r == 0) {
+		pthread_rwlock_wrlock(&v->lock);
+		tx.st = st;
+		tx.epoch = epoch;
+		tx.vol_id = v->rec.id;
+		tx.frees = &frees;
+		if (v->root_err == 0)
+			h2_tree_discard(&tx, &v->tree);
+		else if (v->tree.root_bref.type != H2_BREF_EMPTY)
+			/* A damaged root cannot be walked; the checker will
+			 * count what it owned as leaked. */
+			memset(&v->tree.root_bref, 0, sizeof(struct h2_blockref));
+		pthread_rwlock_unlock(&v->lock);
+		pthread_mutex_lock(&st->free_lock);
+		h2_freelist_splice(&st->frees, &frees);
+		pthread_mutex_unlock(&st->free_lock);
+		h2_vol_drop(v);
+	}
+	h2_txn_end(st, r == 0);
+	return r;
+}
+
+int h2_volume_open(struct h2_store *st, const char *name, struct h2_vol **out)
+{
+	struct h2_vol *v;
+	int r = lookup(st, name, &v);
+
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&st->dir_lock);
+	if (v->deleted) {
+		r = h2_err(-ENOENT, "no volume named \"%s\"", name);
+	} else {
+		v->opens++;
+	}
+	pthread_mutex_unlock(&st->dir_lock);
+	if (r < 0) {
+		h2_vol_drop(v);
+		return r;
+	}
+	*out = v;
+	return 0;
+}
+
+void h2_volume_close(struct h2_vol *v)
+{
+	if (!v)
+		return;
+	pthread_mutex_lock(&v->st->dir_lock);
+	v->opens--;
+	pthread_mutex_unlock(&v->st->dir_lock);
+	h2_vol_drop(v);
+}
+
+uint64_t h2_volume_size(struct h2_vol *v)
+{
+	uint64_t size;
+
+	pthread_rwlock_rdlock(&v->lock);
+	size = v->rec.size;
+	pthread_rwlock_unlock(&v->lock);
+	return size;
+}
+
+const char *h2_volume_name(struct h2_vol *v)
+{
+	return v->rec.name;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Statistics.                                                            */
+
+void h2_stats_get(struct h2_store *st, struct h2_stats *out)
+{
+	struct h2_dev_stats ds;
+	uint64_t used, reserved;
+
+	memset(out, 0, sizeof(*out));
+	h2_dev_get_stats(st->dev, &ds);
+	pthread_mutex_lock(&st->space_lock);
+	used = st->used_blocks;
+	reserved = st->reserved_blocks;
+	pthread_mutex_unlock(&st->space_lock);
+	out->dev_size = st->dev_size;
+	out->block_size = H2_BLOCK_SIZE;
+	out->total_bytes = st->total_blocks * H2_BLOCK_SIZE;
+	out->used_bytes = used * H2_BLOCK_SIZE;
+	out->free_bytes = used + reserved < st->total_blocks
+				  ? (st->total_blocks - used - reserved) *
+					    H2_BLOCK_SIZE
+				  : 0;
+	out->dirty_bytes = __atomic_load_n(&st->dirty_chains,
+					   __ATOMIC_RELAXED) *
+			   H2_BLOCK_SIZE;
+	pthread_mutex_lock(&st->dir_lock);
+	for (uint32_t i = 0; i < st->nslots; i++)
+		out->volumes += st->vols[i] != NULL;
+	pthread_mutex_unlock(&st->dir_lock);
+	out->flushes = __atomic_load_n(&st->flushes, __ATOMIC_RELAXED);
+	out->flush_ns_total =
+		__atomic_load_n(&st->flush_ns_total, __ATOMIC_RELAXED);
+	out->last_flush_ns =
+		__atomic_load_n(&st->last_flush_ns, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&st->flush_lock);
+	out->durable_tid = st->durable_epoch;
+	pthread_mutex_unlock(&st->flush_lock);
+	out->dev_bytes_written = ds.bytes_written;
+	out->dev_bytes_read = ds.bytes_read;
+	out->dev_flushes = ds.flushes;
+	out->client_bytes_written =
+		__atomic_load_n(&st->client_written, __ATOMIC_RELAXED);
+	out->client_bytes_read =
+		__atomic_load_n(&st->client_read, __ATOMIC_RELAXED);
+	out->write_waits = __atomic_load_n(&st->write_waits, __ATOMIC_RELAXED);
+}

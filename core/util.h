@@ -1,0 +1,39 @@
+/*
+ * util.h - small helpers shared by the engine: checksums, error messages,
+ * little-endian access, time.
+ */
+#ifndef H2_UTIL_H
+#define H2_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* CRC32C (Castagnoli), as used for volume headers. */
+uint32_t h2_crc32c(uint32_t crc, const void *buf, size_t len);
+
+/* XXH3-64 of a block, the check code in blockrefs. */
+uint64_t h2_check64(const void *buf, size_t len);
+
+/*
+ * Record a human message for the calling thread's last error and return
+ * err unchanged, so call sites read: return h2_err(-EIO, "...", ...).
+ */
+int h2_err(int err, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/*
+ * Allocation for the engine's infallible phases (installing a prepared
+ * transaction, the flusher's bookkeeping): these run after the point of no
+ * return, where undoing half a change would be worse than stopping, so an
+ * allocation failure there aborts with a message.  Request-sized buffers
+ * are allocated earlier, fallibly, and fail only that request.
+ */
+void *h2_xmalloc(size_t n);
+void *h2_xcalloc(size_t n, size_t size);
+void *h2_xrealloc(void *p, size_t n);
+
+/* Monotonic and wall-clock time in nanoseconds. */
+uint64_t h2_now_ns(void);
+uint64_t h2_wall_ns(void);
+
+#endif /* H2_UTIL_H */

@@ -1,0 +1,73 @@
+/* Shared helpers for engine tests: stores on in-memory fault devices. */
+#ifndef H2_TEST_HELPERS_H
+#define H2_TEST_HELPERS_H
+
+#include <criterion/criterion.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dev.h"
+#include "h2core.h"
+
+#define MiB (1ull << 20)
+
+/* A formatted fault device of size bytes. */
+static inline struct h2_fdev *t_fdev(uint64_t size)
+{
+	struct h2_fdev *fd;
+
+	cr_assert_eq(h2_fdev_create(size, &fd), 0);
+	cr_assert_eq(h2_store_format(h2_fdev_dev(fd), NULL), 0, "%s",
+		     h2_core_errmsg());
+	return fd;
+}
+
+/*
+ * Open a store on fd.  The store gets its own device object that shares
+ * fd's contents: a fault device's h2_dev is owned by the fdev, and
+ * closing the store only marks it closed.
+ */
+static inline struct h2_store *t_open(struct h2_fdev *fd, bool flusher)
+{
+	struct h2_store_opts o = {.no_flusher = !flusher};
+	struct h2_store *st;
+	int r = h2_store_open(h2_fdev_dev(fd), &o, &st);
+
+	cr_assert_eq(r, 0, "open: %d %s", r, h2_core_errmsg());
+	return st;
+}
+
+static inline struct h2_store *t_open_opts(struct h2_fdev *fd,
+					   const struct h2_store_opts *o)
+{
+	struct h2_store *st;
+	int r = h2_store_open(h2_fdev_dev(fd), o, &st);
+
+	cr_assert_eq(r, 0, "open: %d %s", r, h2_core_errmsg());
+	return st;
+}
+
+/* Deterministic pattern: byte i of stream seed. */
+static inline void t_fill(void *buf, size_t len, uint64_t seed, uint64_t pos)
+{
+	uint8_t *p = buf;
+
+	for (size_t i = 0; i < len; i++) {
+		uint64_t x = (pos + i) * 0x9E3779B97F4A7C15ull ^ seed;
+
+		x ^= x >> 29;
+		p[i] = (uint8_t)(x * 0xBF58476D1CE4E5B9ull >> 56);
+	}
+}
+
+/* xorshift64* */
+static inline uint64_t t_rand(uint64_t *s)
+{
+	*s ^= *s >> 12;
+	*s ^= *s << 25;
+	*s ^= *s >> 27;
+	return *s * 2685821657736338717ull;
+}
+
+#endif
