@@ -188,7 +188,10 @@ int h2_chain_load(struct h2_store *st, const struct h2_blockref *bref,
 
 	if (!buf)
 		return h2_err(-ENOMEM, "out of memory loading a block");
-	snprintf(what, sizeof(what), "volume id %" PRIu64, vol_id);
+	if (vol_id)
+		snprintf(what, sizeof(what), "volume id %" PRIu64, vol_id);
+	else
+		snprintf(what, sizeof(what), "volume directory");
 	r = h2_chain_read_block(st, bref, buf, what);
 	if (r < 0) {
 		free(buf);

@@ -463,7 +463,7 @@ static int dir_load(struct h2_store *st, const struct h2_blockref *root)
 	st->dir_tree.vol_id = 0;
 	r = h2_tree_load_root(st, &st->dir_tree);
 	if (r < 0)
-		return h2_err(r, "volume directory: %s", h2_core_errmsg());
+		return r;
 	memset(&st->dir_tree.root_bref, 0, sizeof(st->dir_tree.root_bref));
 	r = h2_tree_walk(st, &st->dir_tree, 0,
 			 H2_DIR_MAX_RECORDS / H2_VOLREC_PER_BLOCK - 1,

@@ -54,11 +54,14 @@ uint64_t h2_check64(const void *buf, size_t len)
 
 int h2_err(int err, const char *fmt, ...)
 {
+	char tmp[sizeof(errmsg)];
 	va_list ap;
 
+	/* Format aside first: callers may wrap the previous message. */
 	va_start(ap, fmt);
-	vsnprintf(errmsg, sizeof(errmsg), fmt, ap);
+	vsnprintf(tmp, sizeof(tmp), fmt, ap);
 	va_end(ap);
+	memcpy(errmsg, tmp, sizeof(errmsg));
 	return err;
 }
 
