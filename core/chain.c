@@ -81,6 +81,7 @@ static struct h2_chain *chain_alloc(struct h2_store *st, uint8_t type,
 	c->data = buf ? buf : h2_xcalloc(1, H2_BLOCK_SIZE);
 	if (type == H2_BREF_INDIRECT)
 		c->child = h2_xcalloc(H2_FANOUT, sizeof(*c->child));
+	__atomic_add_fetch(&st->chains, 1, __ATOMIC_RELAXED);
 	return c;
 }
 
@@ -121,6 +122,7 @@ void h2_chain_drop(struct h2_chain *c)
 		__atomic_sub_fetch(&c->st->dirty_chains, 1, __ATOMIC_RELAXED);
 		h2_space_unreserve(c->st, 1);
 	}
+	__atomic_sub_fetch(&c->st->chains, 1, __ATOMIC_RELAXED);
 	pthread_mutex_destroy(&c->lock);
 	free(c->data);
 	free(c);
@@ -739,6 +741,47 @@ void h2_tree_grow(struct h2_txctx *tx, struct h2_tree *t, uint8_t levels)
 		}
 		t->levels++;
 	}
+}
+
+/*
+ * Drop clean indirect chains below p that nobody but their parent holds
+ * and that hold no children themselves, until *budget chains are gone.
+ * The parent's slot takes over from the chain: it gets the chain's
+ * blockref first (a private parent's slot may be stale).
+ */
+static void evict_below(struct h2_chain *p, uint64_t *budget)
+{
+	for (unsigned i = 0; i < H2_FANOUT && *budget; i++) {
+		struct h2_chain *c = p->child[i];
+		bool leafless = true;
+
+		if (!c || c->type != H2_BREF_INDIRECT)
+			continue;
+		evict_below(c, budget);
+		for (unsigned k = 0; k < H2_FANOUT; k++)
+			if (c->child[k])
+				leafless = false;
+		if (!leafless || !(c->flags & H2_CHAIN_ONDISK) ||
+		    __atomic_load_n(&c->refs, __ATOMIC_ACQUIRE) != 1 ||
+		    !*budget)
+			continue;
+		pthread_mutex_lock(&p->lock);
+		slots(p)[i] = c->bref;
+		p->child[i] = NULL;
+		pthread_mutex_unlock(&p->lock);
+		h2_chain_drop(c);
+		(*budget)--;
+	}
+}
+
+/*
+ * Shrink the tree's cache by up to budget chains (volume lock held
+ * exclusively, no flush running).  The root stays.
+ */
+void h2_tree_evict(struct h2_tree *t, uint64_t *budget)
+{
+	if (t->root)
+		evict_below(t->root, budget);
 }
 
 /*

@@ -356,7 +356,7 @@ static int file_size(int fd, const char *path, uint64_t *size)
 int h2_dev_open_file(const char *path, unsigned flags, struct h2_dev **out)
 {
 	bool ro = flags & H2_DEV_RDONLY;
-	uint64_t size;
+	uint64_t size = 0;
 	int fd, err;
 
 	if (!path || !out || (flags & ~(unsigned)H2_DEV_RDONLY))

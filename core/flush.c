@@ -56,6 +56,7 @@ struct flushctx {
 	struct wq wq;
 	struct frozen *fz;
 	uint32_t nfz;
+	uint32_t nslots;	/* st->nslots at the freeze */
 	struct h2_freelist frees;
 	struct h2_chain **l1;	/* written level-1 chains, to evict from */
 	size_t nl1, capl1;
@@ -337,15 +338,18 @@ static int apply_frees(struct flushctx *fc)
 static int write_directory(struct flushctx *fc, struct h2_blockref *root)
 {
 	struct h2_store *st = fc->st;
-	struct h2_volrec *recs = h2_xcalloc(H2_DIR_MAX_RECORDS, sizeof(*recs));
 	struct h2_txctx tx = {.st = st, .epoch = fc->epoch, .vol_id = 0,
 			      .frees = &fc->frees};
-	uint32_t nleaves;
+	/* Slots at or past nslots have never held a volume, on disk or in
+	 * memory (nslots only grows), so only leaves below it can change. */
+	uint32_t nleaves = (fc->nslots + H2_VOLREC_PER_BLOCK - 1) /
+			   H2_VOLREC_PER_BLOCK;
+	struct h2_volrec *recs = h2_xcalloc(
+		(size_t)nleaves * H2_VOLREC_PER_BLOCK + 1, sizeof(*recs));
 	int r = 0;
 
 	for (uint32_t i = 0; i < fc->nfz; i++)
 		recs[fc->fz[i].vol->slot] = fc->fz[i].rec;
-	nleaves = H2_DIR_MAX_RECORDS / H2_VOLREC_PER_BLOCK;
 	for (uint32_t k = 0; k < nleaves; k++) {
 		struct h2_volrec *want = recs + k * H2_VOLREC_PER_BLOCK;
 		struct h2_volrec *have = st->dir_disk + k * H2_VOLREC_PER_BLOCK;
@@ -417,6 +421,7 @@ static bool freeze(struct flushctx *fc)
 	memset(&st->frees, 0, sizeof(st->frees));
 	pthread_mutex_unlock(&st->free_lock);
 	pthread_mutex_lock(&st->dir_lock);
+	fc->nslots = st->nslots;
 	fc->fz = h2_xcalloc(st->nslots ? st->nslots : 1, sizeof(*fc->fz));
 	for (uint32_t i = 0; i < st->nslots; i++) {
 		struct h2_vol *v = st->vols[i];
@@ -537,6 +542,42 @@ out:
 	return r;
 }
 
+/*
+ * Keep clean metadata within cache_max: after a flush every chain outside
+ * the current epoch is on disk, so clean indirect chains that no reader
+ * holds can go (each volume's lock is taken exclusively, briefly).
+ * Cut down to three quarters of the limit so this does not run after
+ * every flush.
+ */
+static void cache_trim(struct h2_store *st)
+{
+	uint64_t have = __atomic_load_n(&st->chains, __ATOMIC_RELAXED);
+	uint64_t limit = st->opts.cache_max / H2_BLOCK_SIZE;
+	uint64_t budget;
+
+	if (have <= limit)
+		return;
+	budget = have - limit * 3 / 4;
+	for (uint32_t i = 0; budget; i++) {
+		struct h2_vol *v = NULL;
+
+		pthread_mutex_lock(&st->dir_lock);
+		for (; i < st->nslots && !st->vols[i]; i++)
+			;
+		if (i < st->nslots) {
+			v = st->vols[i];
+			h2_vol_ref(v);
+		}
+		pthread_mutex_unlock(&st->dir_lock);
+		if (!v)
+			break;
+		pthread_rwlock_wrlock(&v->lock);
+		h2_tree_evict(&v->tree, &budget);
+		pthread_rwlock_unlock(&v->lock);
+		h2_vol_drop(v);
+	}
+}
+
 int h2_flush_run_once(struct h2_store *st)
 {
 	struct flushctx fc = {.st = st};
@@ -582,6 +623,8 @@ int h2_flush_run_once(struct h2_store *st)
 	pthread_mutex_lock(&st->txn_lock);
 	pthread_cond_broadcast(&st->txn_cv);
 	pthread_mutex_unlock(&st->txn_lock);
+	if (r == 0)
+		cache_trim(st);
 	pthread_mutex_unlock(&st->run_lock);
 	hook(st, H2_FLUSH_STAGE_DONE);
 	return r;

@@ -70,6 +70,8 @@ struct h2_store_opts {
 	uint32_t flush_interval_ms; /* 0: default 1000 */
 	uint64_t dirty_max;	    /* bytes; 0: default 256 MiB */
 	uint64_t dirty_hard;	    /* writers wait above; 0: 2 * dirty_max */
+	uint64_t cache_max;	    /* clean metadata kept in memory, bytes;
+				       0: default 512 MiB */
 	bool read_only;		    /* no flusher, all writes -EROFS */
 	bool no_flusher;	    /* tests: flush only on h2_sync/close */
 	void (*flush_hook)(void *arg, enum h2_flush_stage stage); /* tests */
@@ -199,6 +201,7 @@ struct h2_stats {
 	uint64_t client_bytes_written;
 	uint64_t client_bytes_read;
 	uint64_t write_waits;	  /* writers that waited on the hard limit */
+	uint64_t cached_bytes;	  /* chains in memory (metadata and dirty) */
 };
 
 void h2_stats_get(struct h2_store *st, struct h2_stats *out);

@@ -172,6 +172,7 @@ struct h2_store {
 	uint64_t used_blocks;
 	uint64_t reserved_blocks;
 	uint64_t dirty_chains;	/* __atomic */
+	uint64_t chains;	/* __atomic: chains in memory */
 
 	/* Flusher and syncs. */
 	pthread_mutex_t run_lock;	/* serializes flushes */
@@ -245,6 +246,7 @@ void h2_tree_remove_range(struct h2_txctx *tx, struct h2_tree *t,
 			  uint64_t first, uint64_t last);
 void h2_tree_discard(struct h2_txctx *tx, struct h2_tree *t);
 void h2_tree_grow(struct h2_txctx *tx, struct h2_tree *t, uint8_t levels);
+void h2_tree_evict(struct h2_tree *t, uint64_t *budget);
 uint64_t h2_tree_reserve_bound(uint8_t levels, uint64_t first, uint64_t last,
 			       bool write);
 void h2_free_add(struct h2_txctx *tx, enum h2_free_kind kind,

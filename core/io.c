@@ -48,6 +48,22 @@ static int check_range(struct h2_vol *v, uint64_t off, uint64_t len)
 	return 0;
 }
 
+/*
+ * A resize's trim reaches to the end of the old last block, so that no
+ * leaf is left past the new end (lock held).
+ */
+static int check_tail(struct h2_vol *v, const struct h2_op *op)
+{
+	uint64_t end = (v->rec.size + H2_BLOCK_SIZE - 1) &
+		       ~(uint64_t)(H2_BLOCK_SIZE - 1);
+
+	if (op->off >= v->rec.size || op->off + op->len != end)
+		return h2_err(-EAGAIN, "volume %s changed size during the "
+				       "resize; try again",
+			      v->rec.name);
+	return 0;
+}
+
 /* The volume is usable for I/O (lock held). */
 static int check_vol(struct h2_vol *v)
 {
@@ -653,7 +669,8 @@ again:
 	pthread_rwlock_wrlock(&v->lock);
 	r = check_vol(v);
 	for (size_t i = 0; i < t->n && r == 0; i++)
-		r = check_range(v, t->ops[i].off, t->ops[i].len);
+		r = t->new_size ? check_tail(v, &t->ops[i])
+				: check_range(v, t->ops[i].off, t->ops[i].len);
 	if (r < 0)
 		goto unlock;
 	bound = txn_bound(t, v->tree.levels) +
@@ -778,7 +795,9 @@ int h2_volume_resize(struct h2_store *st, const char *name, uint64_t size)
 		/* Shrinking discards the tail, so growing back later reads
 		 * zeros there. */
 		op.off = size;
-		op.len = old - size;
+		op.len = ((old + H2_BLOCK_SIZE - 1) &
+			  ~(uint64_t)(H2_BLOCK_SIZE - 1)) -
+			 size;
 		t.n = 1;
 	}
 	r = txn_alloc_bufs(&t);

@@ -529,6 +529,8 @@ int h2_store_open(struct h2_dev *dev, const struct h2_store_opts *opts,
 		st->opts.dirty_max = 256ull << 20;
 	if (!st->opts.dirty_hard)
 		st->opts.dirty_hard = 2 * st->opts.dirty_max;
+	if (!st->opts.cache_max)
+		st->opts.cache_max = 512ull << 20;
 	st->read_only = st->opts.read_only || dev->read_only;
 
 	r = h2_hdr_read_best(dev, &h, &sel, &copy, &mask);
@@ -892,4 +894,6 @@ void h2_stats_get(struct h2_store *st, struct h2_stats *out)
 	out->client_bytes_read =
 		__atomic_load_n(&st->client_read, __ATOMIC_RELAXED);
 	out->write_waits = __atomic_load_n(&st->write_waits, __ATOMIC_RELAXED);
+	out->cached_bytes = __atomic_load_n(&st->chains, __ATOMIC_RELAXED) *
+			    H2_BLOCK_SIZE;
 }

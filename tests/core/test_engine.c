@@ -403,3 +403,37 @@ Test(space, full_device_gives_enospc_and_loses_nothing)
 	cr_assert_eq(h2_store_close(st), 0);
 	h2_fdev_free(fd);
 }
+
+Test(engine, metadata_cache_stays_within_cache_max)
+{
+	struct h2_fdev *fd = t_fdev(128 * MiB);
+	struct h2_store_opts o = {.no_flusher = true, .cache_max = 256 * 1024};
+	struct h2_store *st = t_open_opts(fd, &o);
+	static uint8_t b[4096], r[4096];
+	struct h2_stats s;
+	struct h2_vol *v;
+
+	cr_assert_eq(h2_volume_create(st, "v", 1ull << 40, NULL), 0);
+	cr_assert_eq(h2_volume_open(st, "v", &v), 0);
+	/* 2000 blocks 1 MiB apart: about 2000 indirect blocks. */
+	for (uint64_t i = 0; i < 2000; i++) {
+		memcpy(b, &i, sizeof(i));
+		cr_assert_eq(h2_write(v, b, i << 20, sizeof(b), 0), 0);
+		if (i % 500 == 499)
+			cr_assert_eq(h2_sync(st, NULL), 0);
+	}
+	cr_assert_eq(h2_sync(st, NULL), 0);
+	h2_stats_get(st, &s);
+	cr_assert_leq(s.cached_bytes, 256 * 1024, "cached %" PRIu64,
+		      s.cached_bytes);
+	for (uint64_t i = 0; i < 2000; i += 7) {
+		uint64_t got;
+
+		cr_assert_eq(h2_read(v, r, i << 20, sizeof(r)), 0);
+		memcpy(&got, r, sizeof(got));
+		cr_assert_eq(got, i);
+	}
+	h2_volume_close(v);
+	cr_assert_eq(h2_store_close(st), 0);
+	h2_fdev_free(fd);
+}

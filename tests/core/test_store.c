@@ -225,3 +225,101 @@ Test(store, sync_with_flusher_thread_is_durable)
 	cr_assert_eq(h2_store_close(st), 0);
 	h2_fdev_free(fd);
 }
+
+Test(store, bad_transactions_are_refused_whole)
+{
+	struct h2_fdev *fd = t_fdev(64 * MiB);
+	struct h2_store *st = t_open(fd, false);
+	uint8_t a[4096], r[4096];
+	struct h2_vol *v;
+	uint64_t epoch = 0;
+
+	cr_assert_eq(h2_volume_create(st, "v", 1 * MiB, NULL), 0);
+	cr_assert_eq(h2_volume_open(st, "v", &v), 0);
+	memset(a, 'a', sizeof(a));
+	{
+		/* The second op is out of range: the first must not apply. */
+		struct h2_op ops[2] = {
+			{.type = H2_OP_WRITE, .off = 0, .len = 4096, .buf = a},
+			{.type = H2_OP_TRIM, .off = 1 * MiB, .len = 1},
+		};
+
+		cr_assert_eq(h2_txn(v, ops, 2, 0, &epoch), -ERANGE);
+		cr_assert_eq(h2_read(v, r, 0, sizeof(r)), 0);
+		cr_assert_eq(r[0], 0);
+	}
+	{
+		struct h2_op bad_type = {.type = 99, .len = 1};
+		struct h2_op bad_flags = {.type = H2_OP_TRIM, .len = 1,
+					  .flags = 0x80};
+		struct h2_op overflow = {.type = H2_OP_TRIM, .off = UINT64_MAX,
+					 .len = 2};
+		struct h2_op huge = {.type = H2_OP_WRITE, .len = 1ull << 40,
+				     .buf = a};
+		struct h2_op ops[H2_MAX_TXN_OPS + 1];
+
+		cr_assert_eq(h2_txn(v, &bad_type, 1, 0, NULL), -EINVAL);
+		cr_assert_eq(h2_txn(v, &bad_flags, 1, 0, NULL), -EINVAL);
+		cr_assert_eq(h2_txn(v, &overflow, 1, 0, NULL), -ERANGE);
+		cr_assert_eq(h2_txn(v, &huge, 1, 0, NULL), -EFBIG);
+		cr_assert_eq(h2_txn(v, NULL, 0, 0, NULL), -EINVAL);
+		for (size_t i = 0; i <= H2_MAX_TXN_OPS; i++)
+			ops[i] = (struct h2_op){.type = H2_OP_TRIM, .len = 1};
+		cr_assert_eq(h2_txn(v, ops, H2_MAX_TXN_OPS + 1, 0, NULL),
+			     -EFBIG);
+		cr_assert_eq(h2_txn(v, ops, 1, 0x40, NULL), -EINVAL);
+	}
+	{
+		/* A good batch applies all of it in one epoch. */
+		struct h2_op ops[3] = {
+			{.type = H2_OP_WRITE, .off = 100, .len = 4096, .buf = a},
+			{.type = H2_OP_ZERO, .off = 1000, .len = 10},
+			{.type = H2_OP_ZERO, .off = 8192, .len = 8192,
+			 .flags = H2_IO_NO_HOLE},
+		};
+
+		cr_assert_eq(h2_txn(v, ops, 3, 0, &epoch), 0);
+		cr_assert_gt(epoch, 0);
+		cr_assert_eq(h2_read(v, r, 0, sizeof(r)), 0);
+		cr_assert_eq(r[99], 0);
+		cr_assert_eq(r[100], 'a');
+		cr_assert_eq(r[1000], 0);
+		cr_assert_eq(r[1010], 'a');
+	}
+	cr_assert_eq(h2_volume_open(st, "missing", &v), -ENOENT);
+	h2_volume_close(v);
+	cr_assert_eq(h2_store_close(st), 0);
+	h2_fdev_free(fd);
+}
+
+static int count_extent(void *arg, uint64_t off, uint64_t len, bool hole)
+{
+	uint64_t *n = arg;
+
+	(void)off;
+	if (!hole)
+		n[0] += len;
+	else
+		n[1] += len;
+	return 0;
+}
+
+Test(store, block_status_reports_holes_from_the_tree)
+{
+	struct h2_fdev *fd = t_fdev(64 * MiB);
+	struct h2_store *st = t_open(fd, false);
+	uint8_t a[8192] = {1};
+	uint64_t n[2] = {0, 0};
+	struct h2_vol *v;
+
+	cr_assert_eq(h2_volume_create(st, "v", 1ull << 36, NULL), 0);
+	cr_assert_eq(h2_volume_open(st, "v", &v), 0);
+	cr_assert_eq(h2_write(v, a, 1ull << 30, sizeof(a), 0), 0);
+	cr_assert_eq(h2_write_zeroes(v, 1ull << 31, 4096, H2_IO_NO_HOLE), 0);
+	cr_assert_eq(h2_block_status(v, 0, 1ull << 36, count_extent, n), 0);
+	cr_assert_eq(n[0], 8192 + 4096);
+	cr_assert_eq(n[0] + n[1], 1ull << 36);
+	h2_volume_close(v);
+	cr_assert_eq(h2_store_close(st), 0);
+	h2_fdev_free(fd);
+}
