@@ -382,7 +382,7 @@ static const char *rec_damage(const struct h2_volrec *rec, bool *fatal)
 		return "size is out of range";
 	*fatal = false;
 	if (strlen(rec->name) != rec->name_len ||
-	    !h2_volume_name_valid(rec->name))
+	    !h2_vol_name_valid(rec->name))
 		return "name holds invalid characters";
 	if (rec->size == 0)
 		return "size is 0";

@@ -791,7 +791,7 @@ int h2_flush_wait(struct h2_store *st, uint64_t epoch, uint64_t *tid)
 	return r;
 }
 
-int h2_sync(struct h2_store *st, uint64_t *tid)
+int h2_store_sync(struct h2_store *st, uint64_t *tid)
 {
 	uint64_t target;
 
@@ -817,7 +817,7 @@ int h2_sync(struct h2_store *st, uint64_t *tid)
 /* ---------------------------------------------------------------------- */
 /* The transaction interlock.                                             */
 
-int h2_txn_begin(struct h2_store *st, uint64_t *epoch)
+int h2_epoch_begin(struct h2_store *st, uint64_t *epoch)
 {
 	bool waited = false;
 
@@ -859,7 +859,7 @@ int h2_txn_begin(struct h2_store *st, uint64_t *epoch)
 	return 0;
 }
 
-void h2_txn_end(struct h2_store *st, bool changed)
+void h2_epoch_end(struct h2_store *st, bool changed)
 {
 	bool kick;
 

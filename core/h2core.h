@@ -5,7 +5,7 @@
  * (holes read as zeros).  Every modifying call is a *normal transaction*:
  * after any crash it is wholly present or wholly absent.  A background
  * flusher writes the dirty tree bottom-up and syncs a volume header every
- * flush_interval_ms or when dirty data passes dirty_max; h2_sync() returns
+ * flush_interval_ms or when dirty data passes dirty_max; h2_store_sync() returns
  * once everything acknowledged before it is durable (concurrent syncs
  * share one flush).
  *
@@ -73,7 +73,7 @@ struct h2_store_opts {
 	uint64_t cache_max;	    /* clean metadata kept in memory, bytes;
 				       0: default 512 MiB */
 	bool read_only;		    /* no flusher, all writes -EROFS */
-	bool no_flusher;	    /* tests: flush only on h2_sync/close */
+	bool no_flusher;	    /* tests: flush only on h2_store_sync/close */
 	void (*flush_hook)(void *arg, enum h2_flush_stage stage); /* tests */
 	void *flush_hook_arg;
 };
@@ -97,12 +97,12 @@ int h2_store_close(struct h2_store *st);
  * Make everything acknowledged before this call durable.  On success and
  * if tid is not NULL, *tid is the durable flush number that covers it.
  */
-int h2_sync(struct h2_store *st, uint64_t *tid);
+int h2_store_sync(struct h2_store *st, uint64_t *tid);
 
 /* ---------------------------------------------------------------------- */
 /* Volumes.                                                               */
 
-struct h2_volume_info {
+struct h2_vol_info {
 	uint64_t id;
 	char name[128];
 	uint64_t size;	      /* bytes */
@@ -112,25 +112,25 @@ struct h2_volume_info {
 };
 
 /* Names: 1..127 bytes of [A-Za-z0-9._-], not starting with '.' or '-'. */
-bool h2_volume_name_valid(const char *name);
+bool h2_vol_name_valid(const char *name);
 
-int h2_volume_create(struct h2_store *st, const char *name, uint64_t size,
-		     struct h2_volume_info *out);
+int h2_vol_create(struct h2_store *st, const char *name, uint64_t size,
+		     struct h2_vol_info *out);
 /* Caller frees *out with free(). */
-int h2_volume_list(struct h2_store *st, struct h2_volume_info **out,
+int h2_vol_list(struct h2_store *st, struct h2_vol_info **out,
 		   size_t *count);
-int h2_volume_info(struct h2_store *st, const char *name,
-		   struct h2_volume_info *out);
+int h2_vol_info(struct h2_store *st, const char *name,
+		   struct h2_vol_info *out);
 /* -EBUSY while any handle is open on it. */
-int h2_volume_delete(struct h2_store *st, const char *name);
+int h2_vol_delete(struct h2_store *st, const char *name);
 /* Shrinking discards the data beyond the new size. */
-int h2_volume_resize(struct h2_store *st, const char *name, uint64_t size);
+int h2_vol_resize(struct h2_store *st, const char *name, uint64_t size);
 
-/* Open a handle for I/O; close it with h2_volume_close(). */
-int h2_volume_open(struct h2_store *st, const char *name, struct h2_vol **out);
-void h2_volume_close(struct h2_vol *vol);
-uint64_t h2_volume_size(struct h2_vol *vol);
-const char *h2_volume_name(struct h2_vol *vol);
+/* Open a handle for I/O; close it with h2_vol_close(). */
+int h2_vol_open(struct h2_store *st, const char *name, struct h2_vol **out);
+void h2_vol_close(struct h2_vol *vol);
+uint64_t h2_vol_size(struct h2_vol *vol);
+const char *h2_vol_name(struct h2_vol *vol);
 
 /* ---------------------------------------------------------------------- */
 /* I/O.  Any byte offset and length; unaligned edges are read-modify-write */
@@ -141,11 +141,11 @@ enum h2_io_flags {
 	H2_IO_NO_HOLE = 1u << 1, /* write_zeroes: allocate zeros */
 };
 
-int h2_read(struct h2_vol *vol, void *buf, uint64_t off, uint64_t len);
-int h2_write(struct h2_vol *vol, const void *buf, uint64_t off, uint64_t len,
+int h2_vol_read(struct h2_vol *vol, void *buf, uint64_t off, uint64_t len);
+int h2_vol_write(struct h2_vol *vol, const void *buf, uint64_t off, uint64_t len,
 	     unsigned flags);
-int h2_trim(struct h2_vol *vol, uint64_t off, uint64_t len, unsigned flags);
-int h2_write_zeroes(struct h2_vol *vol, uint64_t off, uint64_t len,
+int h2_vol_trim(struct h2_vol *vol, uint64_t off, uint64_t len, unsigned flags);
+int h2_vol_write_zeroes(struct h2_vol *vol, uint64_t off, uint64_t len,
 		    unsigned flags);
 
 enum h2_op_type {
@@ -168,7 +168,7 @@ struct h2_op {
  * transaction is durable once a flush with that number is).  On error
  * nothing was applied.  flags may hold H2_IO_FUA.
  */
-int h2_txn(struct h2_vol *vol, const struct h2_op *ops, size_t n,
+int h2_vol_txn(struct h2_vol *vol, const struct h2_op *ops, size_t n,
 	   unsigned flags, uint64_t *epoch);
 
 /*
@@ -177,13 +177,13 @@ int h2_txn(struct h2_vol *vol, const struct h2_op *ops, size_t n,
  * Stops early if cb returns non-zero (that value is returned).
  */
 typedef int (*h2_extent_cb)(void *arg, uint64_t off, uint64_t len, bool hole);
-int h2_block_status(struct h2_vol *vol, uint64_t off, uint64_t len,
+int h2_vol_block_status(struct h2_vol *vol, uint64_t off, uint64_t len,
 		    h2_extent_cb cb, void *arg);
 
 /* ---------------------------------------------------------------------- */
 /* Statistics.                                                            */
 
-struct h2_stats {
+struct h2_store_stats {
 	uint64_t dev_size;
 	uint64_t block_size;
 	uint64_t total_bytes;	  /* allocatable space */
@@ -204,7 +204,7 @@ struct h2_stats {
 	uint64_t cached_bytes;	  /* chains in memory (metadata and dirty) */
 };
 
-void h2_stats_get(struct h2_store *st, struct h2_stats *out);
+void h2_store_stat(struct h2_store *st, struct h2_store_stats *out);
 
 /* Human sentence about the calling thread's last error (never NULL). */
 const char *h2_core_errmsg(void);

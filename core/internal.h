@@ -281,8 +281,8 @@ void h2_vol_ref(struct h2_vol *v);
 void h2_vol_drop(struct h2_vol *v);
 
 /* flush.c: flushes, the flusher, syncs and the transaction interlock. */
-int h2_txn_begin(struct h2_store *st, uint64_t *epoch);
-void h2_txn_end(struct h2_store *st, bool changed);
+int h2_epoch_begin(struct h2_store *st, uint64_t *epoch);
+void h2_epoch_end(struct h2_store *st, bool changed);
 int h2_flush_start(struct h2_store *st);
 void h2_flush_stop(struct h2_store *st);
 int h2_flush_wait(struct h2_store *st, uint64_t epoch, uint64_t *tid);

@@ -27,7 +27,7 @@
 #include "internal.h"
 
 #define RUN_MAX 256	    /* blocks per coalesced device read */
-#define STATUS_MAX 4096 /* extents per h2_block_status call */
+#define STATUS_MAX 4096 /* extents per h2_vol_block_status call */
 
 static uint64_t leaf_of(uint64_t off)
 {
@@ -205,7 +205,7 @@ static int rd_leaf(void *arg, uint64_t key, uint64_t count,
 	return 0;
 }
 
-int h2_read(struct h2_vol *v, void *buf, uint64_t off, uint64_t len)
+int h2_vol_read(struct h2_vol *v, void *buf, uint64_t off, uint64_t len)
 {
 	struct rd rd = {.v = v, .buf = buf, .off = off, .len = len};
 	int r;
@@ -269,7 +269,7 @@ static int bs_leaf(void *arg, uint64_t key, uint64_t count,
 	return 0;
 }
 
-int h2_block_status(struct h2_vol *v, uint64_t off, uint64_t len,
+int h2_vol_block_status(struct h2_vol *v, uint64_t off, uint64_t len,
 		    h2_extent_cb cb, void *arg)
 {
 	struct bs *s = calloc(1, sizeof(*s));
@@ -663,7 +663,7 @@ static int txn_run(struct txn *t, unsigned flags, uint64_t *epoch_out)
 	int r;
 
 again:
-	r = h2_txn_begin(st, &epoch);
+	r = h2_epoch_begin(st, &epoch);
 	if (r < 0)
 		return r;
 	pthread_rwlock_wrlock(&v->lock);
@@ -678,12 +678,12 @@ again:
 	r = h2_space_reserve(st, bound, txn_is_trim(t));
 	if (r == -ENOSPC) {
 		pthread_rwlock_unlock(&v->lock);
-		h2_txn_end(st, false);
+		h2_epoch_end(st, false);
 		/* Space freed by earlier epochs returns once they are
 		 * flushed: flush once and try again before giving up. */
 		if (!retried) {
 			retried = true;
-			h2_sync(st, NULL);
+			h2_store_sync(st, NULL);
 			goto again;
 		}
 		return h2_err(-ENOSPC, "volume %s: no space left in the "
@@ -709,7 +709,7 @@ again:
 	pthread_mutex_unlock(&st->free_lock);
 unlock:
 	pthread_rwlock_unlock(&v->lock);
-	h2_txn_end(st, r == 0);
+	h2_epoch_end(st, r == 0);
 	if (r < 0)
 		return r;
 	if (epoch_out)
@@ -719,7 +719,7 @@ unlock:
 	return r;
 }
 
-int h2_txn(struct h2_vol *v, const struct h2_op *ops, size_t n,
+int h2_vol_txn(struct h2_vol *v, const struct h2_op *ops, size_t n,
 	   unsigned flags, uint64_t *epoch)
 {
 	struct txn t = {.v = v, .ops = ops, .n = n};
@@ -746,32 +746,32 @@ int h2_txn(struct h2_vol *v, const struct h2_op *ops, size_t n,
 	return r;
 }
 
-int h2_write(struct h2_vol *v, const void *buf, uint64_t off, uint64_t len,
+int h2_vol_write(struct h2_vol *v, const void *buf, uint64_t off, uint64_t len,
 	     unsigned flags)
 {
 	struct h2_op op = {.type = H2_OP_WRITE, .off = off, .len = len,
 			   .buf = buf};
 
-	return h2_txn(v, &op, 1, flags & H2_IO_FUA, NULL);
+	return h2_vol_txn(v, &op, 1, flags & H2_IO_FUA, NULL);
 }
 
-int h2_trim(struct h2_vol *v, uint64_t off, uint64_t len, unsigned flags)
+int h2_vol_trim(struct h2_vol *v, uint64_t off, uint64_t len, unsigned flags)
 {
 	struct h2_op op = {.type = H2_OP_TRIM, .off = off, .len = len};
 
-	return h2_txn(v, &op, 1, flags & H2_IO_FUA, NULL);
+	return h2_vol_txn(v, &op, 1, flags & H2_IO_FUA, NULL);
 }
 
-int h2_write_zeroes(struct h2_vol *v, uint64_t off, uint64_t len,
+int h2_vol_write_zeroes(struct h2_vol *v, uint64_t off, uint64_t len,
 		    unsigned flags)
 {
 	struct h2_op op = {.type = H2_OP_ZERO, .off = off, .len = len,
 			   .flags = flags & H2_IO_NO_HOLE};
 
-	return h2_txn(v, &op, 1, flags & H2_IO_FUA, NULL);
+	return h2_vol_txn(v, &op, 1, flags & H2_IO_FUA, NULL);
 }
 
-int h2_volume_resize(struct h2_store *st, const char *name, uint64_t size)
+int h2_vol_resize(struct h2_store *st, const char *name, uint64_t size)
 {
 	struct txn t = {0};
 	struct h2_op op = {.type = H2_OP_TRIM};
@@ -784,10 +784,10 @@ int h2_volume_resize(struct h2_store *st, const char *name, uint64_t size)
 			      "volume size %" PRIu64 " is out of range "
 			      "(1 byte to %llu TiB)",
 			      size, H2_VOLUME_MAX_SIZE >> 40);
-	r = h2_volume_open(st, name, &v);
+	r = h2_vol_open(st, name, &v);
 	if (r < 0)
 		return r;
-	old = h2_volume_size(v);
+	old = h2_vol_size(v);
 	t.v = v;
 	t.new_size = size;
 	t.ops = &op;
@@ -804,6 +804,6 @@ int h2_volume_resize(struct h2_store *st, const char *name, uint64_t size)
 	if (r == 0)
 		r = txn_run(&t, 0, NULL);
 	txn_free(&t);
-	h2_volume_close(v);
+	h2_vol_close(v);
 	return r;
 }

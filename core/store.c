@@ -588,7 +588,7 @@ int h2_store_close(struct h2_store *st)
 /* ---------------------------------------------------------------------- */
 /* The volume table.                                                      */
 
-bool h2_volume_name_valid(const char *name)
+bool h2_vol_name_valid(const char *name)
 {
 	size_t n = 0;
 
@@ -624,7 +624,7 @@ static int lookup(struct h2_store *st, const char *name, struct h2_vol **out)
 {
 	struct h2_vol *v;
 
-	if (!h2_volume_name_valid(name))
+	if (!h2_vol_name_valid(name))
 		return h2_err(-EINVAL, "invalid volume name \"%s\"",
 			      name ? name : "(null)");
 	pthread_mutex_lock(&st->dir_lock);
@@ -639,7 +639,7 @@ static int lookup(struct h2_store *st, const char *name, struct h2_vol **out)
 }
 
 /* Fill an info struct (the caller keeps v stable). */
-static void fill_info(struct h2_vol *v, struct h2_volume_info *info)
+static void fill_info(struct h2_vol *v, struct h2_vol_info *info)
 {
 	memset(info, 0, sizeof(*info));
 	info->id = v->rec.id;
@@ -650,8 +650,8 @@ static void fill_info(struct h2_vol *v, struct h2_volume_info *info)
 	info->used_bytes = v->used_blocks * H2_BLOCK_SIZE;
 }
 
-int h2_volume_create(struct h2_store *st, const char *name, uint64_t size,
-		     struct h2_volume_info *out)
+int h2_vol_create(struct h2_store *st, const char *name, uint64_t size,
+		     struct h2_vol_info *out)
 {
 	struct h2_volrec rec = {0};
 	struct h2_vol *v;
@@ -659,7 +659,7 @@ int h2_volume_create(struct h2_store *st, const char *name, uint64_t size,
 	uint32_t slot;
 	int r;
 
-	if (!h2_volume_name_valid(name))
+	if (!h2_vol_name_valid(name))
 		return h2_err(-EINVAL,
 			      "invalid volume name \"%s\": use 1-127 of "
 			      "A-Z a-z 0-9 . _ - (not starting with . or -)",
@@ -669,7 +669,7 @@ int h2_volume_create(struct h2_store *st, const char *name, uint64_t size,
 			      "volume size %" PRIu64 " is out of range "
 			      "(1 byte to %llu TiB)",
 			      size, H2_VOLUME_MAX_SIZE >> 40);
-	r = h2_txn_begin(st, &epoch);
+	r = h2_epoch_begin(st, &epoch);
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&st->dir_lock);
@@ -706,14 +706,14 @@ int h2_volume_create(struct h2_store *st, const char *name, uint64_t size,
 		fill_info(v, out);
 unlock:
 	pthread_mutex_unlock(&st->dir_lock);
-	h2_txn_end(st, r == 0);
+	h2_epoch_end(st, r == 0);
 	return r;
 }
 
-int h2_volume_list(struct h2_store *st, struct h2_volume_info **out,
+int h2_vol_list(struct h2_store *st, struct h2_vol_info **out,
 		   size_t *count)
 {
-	struct h2_volume_info *v = NULL;
+	struct h2_vol_info *v = NULL;
 	size_t n = 0;
 
 	pthread_mutex_lock(&st->dir_lock);
@@ -733,8 +733,8 @@ int h2_volume_list(struct h2_store *st, struct h2_volume_info **out,
 	return 0;
 }
 
-int h2_volume_info(struct h2_store *st, const char *name,
-		   struct h2_volume_info *out)
+int h2_vol_info(struct h2_store *st, const char *name,
+		   struct h2_vol_info *out)
 {
 	struct h2_vol *v;
 	int r = lookup(st, name, &v);
@@ -750,7 +750,7 @@ int h2_volume_info(struct h2_store *st, const char *name,
 	return 0;
 }
 
-int h2_volume_delete(struct h2_store *st, const char *name)
+int h2_vol_delete(struct h2_store *st, const char *name)
 {
 	struct h2_txctx tx = {0};
 	struct h2_freelist frees = {0};
@@ -760,10 +760,10 @@ int h2_volume_delete(struct h2_store *st, const char *name)
 
 	if (st->read_only)
 		return h2_err(-EROFS, "the store is open read-only");
-	if (!h2_volume_name_valid(name))
+	if (!h2_vol_name_valid(name))
 		return h2_err(-EINVAL, "invalid volume name \"%s\"",
 			      name ? name : "(null)");
-	r = h2_txn_begin(st, &epoch);
+	r = h2_epoch_begin(st, &epoch);
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&st->dir_lock);
@@ -798,11 +798,11 @@ int h2_volume_delete(struct h2_store *st, const char *name)
 		pthread_mutex_unlock(&st->free_lock);
 		h2_vol_drop(v);
 	}
-	h2_txn_end(st, r == 0);
+	h2_epoch_end(st, r == 0);
 	return r;
 }
 
-int h2_volume_open(struct h2_store *st, const char *name, struct h2_vol **out)
+int h2_vol_open(struct h2_store *st, const char *name, struct h2_vol **out)
 {
 	struct h2_vol *v;
 	int r = lookup(st, name, &v);
@@ -824,7 +824,7 @@ int h2_volume_open(struct h2_store *st, const char *name, struct h2_vol **out)
 	return 0;
 }
 
-void h2_volume_close(struct h2_vol *v)
+void h2_vol_close(struct h2_vol *v)
 {
 	if (!v)
 		return;
@@ -834,7 +834,7 @@ void h2_volume_close(struct h2_vol *v)
 	h2_vol_drop(v);
 }
 
-uint64_t h2_volume_size(struct h2_vol *v)
+uint64_t h2_vol_size(struct h2_vol *v)
 {
 	uint64_t size;
 
@@ -844,7 +844,7 @@ uint64_t h2_volume_size(struct h2_vol *v)
 	return size;
 }
 
-const char *h2_volume_name(struct h2_vol *v)
+const char *h2_vol_name(struct h2_vol *v)
 {
 	return v->rec.name;
 }
@@ -852,7 +852,7 @@ const char *h2_volume_name(struct h2_vol *v)
 /* ---------------------------------------------------------------------- */
 /* Statistics.                                                            */
 
-void h2_stats_get(struct h2_store *st, struct h2_stats *out)
+void h2_store_stat(struct h2_store *st, struct h2_store_stats *out)
 {
 	struct h2_dev_stats ds;
 	uint64_t used, reserved;

@@ -177,17 +177,17 @@ static struct h2_fdev *t_store(void)
 	static uint8_t w[300000];
 	struct h2_vol *v;
 
-	cr_assert_eq(h2_volume_create(st, "vm1", 10 * MiB, NULL), 0);
-	cr_assert_eq(h2_volume_create(st, "vm2", 1ull << 30, NULL), 0);
-	cr_assert_eq(h2_volume_open(st, "vm1", &v), 0);
+	cr_assert_eq(h2_vol_create(st, "vm1", 10 * MiB, NULL), 0);
+	cr_assert_eq(h2_vol_create(st, "vm2", 1ull << 30, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "vm1", &v), 0);
 	t_fill(w, sizeof(w), 7, 0);
-	cr_assert_eq(h2_write(v, w, 0, sizeof(w), 0), 0, "%s",
+	cr_assert_eq(h2_vol_write(v, w, 0, sizeof(w), 0), 0, "%s",
 		     h2_core_errmsg());
-	h2_volume_close(v);
-	cr_assert_eq(h2_volume_open(st, "vm2", &v), 0);
-	cr_assert_eq(h2_write(v, w, 0, BS, 0), 0);
-	cr_assert_eq(h2_write(v, w + BS, 512 * MiB, BS, 0), 0);
-	h2_volume_close(v);
+	h2_vol_close(v);
+	cr_assert_eq(h2_vol_open(st, "vm2", &v), 0);
+	cr_assert_eq(h2_vol_write(v, w, 0, BS, 0), 0);
+	cr_assert_eq(h2_vol_write(v, w + BS, 512 * MiB, BS, 0), 0);
+	h2_vol_close(v);
 	cr_assert_eq(h2_store_close(st), 0, "%s", h2_core_errmsg());
 	return fd;
 }
@@ -245,29 +245,29 @@ Test(check, clean_after_overwrites_trims_resize_and_delete)
 	struct h2_vol *v;
 
 	/* Several flushes of overwrites free old blocks and reuse them. */
-	cr_assert_eq(h2_volume_open(st, "vm1", &v), 0);
+	cr_assert_eq(h2_vol_open(st, "vm1", &v), 0);
 	for (int round = 0; round < 6; round++) {
 		for (int k = 0; k < 8; k++) {
 			uint64_t off = t_rand(&seed) % (10 * MiB - sizeof(w));
 
 			t_fill(w, sizeof(w), seed, off);
 			cr_assert_eq(
-			    h2_write(v, w, off, 1 + off % sizeof(w), 0), 0,
+			    h2_vol_write(v, w, off, 1 + off % sizeof(w), 0), 0,
 			    "%s", h2_core_errmsg());
 		}
-		cr_assert_eq(h2_trim(v, (uint64_t)round * MiB, 300000, 0), 0);
-		cr_assert_eq(h2_sync(st, NULL), 0, "%s", h2_core_errmsg());
+		cr_assert_eq(h2_vol_trim(v, (uint64_t)round * MiB, 300000, 0), 0);
+		cr_assert_eq(h2_store_sync(st, NULL), 0, "%s", h2_core_errmsg());
 	}
-	h2_volume_close(v);
-	cr_assert_eq(h2_volume_resize(st, "vm1", 3 * MiB + 100), 0, "%s",
+	h2_vol_close(v);
+	cr_assert_eq(h2_vol_resize(st, "vm1", 3 * MiB + 100), 0, "%s",
 		     h2_core_errmsg());
-	cr_assert_eq(h2_volume_create(st, "gone", 8 * MiB, NULL), 0);
-	cr_assert_eq(h2_volume_open(st, "gone", &v), 0);
-	cr_assert_eq(h2_write(v, w, 0, sizeof(w), 0), 0);
-	h2_volume_close(v);
-	cr_assert_eq(h2_sync(st, NULL), 0);
-	cr_assert_eq(h2_volume_delete(st, "gone"), 0);
-	cr_assert_eq(h2_volume_delete(st, "vm2"), 0);
+	cr_assert_eq(h2_vol_create(st, "gone", 8 * MiB, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "gone", &v), 0);
+	cr_assert_eq(h2_vol_write(v, w, 0, sizeof(w), 0), 0);
+	h2_vol_close(v);
+	cr_assert_eq(h2_store_sync(st, NULL), 0);
+	cr_assert_eq(h2_vol_delete(st, "gone"), 0);
+	cr_assert_eq(h2_vol_delete(st, "vm2"), 0);
 	cr_assert_eq(h2_store_close(st), 0, "%s", h2_core_errmsg());
 
 	rep = t_check(fd);
@@ -371,16 +371,16 @@ Test(check, damaged_data_block_is_named_and_read_fails)
 	h2_check_report_free(rep);
 
 	st = t_open(fd, false);
-	cr_assert_eq(h2_volume_open(st, "vm1", &v), 0);
-	cr_assert_eq(h2_read(v, buf, 4 * BS + 10, sizeof(buf)), -EBADMSG);
+	cr_assert_eq(h2_vol_open(st, "vm1", &v), 0);
+	cr_assert_eq(h2_vol_read(v, buf, 4 * BS + 10, sizeof(buf)), -EBADMSG);
 	cr_assert(strstr(h2_core_errmsg(), "vm1"), "%s", h2_core_errmsg());
 	snprintf(msg, sizeof(msg), "offset %u", 5 * BS);
 	cr_assert(strstr(h2_core_errmsg(), msg), "%s", h2_core_errmsg());
 	snprintf(msg, sizeof(msg), "device offset %" PRIu64, off);
 	cr_assert(strstr(h2_core_errmsg(), msg), "%s", h2_core_errmsg());
 	/* Its neighbours still read. */
-	cr_assert_eq(h2_read(v, buf, 6 * BS, BS), 0);
-	h2_volume_close(v);
+	cr_assert_eq(h2_vol_read(v, buf, 6 * BS, BS), 0);
+	h2_vol_close(v);
 	cr_assert_eq(h2_store_close(st), 0);
 	h2_fdev_free(fd);
 }
@@ -663,7 +663,7 @@ Test(check, random_workload_leaves_a_clean_store)
 		for (int step = 0; step < 400; step++) {
 			const char *n = names[t_rand(&s) % 3];
 			uint64_t x = t_rand(&s) % 100;
-			struct h2_volume_info info;
+			struct h2_vol_info info;
 			struct h2_vol *v;
 
 			if (step == 200) {
@@ -671,9 +671,9 @@ Test(check, random_workload_leaves_a_clean_store)
 					     h2_core_errmsg());
 				st = t_open_opts(fd, &o);
 			}
-			if (h2_volume_info(st, n, &info) == -ENOENT) {
+			if (h2_vol_info(st, n, &info) == -ENOENT) {
 				cr_assert_eq(
-				    h2_volume_create(st, n,
+				    h2_vol_create(st, n,
 						     1 * MiB + t_rand(&s) %
 								   (16 * MiB),
 						     NULL),
@@ -681,45 +681,45 @@ Test(check, random_workload_leaves_a_clean_store)
 				continue;
 			}
 			if (x < 3) {
-				cr_assert_eq(h2_volume_delete(st, n), 0, "%s",
+				cr_assert_eq(h2_vol_delete(st, n), 0, "%s",
 					     h2_core_errmsg());
 				continue;
 			}
 			if (x < 8) {
 				cr_assert_eq(
-				    h2_volume_resize(
+				    h2_vol_resize(
 					st, n, 1 + t_rand(&s) % (20 * MiB)),
 				    0, "%s", h2_core_errmsg());
 				continue;
 			}
 			if (x < 20) {
-				cr_assert_eq(h2_sync(st, NULL), 0, "%s",
+				cr_assert_eq(h2_store_sync(st, NULL), 0, "%s",
 					     h2_core_errmsg());
 				continue;
 			}
-			cr_assert_eq(h2_volume_open(st, n, &v), 0);
+			cr_assert_eq(h2_vol_open(st, n, &v), 0);
 			{
-				uint64_t size = h2_volume_size(v);
+				uint64_t size = h2_vol_size(v);
 				uint64_t off = t_rand(&s) % size;
 				uint64_t len = 1 + t_rand(&s) % sizeof(w);
 
 				if (len > size - off)
 					len = size - off;
 				if (x < 35) {
-					cr_assert_eq(h2_trim(v, off, len, 0), 0,
+					cr_assert_eq(h2_vol_trim(v, off, len, 0), 0,
 						     "%s", h2_core_errmsg());
 				} else if (x < 40) {
 					cr_assert_eq(
-					    h2_write_zeroes(v, off, len, 0), 0,
+					    h2_vol_write_zeroes(v, off, len, 0), 0,
 					    "%s", h2_core_errmsg());
 				} else {
 					t_fill(w, len, s, off);
 					cr_assert_eq(
-					    h2_write(v, w, off, len, 0), 0,
+					    h2_vol_write(v, w, off, len, 0), 0,
 					    "%s", h2_core_errmsg());
 				}
 			}
-			h2_volume_close(v);
+			h2_vol_close(v);
 		}
 		cr_assert_eq(h2_store_close(st), 0, "%s", h2_core_errmsg());
 		rep = t_check(fd);

@@ -3,7 +3,7 @@
  *
  * A workload of random transactions (writes, trims, zeroes, multi-op
  * batches, volume creation, resize) runs on a recording fault device,
- * with syncs in between.  Every transaction's epoch is known (h2_txn
+ * with syncs in between.  Every transaction's epoch is known (h2_vol_txn
  * returns it), so the oracle for a store that opens at header tid T is
  * exact: the volumes after every transaction of epoch <= T, applied to a
  * model.  We then replay crash states:
@@ -106,17 +106,17 @@ static void run_workload(struct h2_fdev *fd, struct model *m, uint64_t seed,
 			uint64_t size = VOL_MAX / 2 + vol * 4096 * 7;
 			struct mop mk = {0};
 
-			cr_assert_eq(h2_volume_create(st, vname[vol], size,
+			cr_assert_eq(h2_vol_create(st, vname[vol], size,
 						      NULL),
 				     0, "%s", h2_core_errmsg());
-			cr_assert_eq(h2_volume_open(st, vname[vol], &v[vol]),
+			cr_assert_eq(h2_vol_open(st, vname[vol], &v[vol]),
 				     0);
 			(void)mk;
 			/* The creation epoch: the next sync covers it. */
 			{
-				struct h2_stats s;
+				struct h2_store_stats s;
 
-				h2_stats_get(st, &s);
+				h2_store_stat(st, &s);
 				m->create_epoch[vol] = s.durable_tid + 1;
 			}
 			m->size[vol] = size;
@@ -124,7 +124,7 @@ static void run_workload(struct h2_fdev *fd, struct model *m, uint64_t seed,
 		t.nops = 1 + (int)(t_rand(&rs) % 4 == 0 ? t_rand(&rs) % 4 : 0);
 		for (int k = 0; k < t.nops; k++) {
 			struct mop *op = &t.ops[k];
-			uint64_t size = h2_volume_size(v[vol]);
+			uint64_t size = h2_vol_size(v[vol]);
 			uint64_t roll = t_rand(&rs) % 100;
 
 			op->vol = vol;
@@ -155,7 +155,7 @@ static void run_workload(struct h2_fdev *fd, struct model *m, uint64_t seed,
 						.len = op->len,
 						.buf = buf[k]};
 		}
-		r = h2_txn(v[vol], ops, (size_t)t.nops, 0, &epoch);
+		r = h2_vol_txn(v[vol], ops, (size_t)t.nops, 0, &epoch);
 		cr_assert_eq(r, 0, "txn %d: %s", i, h2_core_errmsg());
 		t.epoch = epoch;
 		if (m->ntxn == m->captxn) {
@@ -163,21 +163,21 @@ static void run_workload(struct h2_fdev *fd, struct model *m, uint64_t seed,
 			m->txn = realloc(m->txn, m->captxn * sizeof(*m->txn));
 		}
 		m->txn[m->ntxn++] = t;
-		if (t_rand(&rs) % 100 < 3 && h2_volume_size(v[vol]) > 20000) {
+		if (t_rand(&rs) % 100 < 3 && h2_vol_size(v[vol]) > 20000) {
 			/* Shrink by a few blocks (a resize transaction). */
-			uint64_t ns = h2_volume_size(v[vol]) - 5000;
+			uint64_t ns = h2_vol_size(v[vol]) - 5000;
 			struct mtxn rz = {.nops = 1};
 
 			rz.ops[0] = (struct mop){.vol = vol, .type = 0,
 						 .off = ns};
-			h2_volume_close(v[vol]);
-			cr_assert_eq(h2_volume_resize(st, vname[vol], ns), 0);
-			cr_assert_eq(h2_volume_open(st, vname[vol], &v[vol]),
+			h2_vol_close(v[vol]);
+			cr_assert_eq(h2_vol_resize(st, vname[vol], ns), 0);
+			cr_assert_eq(h2_vol_open(st, vname[vol], &v[vol]),
 				     0);
 			{
-				struct h2_stats s;
+				struct h2_store_stats s;
 
-				h2_stats_get(st, &s);
+				h2_store_stat(st, &s);
 				rz.epoch = s.durable_tid + 1;
 			}
 			m->txn[m->ntxn++] = rz;
@@ -190,14 +190,14 @@ static void run_workload(struct h2_fdev *fd, struct model *m, uint64_t seed,
 		if (t_rand(&rs) % 100 < 12 && m->nsync < 512) {
 			uint64_t tid;
 
-			cr_assert_eq(h2_sync(st, &tid), 0);
+			cr_assert_eq(h2_store_sync(st, &tid), 0);
 			m->sync_ev[m->nsync] = h2_fdev_event_count(fd);
 			m->sync_tid[m->nsync] = tid;
 			m->nsync++;
 		}
 	}
 	for (int k = 0; k < NVOL; k++)
-		h2_volume_close(v[k]);
+		h2_vol_close(v[k]);
 	cr_assert_eq(h2_store_close(st), 0);
 }
 
@@ -233,7 +233,7 @@ static void verify_image(struct verify_ctx *vc, struct h2_fdev *img,
 	struct h2_store_opts o = {.read_only = true};
 	struct h2_check_report *rep;
 	struct h2_store *st;
-	struct h2_stats s;
+	struct h2_store_stats s;
 	uint64_t size[NVOL], need = 0;
 	bool exists[NVOL];
 	int r;
@@ -254,7 +254,7 @@ static void verify_image(struct verify_ctx *vc, struct h2_fdev *img,
 	r = h2_store_open(h2_fdev_dev(img), &o, &st);
 	cr_assert_eq(r, 0, "%s (upto %zu): open failed: %s", what, upto,
 		     h2_core_errmsg());
-	h2_stats_get(st, &s);
+	h2_store_stat(st, &s);
 	for (size_t i = 0; i < vc->m->nsync; i++)
 		if (vc->m->sync_ev[i] <= upto && vc->m->sync_tid[i] > need)
 			need = vc->m->sync_tid[i];
@@ -266,7 +266,7 @@ static void verify_image(struct verify_ctx *vc, struct h2_fdev *img,
 	for (int k = 0; k < NVOL; k++) {
 		struct h2_vol *v;
 
-		r = h2_volume_open(st, vname[k], &v);
+		r = h2_vol_open(st, vname[k], &v);
 		if (!exists[k]) {
 			cr_assert_eq(r, -ENOENT, "%s: volume %s exists at tid "
 						 "%" PRIu64 " too early",
@@ -276,10 +276,10 @@ static void verify_image(struct verify_ctx *vc, struct h2_fdev *img,
 		cr_assert_eq(r, 0, "%s (upto %zu): volume %s missing at tid "
 				   "%" PRIu64,
 			     what, upto, vname[k], s.durable_tid);
-		cr_assert_eq(h2_volume_size(v), size[k],
+		cr_assert_eq(h2_vol_size(v), size[k],
 			     "%s: volume %s size %" PRIu64 " != %" PRIu64, what,
-			     vname[k], h2_volume_size(v), size[k]);
-		cr_assert_eq(h2_read(v, vc->got, 0, size[k]), 0, "%s: %s",
+			     vname[k], h2_vol_size(v), size[k]);
+		cr_assert_eq(h2_vol_read(v, vc->got, 0, size[k]), 0, "%s: %s",
 			     what, h2_core_errmsg());
 		if (memcmp(vc->got, vc->img[k], size[k]) != 0) {
 			uint64_t at = 0;
@@ -291,7 +291,7 @@ static void verify_image(struct verify_ctx *vc, struct h2_fdev *img,
 				       "%" PRIu64,
 				       what, upto, s.durable_tid, vname[k], at);
 		}
-		h2_volume_close(v);
+		h2_vol_close(v);
 	}
 	h2_store_close(st);
 	vc->checked++;

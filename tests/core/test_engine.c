@@ -41,13 +41,13 @@ static void *worker_main(void *arg)
 
 		if (roll < 6) {
 			t_fill(buf, len, t_rand(&rs), off);
-			w->err = h2_write(v, buf, base + off, len, 0);
+			w->err = h2_vol_write(v, buf, base + off, len, 0);
 			memcpy(model + off, buf, len);
 		} else if (roll < 7) {
-			w->err = h2_trim(v, base + off, len, 0);
+			w->err = h2_vol_trim(v, base + off, len, 0);
 			memset(model + off, 0, len);
 		} else {
-			w->err = h2_read(v, got, base + off, len);
+			w->err = h2_vol_read(v, got, base + off, len);
 			if (!w->err && memcmp(got, model + off, len) != 0) {
 				snprintf(w->msg, sizeof(w->msg),
 					 "thread %d: read of %s at %" PRIu64
@@ -69,7 +69,7 @@ static void verify_region(struct h2_vol *v, uint64_t base,
 {
 	static uint8_t got[REGION];
 
-	cr_assert_eq(h2_read(v, got, base, REGION), 0);
+	cr_assert_eq(h2_vol_read(v, got, base, REGION), 0);
 	cr_assert_arr_eq(got, model, REGION);
 }
 
@@ -85,13 +85,13 @@ Test(engine, concurrent_readers_and_writers_on_shared_and_separate_volumes,
 	struct h2_vol *shared;
 	char name[32];
 
-	cr_assert_eq(h2_volume_create(st, "shared", NTHREAD * REGION, NULL), 0);
-	cr_assert_eq(h2_volume_open(st, "shared", &shared), 0);
+	cr_assert_eq(h2_vol_create(st, "shared", NTHREAD * REGION, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "shared", &shared), 0);
 	for (int i = 0; i < NTHREAD; i++) {
 		snprintf(name, sizeof(name), "own%d", i);
-		cr_assert_eq(h2_volume_create(st, name, REGION, NULL), 0);
+		cr_assert_eq(h2_vol_create(st, name, REGION, NULL), 0);
 		w[i] = (struct worker){.st = st, .shared = shared, .id = i};
-		cr_assert_eq(h2_volume_open(st, name, &w[i].own), 0);
+		cr_assert_eq(h2_vol_open(st, name, &w[i].own), 0);
 		w[i].model_shared = calloc(1, REGION);
 		w[i].model_own = calloc(1, REGION);
 	}
@@ -104,24 +104,24 @@ Test(engine, concurrent_readers_and_writers_on_shared_and_separate_volumes,
 	for (int i = 0; i < NTHREAD; i++) {
 		verify_region(shared, (uint64_t)i * REGION, w[i].model_shared);
 		verify_region(w[i].own, 0, w[i].model_own);
-		h2_volume_close(w[i].own);
+		h2_vol_close(w[i].own);
 	}
-	h2_volume_close(shared);
+	h2_vol_close(shared);
 	cr_assert_eq(h2_store_close(st), 0);
 
 	/* Everything survives close and reopen. */
 	st = t_open(fd, false);
-	cr_assert_eq(h2_volume_open(st, "shared", &shared), 0);
+	cr_assert_eq(h2_vol_open(st, "shared", &shared), 0);
 	for (int i = 0; i < NTHREAD; i++) {
 		snprintf(name, sizeof(name), "own%d", i);
-		cr_assert_eq(h2_volume_open(st, name, &w[i].own), 0);
+		cr_assert_eq(h2_vol_open(st, name, &w[i].own), 0);
 		verify_region(shared, (uint64_t)i * REGION, w[i].model_shared);
 		verify_region(w[i].own, 0, w[i].model_own);
-		h2_volume_close(w[i].own);
+		h2_vol_close(w[i].own);
 		free(w[i].model_shared);
 		free(w[i].model_own);
 	}
-	h2_volume_close(shared);
+	h2_vol_close(shared);
 	cr_assert_eq(h2_store_close(st), 0);
 	h2_fdev_free(fd);
 }
@@ -151,11 +151,11 @@ Test(engine, damaged_block_is_a_checksum_error_naming_volume_and_offset)
 	uint64_t at;
 	uint8_t x = 0xff;
 
-	cr_assert_eq(h2_volume_create(st, "disk0", 1 * MiB, NULL), 0);
-	cr_assert_eq(h2_volume_open(st, "disk0", &v), 0);
+	cr_assert_eq(h2_vol_create(st, "disk0", 1 * MiB, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "disk0", &v), 0);
 	t_fill(w, sizeof(w), 42, 0);
-	cr_assert_eq(h2_write(v, w, 40960, sizeof(w), 0), 0);
-	h2_volume_close(v);
+	cr_assert_eq(h2_vol_write(v, w, 40960, sizeof(w), 0), 0);
+	h2_vol_close(v);
 	cr_assert_eq(h2_store_close(st), 0);
 
 	at = find_block(fd, w + 4096); /* the middle block, volume 45056 */
@@ -163,21 +163,21 @@ Test(engine, damaged_block_is_a_checksum_error_naming_volume_and_offset)
 	cr_assert_eq(h2_fdev_poke(fd, at + 100, &x, 1), 0);
 
 	st = t_open(fd, false);
-	cr_assert_eq(h2_volume_open(st, "disk0", &v), 0);
-	cr_assert_eq(h2_read(v, r, 40960, sizeof(r)), -EBADMSG);
+	cr_assert_eq(h2_vol_open(st, "disk0", &v), 0);
+	cr_assert_eq(h2_vol_read(v, r, 40960, sizeof(r)), -EBADMSG);
 	cr_assert(strstr(h2_core_errmsg(), "disk0"), "%s", h2_core_errmsg());
 	cr_assert(strstr(h2_core_errmsg(), "45056"), "%s", h2_core_errmsg());
 	/* Neighbours are fine; the damaged block is never returned. */
-	cr_assert_eq(h2_read(v, r, 40960, 4096), 0);
+	cr_assert_eq(h2_vol_read(v, r, 40960, 4096), 0);
 	cr_assert_arr_eq(r, w, 4096);
-	cr_assert_eq(h2_read(v, r, 45056 + 200, 10), -EBADMSG);
+	cr_assert_eq(h2_vol_read(v, r, 45056 + 200, 10), -EBADMSG);
 	/* A partial overwrite needs the old block: refused, nothing
 	 * changes; a whole overwrite replaces it. */
-	cr_assert_eq(h2_write(v, w, 45056 + 5, 10, 0), -EBADMSG);
-	cr_assert_eq(h2_write(v, w + 4096, 45056, 4096, 0), 0);
-	cr_assert_eq(h2_read(v, r, 40960, sizeof(r)), 0);
+	cr_assert_eq(h2_vol_write(v, w, 45056 + 5, 10, 0), -EBADMSG);
+	cr_assert_eq(h2_vol_write(v, w + 4096, 45056, 4096, 0), 0);
+	cr_assert_eq(h2_vol_read(v, r, 40960, sizeof(r)), 0);
 	cr_assert_arr_eq(r, w, sizeof(r));
-	h2_volume_close(v);
+	h2_vol_close(v);
 	cr_assert_eq(h2_store_close(st), 0);
 	h2_fdev_free(fd);
 }
@@ -207,14 +207,14 @@ Test(engine, flushes_rotate_headers_and_one_damaged_copy_is_survived)
 	struct h2_vol *v;
 	bool valid;
 
-	cr_assert_eq(h2_volume_create(st, "v", 1 * MiB, NULL), 0);
-	cr_assert_eq(h2_volume_open(st, "v", &v), 0);
+	cr_assert_eq(h2_vol_create(st, "v", 1 * MiB, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
 	for (int i = 0; i < 6; i++) {
 		b[0] = (uint8_t)i;
-		cr_assert_eq(h2_write(v, b, 0, sizeof(b), 0), 0);
-		cr_assert_eq(h2_sync(st, &tid), 0);
+		cr_assert_eq(h2_vol_write(v, b, 0, sizeof(b), 0), 0);
+		cr_assert_eq(h2_store_sync(st, &tid), 0);
 	}
-	h2_volume_close(v);
+	h2_vol_close(v);
 	cr_assert_eq(h2_store_close(st), 0);
 	/* Four copies, four different (consecutive) flushes. */
 	for (unsigned i = 0; i < 4; i++) {
@@ -236,15 +236,15 @@ Test(engine, flushes_rotate_headers_and_one_damaged_copy_is_survived)
 		     0);
 	st = t_open(fd, false);
 	{
-		struct h2_stats s;
+		struct h2_store_stats s;
 
-		h2_stats_get(st, &s);
+		h2_store_stat(st, &s);
 		cr_assert_eq(s.durable_tid, newest - 1);
 	}
-	cr_assert_eq(h2_volume_open(st, "v", &v), 0);
-	cr_assert_eq(h2_read(v, b, 0, sizeof(b)), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
+	cr_assert_eq(h2_vol_read(v, b, 0, sizeof(b)), 0);
 	cr_assert_eq(b[0], 4, "expected the contents of the previous flush");
-	h2_volume_close(v);
+	h2_vol_close(v);
 	cr_assert_eq(h2_store_close(st), 0);
 
 	/* Damage every copy: open fails clearly and writes nothing. */
@@ -284,23 +284,23 @@ Test(engine, open_reads_the_same_bytes_whatever_the_data_stored)
 	struct h2_vol *v;
 	uint64_t small, large;
 
-	cr_assert_eq(h2_volume_create(st, "v", 1ull << 40, NULL), 0);
-	cr_assert_eq(h2_volume_open(st, "v", &v), 0);
-	cr_assert_eq(h2_write(v, b, 0, 4096, 0), 0);
-	h2_volume_close(v);
+	cr_assert_eq(h2_vol_create(st, "v", 1ull << 40, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
+	cr_assert_eq(h2_vol_write(v, b, 0, 4096, 0), 0);
+	h2_vol_close(v);
 	cr_assert_eq(h2_store_close(st), 0);
 	small = open_read_bytes(fd);
 
 	st = t_open(fd, false);
-	cr_assert_eq(h2_volume_open(st, "v", &v), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
 	for (int i = 0; i < 150; i++) {
 		b[0] = (uint8_t)i;
 		/* Spread over the volume: many indirect blocks. */
-		cr_assert_eq(h2_write(v, b, (uint64_t)i * (3ull << 30), sizeof(b),
+		cr_assert_eq(h2_vol_write(v, b, (uint64_t)i * (3ull << 30), sizeof(b),
 				      0),
 			     0);
 	}
-	h2_volume_close(v);
+	h2_vol_close(v);
 	cr_assert_eq(h2_store_close(st), 0);
 	large = open_read_bytes(fd);
 	cr_assert_eq(small, large,
@@ -318,41 +318,41 @@ Test(space, random_overwrites_reuse_freed_blocks)
 	struct h2_store_opts o = {.flush_interval_ms = 60000};
 	struct h2_store *st = t_open_opts(fd, &o);
 	const uint64_t vsize = 4 * MiB;
-	struct h2_stats s0, s;
+	struct h2_store_stats s0, s;
 	struct h2_vol *v;
 	uint64_t rs = 77;
 	uint8_t b[4096];
 
-	h2_stats_get(st, &s0);
-	cr_assert_eq(h2_volume_create(st, "v", vsize, NULL), 0);
-	cr_assert_eq(h2_volume_open(st, "v", &v), 0);
+	h2_store_stat(st, &s0);
+	cr_assert_eq(h2_vol_create(st, "v", vsize, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
 	/* 10x the volume in random 4 KiB overwrites, syncing now and then;
 	 * without reuse this needs 40 MiB of a 64 MiB device. */
 	for (uint64_t i = 0; i < 10 * vsize / 4096; i++) {
 		uint64_t off = (t_rand(&rs) % (vsize / 4096)) * 4096;
 
 		t_fill(b, sizeof(b), i, 0);
-		cr_assert_eq(h2_write(v, b, off, sizeof(b), 0), 0, "%s",
+		cr_assert_eq(h2_vol_write(v, b, off, sizeof(b), 0), 0, "%s",
 			     h2_core_errmsg());
 		if (i % 256 == 255)
-			cr_assert_eq(h2_sync(st, NULL), 0);
+			cr_assert_eq(h2_store_sync(st, NULL), 0);
 	}
-	cr_assert_eq(h2_sync(st, NULL), 0);
-	cr_assert_eq(h2_sync(st, NULL), 0);
-	h2_stats_get(st, &s);
+	cr_assert_eq(h2_store_sync(st, NULL), 0);
+	cr_assert_eq(h2_store_sync(st, NULL), 0);
+	h2_store_stat(st, &s);
 	/* Live data plus its indirect blocks (1/64) plus slack. */
 	cr_assert_leq(s.used_bytes - s0.used_bytes, vsize + vsize / 32 + 64 * 1024,
 		      "store grew by %" PRIu64 " bytes for a %" PRIu64
 		      "-byte volume",
 		      s.used_bytes - s0.used_bytes, vsize);
 	{
-		struct h2_volume_info info;
+		struct h2_vol_info info;
 
-		cr_assert_eq(h2_volume_info(st, "v", &info), 0);
+		cr_assert_eq(h2_vol_info(st, "v", &info), 0);
 		cr_assert_leq(info.used_bytes, vsize + vsize / 32);
 		cr_assert_geq(info.used_bytes, vsize * 9 / 10);
 	}
-	h2_volume_close(v);
+	h2_vol_close(v);
 	cr_assert_eq(h2_store_close(st), 0);
 	h2_fdev_free(fd);
 }
@@ -367,11 +367,11 @@ Test(space, full_device_gives_enospc_and_loses_nothing)
 	uint64_t n = 0;
 	int err = 0;
 
-	cr_assert_eq(h2_volume_create(st, "big", 1ull << 30, NULL), 0);
-	cr_assert_eq(h2_volume_open(st, "big", &v), 0);
+	cr_assert_eq(h2_vol_create(st, "big", 1ull << 30, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "big", &v), 0);
 	while (n < 1000) {
 		t_fill(b, sizeof(b), n, 0);
-		err = h2_write(v, b, n * sizeof(b), sizeof(b), 0);
+		err = h2_vol_write(v, b, n * sizeof(b), sizeof(b), 0);
 		if (err)
 			break;
 		n++;
@@ -380,26 +380,26 @@ Test(space, full_device_gives_enospc_and_loses_nothing)
 	cr_assert(strstr(h2_core_errmsg(), "no space"));
 	cr_assert_gt(n, 100);
 	/* Everything acknowledged is there, before and after a sync. */
-	cr_assert_eq(h2_sync(st, NULL), 0);
+	cr_assert_eq(h2_store_sync(st, NULL), 0);
 	for (uint64_t i = 0; i < n; i++) {
 		t_fill(b, sizeof(b), i, 0);
-		cr_assert_eq(h2_read(v, r, i * sizeof(b), sizeof(r)), 0);
+		cr_assert_eq(h2_vol_read(v, r, i * sizeof(b), sizeof(r)), 0);
 		cr_assert_arr_eq(r, b, sizeof(r));
 	}
 	/* Trimming gives space back once flushed. */
-	cr_assert_eq(h2_trim(v, 0, 10 * sizeof(b), 0), 0);
-	cr_assert_eq(h2_sync(st, NULL), 0);
+	cr_assert_eq(h2_vol_trim(v, 0, 10 * sizeof(b), 0), 0);
+	cr_assert_eq(h2_store_sync(st, NULL), 0);
 	t_fill(b, sizeof(b), 999, 0);
-	cr_assert_eq(h2_write(v, b, n * sizeof(b), sizeof(b), 0), 0, "%s",
+	cr_assert_eq(h2_vol_write(v, b, n * sizeof(b), sizeof(b), 0), 0, "%s",
 		     h2_core_errmsg());
-	h2_volume_close(v);
+	h2_vol_close(v);
 	cr_assert_eq(h2_store_close(st), 0);
 
 	st = t_open(fd, false);
-	cr_assert_eq(h2_volume_open(st, "big", &v), 0);
-	cr_assert_eq(h2_read(v, r, n * sizeof(b), sizeof(r)), 0);
+	cr_assert_eq(h2_vol_open(st, "big", &v), 0);
+	cr_assert_eq(h2_vol_read(v, r, n * sizeof(b), sizeof(r)), 0);
 	cr_assert_arr_eq(r, b, sizeof(r));
-	h2_volume_close(v);
+	h2_vol_close(v);
 	cr_assert_eq(h2_store_close(st), 0);
 	h2_fdev_free(fd);
 }
@@ -410,30 +410,30 @@ Test(engine, metadata_cache_stays_within_cache_max)
 	struct h2_store_opts o = {.no_flusher = true, .cache_max = 256 * 1024};
 	struct h2_store *st = t_open_opts(fd, &o);
 	static uint8_t b[4096], r[4096];
-	struct h2_stats s;
+	struct h2_store_stats s;
 	struct h2_vol *v;
 
-	cr_assert_eq(h2_volume_create(st, "v", 1ull << 40, NULL), 0);
-	cr_assert_eq(h2_volume_open(st, "v", &v), 0);
+	cr_assert_eq(h2_vol_create(st, "v", 1ull << 40, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
 	/* 2000 blocks 1 MiB apart: about 2000 indirect blocks. */
 	for (uint64_t i = 0; i < 2000; i++) {
 		memcpy(b, &i, sizeof(i));
-		cr_assert_eq(h2_write(v, b, i << 20, sizeof(b), 0), 0);
+		cr_assert_eq(h2_vol_write(v, b, i << 20, sizeof(b), 0), 0);
 		if (i % 500 == 499)
-			cr_assert_eq(h2_sync(st, NULL), 0);
+			cr_assert_eq(h2_store_sync(st, NULL), 0);
 	}
-	cr_assert_eq(h2_sync(st, NULL), 0);
-	h2_stats_get(st, &s);
+	cr_assert_eq(h2_store_sync(st, NULL), 0);
+	h2_store_stat(st, &s);
 	cr_assert_leq(s.cached_bytes, 256 * 1024, "cached %" PRIu64,
 		      s.cached_bytes);
 	for (uint64_t i = 0; i < 2000; i += 7) {
 		uint64_t got;
 
-		cr_assert_eq(h2_read(v, r, i << 20, sizeof(r)), 0);
+		cr_assert_eq(h2_vol_read(v, r, i << 20, sizeof(r)), 0);
 		memcpy(&got, r, sizeof(got));
 		cr_assert_eq(got, i);
 	}
-	h2_volume_close(v);
+	h2_vol_close(v);
 	cr_assert_eq(h2_store_close(st), 0);
 	h2_fdev_free(fd);
 }

@@ -19,17 +19,17 @@ static void image_read(struct h2_fdev *fd, size_t upto, const char *vol,
 	struct h2_fdev *img;
 	struct h2_store *st;
 	struct h2_vol *v;
-	struct h2_stats s;
+	struct h2_store_stats s;
 
 	cr_assert_eq(h2_fdev_crash_image(fd, &spec, &img), 0);
 	cr_assert_eq(h2_store_open(h2_fdev_dev(img), &o, &st), 0, "%s",
 		     h2_core_errmsg());
-	cr_assert_eq(h2_volume_open(st, vol, &v), 0);
-	cr_assert_eq(h2_read(v, buf, off, len), 0);
-	h2_stats_get(st, &s);
+	cr_assert_eq(h2_vol_open(st, vol, &v), 0);
+	cr_assert_eq(h2_vol_read(v, buf, off, len), 0);
+	h2_store_stat(st, &s);
 	if (tid)
 		*tid = s.durable_tid;
-	h2_volume_close(v);
+	h2_vol_close(v);
 	h2_store_close(st);
 	h2_fdev_free(img);
 }
@@ -56,7 +56,7 @@ static void *during_writer(void *arg)
 		pthread_cond_wait(&d->cv, &d->mu);
 	pthread_mutex_unlock(&d->mu);
 	/* Runs while the flush that froze just before is still going. */
-	d->write_result = h2_write(d->v, b, 0, sizeof(b), 0);
+	d->write_result = h2_vol_write(d->v, b, 0, sizeof(b), 0);
 	pthread_mutex_lock(&d->mu);
 	d->state = 2;
 	pthread_cond_broadcast(&d->cv);
@@ -99,13 +99,13 @@ Test(flush, transaction_during_flush_runs_concurrently_and_misses_the_cut)
 
 	h2_fdev_record(fd);
 	st = t_open_opts(fd, &o);
-	cr_assert_eq(h2_volume_create(st, "v", 1 * MiB, NULL), 0);
-	cr_assert_eq(h2_volume_open(st, "v", &d.v), 0);
+	cr_assert_eq(h2_vol_create(st, "v", 1 * MiB, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &d.v), 0);
 	memset(a, 'A', sizeof(a));
-	cr_assert_eq(h2_write(d.v, a, 0, sizeof(a), 0), 0);
+	cr_assert_eq(h2_vol_write(d.v, a, 0, sizeof(a), 0), 0);
 	pthread_create(&th, NULL, during_writer, &d);
 	d.armed = true;
-	cr_assert_eq(h2_sync(st, &tid1), 0);
+	cr_assert_eq(h2_store_sync(st, &tid1), 0);
 	cr_assert_eq(d.state, 2, "the write started during the flush did "
 				 "not finish while the flush ran");
 	cr_assert_eq(d.write_result, 0);
@@ -116,14 +116,14 @@ Test(flush, transaction_during_flush_runs_concurrently_and_misses_the_cut)
 	cr_assert_eq(itid, tid1);
 	cr_assert_arr_eq(r, a, sizeof(r));
 	/* The live volume holds B, and the next flush carries it. */
-	cr_assert_eq(h2_read(d.v, r, 0, sizeof(r)), 0);
+	cr_assert_eq(h2_vol_read(d.v, r, 0, sizeof(r)), 0);
 	cr_assert_eq(r[0], 'B');
-	cr_assert_eq(h2_sync(st, &tid2), 0);
+	cr_assert_eq(h2_store_sync(st, &tid2), 0);
 	cr_assert_gt(tid2, tid1);
 	image_read(fd, h2_fdev_event_count(fd), "v", 0, r, sizeof(r), NULL);
 	cr_assert_eq(r[0], 'B');
 	cr_assert_eq(r[4095], 'B');
-	h2_volume_close(d.v);
+	h2_vol_close(d.v);
 	cr_assert_eq(h2_store_close(st), 0);
 	h2_fdev_free(fd);
 }
@@ -156,7 +156,7 @@ static void *churn_writer(void *arg)
 						.len = 4096,
 						.buf = bufs[k]};
 		}
-		c->err = h2_txn(c->v, ops, NSPOT, 0, NULL);
+		c->err = h2_vol_txn(c->v, ops, NSPOT, 0, NULL);
 		if (c->err)
 			break;
 		__atomic_store_n(&c->acked, g, __ATOMIC_RELEASE);
@@ -175,15 +175,15 @@ Test(flush, flushed_image_never_holds_half_a_transaction, .timeout = 300)
 
 	h2_fdev_record(fd);
 	st = t_open_opts(fd, &o);
-	cr_assert_eq(h2_volume_create(st, "v", 4 * MiB, NULL), 0);
-	cr_assert_eq(h2_volume_open(st, "v", &c.v), 0);
+	cr_assert_eq(h2_vol_create(st, "v", 4 * MiB, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &c.v), 0);
 	pthread_create(&th, NULL, churn_writer, &c);
 	for (int it = 0; it < 40; it++) {
 		uint64_t before = __atomic_load_n(&c.acked, __ATOMIC_ACQUIRE);
 		uint64_t tid, itid, g0 = 0;
 		size_t upto;
 
-		cr_assert_eq(h2_sync(st, &tid), 0);
+		cr_assert_eq(h2_store_sync(st, &tid), 0);
 		upto = h2_fdev_event_count(fd);
 		for (int k = 0; k < NSPOT; k++) {
 			uint8_t r[4096];
@@ -215,7 +215,7 @@ Test(flush, flushed_image_never_holds_half_a_transaction, .timeout = 300)
 	pthread_join(th, NULL);
 	cr_assert_eq(c.err, 0, "%s", h2_core_errmsg());
 	cr_assert_gt(c.acked, 40);
-	h2_volume_close(c.v);
+	h2_vol_close(c.v);
 	cr_assert_eq(h2_store_close(st), 0);
 	h2_fdev_free(fd);
 }
@@ -236,9 +236,9 @@ static void *sync_thread(void *arg)
 
 	memset(b, s->id, sizeof(b));
 	for (int i = 0; i < 20 && !s->err; i++) {
-		s->err = h2_write(s->v, b, (uint64_t)s->id * 4096, 4096, 0);
+		s->err = h2_vol_write(s->v, b, (uint64_t)s->id * 4096, 4096, 0);
 		if (!s->err)
-			s->err = h2_sync(s->st, NULL);
+			s->err = h2_store_sync(s->st, NULL);
 	}
 	return NULL;
 }
@@ -250,11 +250,11 @@ Test(flush, concurrent_syncs_share_flushes)
 	struct h2_store *st = t_open_opts(fd, &o);
 	struct syncer s[8];
 	pthread_t th[8];
-	struct h2_stats stats;
+	struct h2_store_stats stats;
 	struct h2_vol *v;
 
-	cr_assert_eq(h2_volume_create(st, "v", 1 * MiB, NULL), 0);
-	cr_assert_eq(h2_volume_open(st, "v", &v), 0);
+	cr_assert_eq(h2_vol_create(st, "v", 1 * MiB, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
 	for (int i = 0; i < 8; i++) {
 		s[i] = (struct syncer){.st = st, .v = v, .id = i};
 		pthread_create(&th[i], NULL, sync_thread, &s[i]);
@@ -263,14 +263,14 @@ Test(flush, concurrent_syncs_share_flushes)
 		pthread_join(th[i], NULL);
 		cr_assert_eq(s[i].err, 0);
 	}
-	h2_stats_get(st, &stats);
+	h2_store_stat(st, &stats);
 	/* 160 syncs of 160 writes; each sync needs a flush after its write,
 	 * but syncs that wait together share one. */
 	cr_assert_leq(stats.flushes, 160);
 	cr_assert_geq(stats.flushes, 1);
 	fprintf(stderr, "group commit: 160 syncs -> %" PRIu64 " flushes\n",
 		stats.flushes);
-	h2_volume_close(v);
+	h2_vol_close(v);
 	cr_assert_eq(h2_store_close(st), 0);
 	h2_fdev_free(fd);
 }
@@ -285,23 +285,23 @@ Test(flush, writers_wait_above_the_hard_limit)
 				  .dirty_hard = 512 * 1024};
 	struct h2_store *st = t_open_opts(fd, &o);
 	static uint8_t b[64 * 1024];
-	struct h2_stats s;
+	struct h2_store_stats s;
 	struct h2_vol *v;
 
-	cr_assert_eq(h2_volume_create(st, "v", 16 * MiB, NULL), 0);
-	cr_assert_eq(h2_volume_open(st, "v", &v), 0);
+	cr_assert_eq(h2_vol_create(st, "v", 16 * MiB, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
 	for (int i = 0; i < 256; i++) {
-		cr_assert_eq(h2_write(v, b, (uint64_t)i * sizeof(b), sizeof(b),
+		cr_assert_eq(h2_vol_write(v, b, (uint64_t)i * sizeof(b), sizeof(b),
 				      0),
 			     0);
-		h2_stats_get(st, &s);
+		h2_store_stat(st, &s);
 		/* Bounded: the hard limit plus one write and its metadata. */
 		cr_assert_leq(s.dirty_bytes, 512 * 1024 + sizeof(b) + 64 * 1024,
 			      "dirty %" PRIu64, s.dirty_bytes);
 	}
-	h2_stats_get(st, &s);
+	h2_store_stat(st, &s);
 	cr_assert_gt(s.flushes, 10);
-	h2_volume_close(v);
+	h2_vol_close(v);
 	cr_assert_eq(h2_store_close(st), 0);
 	h2_fdev_free(fd);
 }

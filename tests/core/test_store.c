@@ -42,28 +42,28 @@ Test(store, write_read_survives_reopen)
 	struct h2_vol *v;
 	static uint8_t w[300000], r[300000];
 
-	cr_assert_eq(h2_volume_create(st, "vm1", 10 * MiB, NULL), 0);
-	cr_assert_eq(h2_volume_open(st, "vm1", &v), 0);
+	cr_assert_eq(h2_vol_create(st, "vm1", 10 * MiB, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "vm1", &v), 0);
 	t_fill(w, sizeof(w), 1, 0);
 	/* Unaligned start and end. */
-	cr_assert_eq(h2_write(v, w, 12345, sizeof(w), 0), 0, "%s",
+	cr_assert_eq(h2_vol_write(v, w, 12345, sizeof(w), 0), 0, "%s",
 		     h2_core_errmsg());
-	cr_assert_eq(h2_read(v, r, 12345, sizeof(r)), 0);
+	cr_assert_eq(h2_vol_read(v, r, 12345, sizeof(r)), 0);
 	cr_assert_arr_eq(r, w, sizeof(w));
 	/* Bytes around the write are still zero. */
-	cr_assert_eq(h2_read(v, r, 0, 12345), 0);
+	cr_assert_eq(h2_vol_read(v, r, 0, 12345), 0);
 	for (int i = 0; i < 12345; i++)
 		cr_assert_eq(r[i], 0);
-	h2_volume_close(v);
+	h2_vol_close(v);
 	cr_assert_eq(h2_store_close(st), 0);
 
 	st = t_open(fd, false);
-	cr_assert_eq(h2_volume_open(st, "vm1", &v), 0);
+	cr_assert_eq(h2_vol_open(st, "vm1", &v), 0);
 	memset(r, 0, sizeof(r));
-	cr_assert_eq(h2_read(v, r, 12345, sizeof(r)), 0, "%s",
+	cr_assert_eq(h2_vol_read(v, r, 12345, sizeof(r)), 0, "%s",
 		     h2_core_errmsg());
 	cr_assert_arr_eq(r, w, sizeof(w));
-	h2_volume_close(v);
+	h2_vol_close(v);
 	cr_assert_eq(h2_store_close(st), 0);
 	h2_fdev_free(fd);
 }
@@ -75,26 +75,26 @@ Test(store, holes_read_as_zero_and_trim_makes_holes)
 	struct h2_vol *v;
 	static uint8_t w[65536], r[65536], z[65536];
 
-	cr_assert_eq(h2_volume_create(st, "v", 1ull << 40, NULL), 0);
-	cr_assert_eq(h2_volume_open(st, "v", &v), 0);
-	cr_assert_eq(h2_read(v, r, (1ull << 40) - 65536, 65536), 0);
+	cr_assert_eq(h2_vol_create(st, "v", 1ull << 40, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
+	cr_assert_eq(h2_vol_read(v, r, (1ull << 40) - 65536, 65536), 0);
 	cr_assert_arr_eq(r, z, sizeof(z));
 	t_fill(w, sizeof(w), 7, 0);
-	cr_assert_eq(h2_write(v, w, 1ull << 39, sizeof(w), 0), 0);
-	cr_assert_eq(h2_sync(st, NULL), 0);
+	cr_assert_eq(h2_vol_write(v, w, 1ull << 39, sizeof(w), 0), 0);
+	cr_assert_eq(h2_store_sync(st, NULL), 0);
 	/* Trim the middle, unaligned: edges are zeroed, blocks removed. */
-	cr_assert_eq(h2_trim(v, (1ull << 39) + 1000, 40000, 0), 0);
-	cr_assert_eq(h2_read(v, r, 1ull << 39, sizeof(r)), 0);
+	cr_assert_eq(h2_vol_trim(v, (1ull << 39) + 1000, 40000, 0), 0);
+	cr_assert_eq(h2_vol_read(v, r, 1ull << 39, sizeof(r)), 0);
 	memset(w + 1000, 0, 40000);
 	cr_assert_arr_eq(r, w, sizeof(w));
-	cr_assert_eq(h2_sync(st, NULL), 0);
-	h2_volume_close(v);
+	cr_assert_eq(h2_store_sync(st, NULL), 0);
+	h2_vol_close(v);
 	cr_assert_eq(h2_store_close(st), 0);
 	st = t_open(fd, false);
-	cr_assert_eq(h2_volume_open(st, "v", &v), 0);
-	cr_assert_eq(h2_read(v, r, 1ull << 39, sizeof(r)), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
+	cr_assert_eq(h2_vol_read(v, r, 1ull << 39, sizeof(r)), 0);
 	cr_assert_arr_eq(r, w, sizeof(w));
-	h2_volume_close(v);
+	h2_vol_close(v);
 	cr_assert_eq(h2_store_close(st), 0);
 	h2_fdev_free(fd);
 }
@@ -103,34 +103,34 @@ Test(store, volume_management)
 {
 	struct h2_fdev *fd = t_fdev(64 * MiB);
 	struct h2_store *st = t_open(fd, false);
-	struct h2_volume_info info, *list;
+	struct h2_vol_info info, *list;
 	struct h2_vol *v;
 	size_t n;
 
-	cr_assert_eq(h2_volume_create(st, "a", 4096, &info), 0);
+	cr_assert_eq(h2_vol_create(st, "a", 4096, &info), 0);
 	cr_assert_eq(info.size, 4096);
-	cr_assert_eq(h2_volume_create(st, "a", 4096, NULL), -EEXIST);
-	cr_assert_eq(h2_volume_create(st, "bad/name", 4096, NULL), -EINVAL);
-	cr_assert_eq(h2_volume_create(st, "z", 0, NULL), -EINVAL);
-	cr_assert_eq(h2_volume_create(st, "z", H2_VOLUME_MAX_SIZE + 1, NULL),
+	cr_assert_eq(h2_vol_create(st, "a", 4096, NULL), -EEXIST);
+	cr_assert_eq(h2_vol_create(st, "bad/name", 4096, NULL), -EINVAL);
+	cr_assert_eq(h2_vol_create(st, "z", 0, NULL), -EINVAL);
+	cr_assert_eq(h2_vol_create(st, "z", H2_VOLUME_MAX_SIZE + 1, NULL),
 		     -EFBIG);
-	cr_assert_eq(h2_volume_create(st, "b", 16ull << 40, NULL), 0);
-	cr_assert_eq(h2_volume_list(st, &list, &n), 0);
+	cr_assert_eq(h2_vol_create(st, "b", 16ull << 40, NULL), 0);
+	cr_assert_eq(h2_vol_list(st, &list, &n), 0);
 	cr_assert_eq(n, 2);
 	free(list);
-	cr_assert_eq(h2_volume_info(st, "nope", &info), -ENOENT);
-	cr_assert_eq(h2_volume_open(st, "a", &v), 0);
-	cr_assert_eq(h2_volume_delete(st, "a"), -EBUSY);
-	h2_volume_close(v);
-	cr_assert_eq(h2_volume_resize(st, "a", 8192), 0);
-	cr_assert_eq(h2_volume_info(st, "a", &info), 0);
+	cr_assert_eq(h2_vol_info(st, "nope", &info), -ENOENT);
+	cr_assert_eq(h2_vol_open(st, "a", &v), 0);
+	cr_assert_eq(h2_vol_delete(st, "a"), -EBUSY);
+	h2_vol_close(v);
+	cr_assert_eq(h2_vol_resize(st, "a", 8192), 0);
+	cr_assert_eq(h2_vol_info(st, "a", &info), 0);
 	cr_assert_eq(info.size, 8192);
-	cr_assert_eq(h2_volume_delete(st, "a"), 0);
-	cr_assert_eq(h2_volume_info(st, "a", &info), -ENOENT);
+	cr_assert_eq(h2_vol_delete(st, "a"), 0);
+	cr_assert_eq(h2_vol_info(st, "a", &info), -ENOENT);
 	cr_assert_eq(h2_store_close(st), 0);
 
 	st = t_open(fd, false);
-	cr_assert_eq(h2_volume_list(st, &list, &n), 0);
+	cr_assert_eq(h2_vol_list(st, &list, &n), 0);
 	cr_assert_eq(n, 1);
 	cr_assert_str_eq(list[0].name, "b");
 	cr_assert_eq(list[0].size, 16ull << 40);
@@ -146,17 +146,17 @@ Test(store, bad_ranges_get_clear_errors)
 	struct h2_vol *v;
 	uint8_t b[16] = {0};
 
-	cr_assert_eq(h2_volume_create(st, "v", 1 * MiB, NULL), 0);
-	cr_assert_eq(h2_volume_open(st, "v", &v), 0);
-	cr_assert_eq(h2_write(v, b, 0, 0, 0), -EINVAL);
-	cr_assert_eq(h2_write(v, b, 1 * MiB - 8, 16, 0), -ERANGE);
+	cr_assert_eq(h2_vol_create(st, "v", 1 * MiB, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
+	cr_assert_eq(h2_vol_write(v, b, 0, 0, 0), -EINVAL);
+	cr_assert_eq(h2_vol_write(v, b, 1 * MiB - 8, 16, 0), -ERANGE);
 	cr_assert(strstr(h2_core_errmsg(), "beyond its end"));
-	cr_assert_eq(h2_write(v, b, UINT64_MAX - 4, 16, 0), -ERANGE);
-	cr_assert_eq(h2_read(v, b, UINT64_MAX - 4, 16), -ERANGE);
-	cr_assert_eq(h2_read(v, b, 0, (uint64_t)H2_MAX_IO + 1), -EFBIG);
-	cr_assert_eq(h2_trim(v, 2 * MiB, 4096, 0), -ERANGE);
-	cr_assert_eq(h2_write(v, NULL, 0, 16, 0), -EINVAL);
-	h2_volume_close(v);
+	cr_assert_eq(h2_vol_write(v, b, UINT64_MAX - 4, 16, 0), -ERANGE);
+	cr_assert_eq(h2_vol_read(v, b, UINT64_MAX - 4, 16), -ERANGE);
+	cr_assert_eq(h2_vol_read(v, b, 0, (uint64_t)H2_MAX_IO + 1), -EFBIG);
+	cr_assert_eq(h2_vol_trim(v, 2 * MiB, 4096, 0), -ERANGE);
+	cr_assert_eq(h2_vol_write(v, NULL, 0, 16, 0), -EINVAL);
+	h2_vol_close(v);
 	cr_assert_eq(h2_store_close(st), 0);
 	h2_fdev_free(fd);
 }
@@ -168,18 +168,18 @@ Test(store, resize_shrink_discards_tail)
 	struct h2_vol *v;
 	static uint8_t w[3 * 4096], r[3 * 4096];
 
-	cr_assert_eq(h2_volume_create(st, "v", 3 * 4096, NULL), 0);
-	cr_assert_eq(h2_volume_open(st, "v", &v), 0);
+	cr_assert_eq(h2_vol_create(st, "v", 3 * 4096, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
 	t_fill(w, sizeof(w), 3, 0);
-	cr_assert_eq(h2_write(v, w, 0, sizeof(w), 0), 0);
-	h2_volume_close(v);
-	cr_assert_eq(h2_volume_resize(st, "v", 5000), 0);
-	cr_assert_eq(h2_volume_resize(st, "v", 1ull << 42), 0);
-	cr_assert_eq(h2_volume_open(st, "v", &v), 0);
-	cr_assert_eq(h2_read(v, r, 0, sizeof(r)), 0);
+	cr_assert_eq(h2_vol_write(v, w, 0, sizeof(w), 0), 0);
+	h2_vol_close(v);
+	cr_assert_eq(h2_vol_resize(st, "v", 5000), 0);
+	cr_assert_eq(h2_vol_resize(st, "v", 1ull << 42), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
+	cr_assert_eq(h2_vol_read(v, r, 0, sizeof(r)), 0);
 	memset(w + 5000, 0, sizeof(w) - 5000);
 	cr_assert_arr_eq(r, w, sizeof(w));
-	h2_volume_close(v);
+	h2_vol_close(v);
 	cr_assert_eq(h2_store_close(st), 0);
 	h2_fdev_free(fd);
 }
@@ -189,23 +189,23 @@ Test(store, sync_with_flusher_thread_is_durable)
 	struct h2_fdev *fd = t_fdev(64 * MiB);
 	struct h2_store *st;
 	struct h2_vol *v;
-	struct h2_stats s;
+	struct h2_store_stats s;
 	uint64_t tid = 0;
 	uint8_t w[4096], r[4096];
 
 	h2_fdev_record(fd);
 	st = t_open(fd, true);
-	cr_assert_eq(h2_volume_create(st, "v", 1 * MiB, NULL), 0);
-	cr_assert_eq(h2_volume_open(st, "v", &v), 0);
+	cr_assert_eq(h2_vol_create(st, "v", 1 * MiB, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
 	t_fill(w, sizeof(w), 9, 0);
-	cr_assert_eq(h2_write(v, w, 8192, sizeof(w), H2_IO_FUA), 0);
-	cr_assert_eq(h2_sync(st, &tid), 0);
+	cr_assert_eq(h2_vol_write(v, w, 8192, sizeof(w), H2_IO_FUA), 0);
+	cr_assert_eq(h2_store_sync(st, &tid), 0);
 	cr_assert_gt(tid, 1);
-	h2_stats_get(st, &s);
+	h2_store_stat(st, &s);
 	cr_assert_geq(s.flushes, 1);
 	cr_assert_eq(s.dirty_bytes, 0);
 	cr_assert_eq(s.durable_tid, tid);
-	h2_volume_close(v);
+	h2_vol_close(v);
 	/* A crash image at this point (everything recorded so far) holds
 	 * the data: open the live contents without closing the store. */
 	{
@@ -215,10 +215,10 @@ Test(store, sync_with_flusher_thread_is_durable)
 
 		cr_assert_eq(h2_fdev_crash_image(fd, &spec, &img), 0);
 		st2 = t_open(img, false);
-		cr_assert_eq(h2_volume_open(st2, "v", &v), 0);
-		cr_assert_eq(h2_read(v, r, 8192, sizeof(r)), 0);
+		cr_assert_eq(h2_vol_open(st2, "v", &v), 0);
+		cr_assert_eq(h2_vol_read(v, r, 8192, sizeof(r)), 0);
 		cr_assert_arr_eq(r, w, sizeof(w));
-		h2_volume_close(v);
+		h2_vol_close(v);
 		h2_store_close(st2);
 		h2_fdev_free(img);
 	}
@@ -234,8 +234,8 @@ Test(store, bad_transactions_are_refused_whole)
 	struct h2_vol *v;
 	uint64_t epoch = 0;
 
-	cr_assert_eq(h2_volume_create(st, "v", 1 * MiB, NULL), 0);
-	cr_assert_eq(h2_volume_open(st, "v", &v), 0);
+	cr_assert_eq(h2_vol_create(st, "v", 1 * MiB, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
 	memset(a, 'a', sizeof(a));
 	{
 		/* The second op is out of range: the first must not apply. */
@@ -244,8 +244,8 @@ Test(store, bad_transactions_are_refused_whole)
 			{.type = H2_OP_TRIM, .off = 1 * MiB, .len = 1},
 		};
 
-		cr_assert_eq(h2_txn(v, ops, 2, 0, &epoch), -ERANGE);
-		cr_assert_eq(h2_read(v, r, 0, sizeof(r)), 0);
+		cr_assert_eq(h2_vol_txn(v, ops, 2, 0, &epoch), -ERANGE);
+		cr_assert_eq(h2_vol_read(v, r, 0, sizeof(r)), 0);
 		cr_assert_eq(r[0], 0);
 	}
 	{
@@ -258,16 +258,16 @@ Test(store, bad_transactions_are_refused_whole)
 				     .buf = a};
 		struct h2_op ops[H2_MAX_TXN_OPS + 1];
 
-		cr_assert_eq(h2_txn(v, &bad_type, 1, 0, NULL), -EINVAL);
-		cr_assert_eq(h2_txn(v, &bad_flags, 1, 0, NULL), -EINVAL);
-		cr_assert_eq(h2_txn(v, &overflow, 1, 0, NULL), -ERANGE);
-		cr_assert_eq(h2_txn(v, &huge, 1, 0, NULL), -EFBIG);
-		cr_assert_eq(h2_txn(v, NULL, 0, 0, NULL), -EINVAL);
+		cr_assert_eq(h2_vol_txn(v, &bad_type, 1, 0, NULL), -EINVAL);
+		cr_assert_eq(h2_vol_txn(v, &bad_flags, 1, 0, NULL), -EINVAL);
+		cr_assert_eq(h2_vol_txn(v, &overflow, 1, 0, NULL), -ERANGE);
+		cr_assert_eq(h2_vol_txn(v, &huge, 1, 0, NULL), -EFBIG);
+		cr_assert_eq(h2_vol_txn(v, NULL, 0, 0, NULL), -EINVAL);
 		for (size_t i = 0; i <= H2_MAX_TXN_OPS; i++)
 			ops[i] = (struct h2_op){.type = H2_OP_TRIM, .len = 1};
-		cr_assert_eq(h2_txn(v, ops, H2_MAX_TXN_OPS + 1, 0, NULL),
+		cr_assert_eq(h2_vol_txn(v, ops, H2_MAX_TXN_OPS + 1, 0, NULL),
 			     -EFBIG);
-		cr_assert_eq(h2_txn(v, ops, 1, 0x40, NULL), -EINVAL);
+		cr_assert_eq(h2_vol_txn(v, ops, 1, 0x40, NULL), -EINVAL);
 	}
 	{
 		/* A good batch applies all of it in one epoch. */
@@ -278,16 +278,16 @@ Test(store, bad_transactions_are_refused_whole)
 			 .flags = H2_IO_NO_HOLE},
 		};
 
-		cr_assert_eq(h2_txn(v, ops, 3, 0, &epoch), 0);
+		cr_assert_eq(h2_vol_txn(v, ops, 3, 0, &epoch), 0);
 		cr_assert_gt(epoch, 0);
-		cr_assert_eq(h2_read(v, r, 0, sizeof(r)), 0);
+		cr_assert_eq(h2_vol_read(v, r, 0, sizeof(r)), 0);
 		cr_assert_eq(r[99], 0);
 		cr_assert_eq(r[100], 'a');
 		cr_assert_eq(r[1000], 0);
 		cr_assert_eq(r[1010], 'a');
 	}
-	cr_assert_eq(h2_volume_open(st, "missing", &v), -ENOENT);
-	h2_volume_close(v);
+	cr_assert_eq(h2_vol_open(st, "missing", &v), -ENOENT);
+	h2_vol_close(v);
 	cr_assert_eq(h2_store_close(st), 0);
 	h2_fdev_free(fd);
 }
@@ -312,14 +312,14 @@ Test(store, block_status_reports_holes_from_the_tree)
 	uint64_t n[2] = {0, 0};
 	struct h2_vol *v;
 
-	cr_assert_eq(h2_volume_create(st, "v", 1ull << 36, NULL), 0);
-	cr_assert_eq(h2_volume_open(st, "v", &v), 0);
-	cr_assert_eq(h2_write(v, a, 1ull << 30, sizeof(a), 0), 0);
-	cr_assert_eq(h2_write_zeroes(v, 1ull << 31, 4096, H2_IO_NO_HOLE), 0);
-	cr_assert_eq(h2_block_status(v, 0, 1ull << 36, count_extent, n), 0);
+	cr_assert_eq(h2_vol_create(st, "v", 1ull << 36, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
+	cr_assert_eq(h2_vol_write(v, a, 1ull << 30, sizeof(a), 0), 0);
+	cr_assert_eq(h2_vol_write_zeroes(v, 1ull << 31, 4096, H2_IO_NO_HOLE), 0);
+	cr_assert_eq(h2_vol_block_status(v, 0, 1ull << 36, count_extent, n), 0);
 	cr_assert_eq(n[0], 8192 + 4096);
 	cr_assert_eq(n[0] + n[1], 1ull << 36);
-	h2_volume_close(v);
+	h2_vol_close(v);
 	cr_assert_eq(h2_store_close(st), 0);
 	h2_fdev_free(fd);
 }
