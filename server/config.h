@@ -1,0 +1,114 @@
+/*
+ * config.h - h2d serve's configuration: an INI file (libinih) plus
+ * command-line flags, flags winning.
+ *
+ *   [store]
+ *   device = /var/lib/h2/store.img
+ *   flush_interval_ms = 1000
+ *   dirty_max = 256M
+ *   dirty_hard = 512M
+ *   cache_max = 512M
+ *
+ *   [server]
+ *   listen = 127.0.0.1:7410
+ *   workers = 4
+ *   max_connections = 1024
+ *   max_inflight = 64              ; requests read ahead per connection
+ *   max_inflight_bytes = 64M       ; payload bytes in flight per connection
+ *   handshake_timeout_ms = 10000
+ *   log_level = info
+ *   ready_file = /run/h2d/ready.json
+ *
+ *   [tls]
+ *   ca = /etc/h2/tls/ca.crt
+ *   cert = /etc/h2/tls/server.crt
+ *   key = /etc/h2/tls/server.key
+ *   allow_tls12 = false
+ *
+ *   [access]
+ *   admin = admin:*
+ *   alice = write:vm-*, read:golden-*
+ *
+ * Sizes take K/M/G/T suffixes (binary).
+ */
+#ifndef H2D_CONFIG_H
+#define H2D_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "acl.h"
+
+struct h2_config {
+	char *device;
+	uint32_t flush_interval_ms;
+	uint64_t dirty_max, dirty_hard, cache_max;
+
+	char *listen;		/* "HOST:PORT"; port 0 = any free port */
+	unsigned workers;
+	unsigned max_connections;
+	unsigned max_inflight;
+	uint64_t max_inflight_bytes;
+	unsigned handshake_timeout_ms;
+	int log_level;		/* enum h2_log_level */
+	char *ready_file;	/* NULL: none */
+
+	char *tls_ca, *tls_cert, *tls_key;
+	bool allow_tls12;
+
+	struct h2_acl *acl;	/* owned */
+	bool dev;		/* --dev: embedded development defaults */
+	char *config_path;	/* the file it came from, for reloads */
+};
+
+/*
+ * Defaults: no device, flush every 1000 ms, dirty_max 256M, dirty_hard 0
+ * (= twice dirty_max, as the engine does), cache_max 512M, listen
+ * 127.0.0.1:7410, 4 workers, 1024 connections, 64 requests and 64M in
+ * flight per connection, 10 s handshake timeout, log level info, no
+ * ready file, no TLS files, TLS 1.3 only, acl NULL (no rules), not dev.
+ * Overwrites all of c (call it first); aborts if out of memory.
+ */
+void h2_config_defaults(struct h2_config *c);
+
+/*
+ * Load an INI file into c (keys not in the file keep their values;
+ * [access] rules add to c->acl, creating it).  Unknown sections or keys,
+ * a key set twice, bad values: -EINVAL with err naming the file, line and
+ * key.  On success c->config_path is set to path.  On error c may be
+ * partly updated; h2_config_free() it either way.
+ */
+int h2_config_load(struct h2_config *c, const char *path, char *err,
+		   size_t errlen);
+
+/*
+ * Apply `h2d serve` flags (argv without the subcommand).  Recognized:
+ * --config PATH (loaded first, before the other flags apply), --device,
+ * --listen, --ca, --cert, --key, --allow-tls12, --access ID=SPEC
+ * (repeatable), --flush-interval MS, --dirty-max SIZE, --dirty-hard SIZE,
+ * --cache-max SIZE, --workers N, --max-connections N, --max-inflight N,
+ * --max-inflight-bytes SIZE, --log-level L, --ready-file PATH, --dev.
+ * -EINVAL with err set on a bad flag; 1 if --help was given (usage
+ * printed to stdout).  Also checks settings against each other
+ * (dirty_hard >= dirty_max unless 0).  Uses getopt_long: not thread-safe.
+ */
+int h2_config_from_args(struct h2_config *c, int argc, char **argv, char *err,
+			size_t errlen);
+
+/*
+ * --dev: fill what is missing with the embedded development defaults:
+ * device ./var/h2/store.img (created sparse, 4 GiB, and formatted if
+ * missing), TLS files under ./var/h2/tls/ (created by h2_tls_dev_certs
+ * with client identity "admin"), access "admin = admin:*".
+ * Directories ./var and ./var/h2 are created with mode 0700; the store is
+ * formatted under a temporary name and renamed into place.  Only unset
+ * fields are filled: a device that is set is used as is, a TLS file that
+ * is set is kept.  The rule "admin = admin:*" is always added (rules
+ * from --access or the file add to it).  0 or -errno with err set.
+ */
+int h2_config_apply_dev(struct h2_config *c, char *err, size_t errlen);
+
+/* Free everything c owns and zero it (c itself is the caller's). */
+void h2_config_free(struct h2_config *c);
+
+#endif
