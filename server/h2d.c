@@ -20,6 +20,7 @@ struct h2d_cmd {
 static const struct h2d_cmd cmds[] = {
     {"format", h2d_cmd_format, "write a new, empty store onto a device"},
     {"check", h2d_cmd_check, "verify a store offline (read only)"},
+    {"serve", h2d_cmd_serve, "serve volumes over TLS (--dev: local setup)"},
 };
 
 /* Print the list of subcommands. */

@@ -13,4 +13,7 @@ int h2d_cmd_format(int argc, char **argv);
 /* h2d check --device PATH [--json] */
 int h2d_cmd_check(int argc, char **argv);
 
+/* h2d serve [--config FILE] [--dev] [flags] */
+int h2d_cmd_serve(int argc, char **argv);
+
 #endif /* H2D_H */

@@ -1,0 +1,266 @@
+/*
+ * h2client.h - libh2client: talk to an h2d over TLS.
+ *
+ * Connect with h2_connect(), open a volume, read and write it:
+ *
+ *	h2_client_opts o = {.server = "127.0.0.1:7410",
+ *			    .ca_file = "ca.crt", .cert_file = "client.crt",
+ *			    .key_file = "client.key"};
+ *	h2_client *c;
+ *	h2_volume *v;
+ *	if (h2_connect(&o, &c) < 0 || h2_volume_open(c, "vm1", H2_OPEN_RW,
+ *						    &v) < 0) ...
+ *	h2_pwrite(v, buf, 4096, 0, 0);
+ *	h2_flush(v);
+ *
+ * Errors are negative H2_E* codes; h2_strerror() names them and
+ * h2_last_error() gives the server's sentence for the calling thread's
+ * last failed call.
+ *
+ * The server's certificate is verified against ca_file, and its name (or
+ * IP SAN) against the host of `server` (or tls_server_name).
+ *
+ * Thread-safety: an h2_client may be used from several threads at once
+ * for synchronous calls (requests are pipelined on the one connection;
+ * each call waits for its own reply).  The asynchronous interface
+ * (h2_aio_*) must be driven by one thread at a time: the thread that
+ * calls h2_aio_poll runs the completion callbacks.  Handles (h2_volume,
+ * h2_txn) belong to their client and die with it.  An h2_txn is used by
+ * one thread at a time.  Nothing else may be running on a client when
+ * h2_disconnect() is called.
+ *
+ * Limits: the server announces the largest payload it accepts
+ * (max_payload) and how many requests it reads ahead (max_inflight).  The
+ * library never has more than max_inflight requests outstanding (the rest
+ * wait, in order, inside the library) and splits a read or write larger
+ * than max_payload into several requests, sent pipelined.  Such a split
+ * write is not atomic as a whole: after a crash any subset of its
+ * max_payload-sized pieces may be durable.  Use an h2_txn for atomicity.
+ *
+ * Zero lengths: h2_pread/h2_pwrite/h2_trim/h2_write_zeroes with len 0 do
+ * nothing and return 0 (as pread(2) does); the aio calls, h2_block_status
+ * and the h2_txn_* ops refuse len 0 with H2_EINVAL.  Every call refuses
+ * an off + len that overflows 64 bits with H2_ERANGE; the volume's size
+ * is checked by the server.
+ */
+#ifndef H2CLIENT_H
+#define H2CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define H2_CLIENT_VERSION "0.1.0"
+
+/* Marks the library's exported functions; everything else is hidden. */
+#if defined(__GNUC__) && __GNUC__ >= 4
+#define H2_PUBLIC __attribute__((visibility("default")))
+#else
+#define H2_PUBLIC
+#endif
+
+/* Error codes (negative). */
+enum {
+	H2_OK = 0,
+	H2_EINVAL = -1,	       /* invalid argument */
+	H2_ERANGE = -2,	       /* offset/length outside the volume */
+	H2_ENOENT = -3,	       /* no such volume (or no right to see it) */
+	H2_EEXIST = -4,	       /* already exists */
+	H2_EPERM = -5,	       /* permission denied */
+	H2_EROFS = -6,	       /* read-only (volume, handle or store) */
+	H2_ENOSPC = -7,	       /* the store is full */
+	H2_EIO = -8,	       /* I/O error on the server */
+	H2_ECHECKSUM = -9,     /* a block failed its checksum */
+	H2_ETOOBIG = -10,      /* request too large */
+	H2_EUNSUPPORTED = -11, /* the server does not support it */
+	H2_EINTERNAL = -12,    /* server-side internal error */
+	H2_EBUSY = -13,	       /* in use (volume open elsewhere) */
+	H2_EPROTO = -14,       /* protocol violation or unexpected reply */
+	H2_EUNAVAILABLE = -15, /* server shutting down */
+	H2_ECONNECT = -16,     /* cannot connect (address, refused) */
+	H2_ETLS = -17,	       /* TLS failed (certificate, handshake) */
+	H2_ECLOSED = -18,      /* the connection is gone */
+	H2_ENOMEM = -19,       /* out of memory here */
+	H2_ETIMEDOUT = -20,    /* no answer in time */
+};
+
+/* Name and description of an error code ("no such volume").  Thread-safe. */
+H2_PUBLIC const char *h2_strerror(int err);
+/*
+ * The server's (or library's) sentence about this thread's last error:
+ * valid until this thread's next failing call; "" if none.  Inside an aio
+ * callback whose result is an error, the sentence about that request.
+ */
+H2_PUBLIC const char *h2_last_error(void);
+
+typedef struct h2_client h2_client;
+typedef struct h2_volume h2_volume;
+typedef struct h2_txn h2_txn;
+
+typedef struct h2_client_opts {
+	const char *server;	     /* "HOST:PORT" (port default 7410) */
+	const char *ca_file;	     /* CA that signed the server's cert */
+	const char *cert_file;	     /* this client's certificate */
+	const char *key_file;	     /* and its key */
+	const char *tls_server_name; /* name to verify; default: HOST */
+	unsigned connect_timeout_ms; /* 0: 10 s */
+	unsigned flags;		     /* H2_RECONNECT (reserved) */
+	const char *client_name;     /* sent in Hello, for server logs */
+} h2_client_opts;
+
+/*
+ * Connect, handshake (TLS + Hello).  *out freed with h2_disconnect.
+ * HOST may be a name, an IPv4 literal or a bracketed IPv6 literal.  The
+ * TCP connect, TLS handshake and Hello together get connect_timeout_ms
+ * (H2_ETIMEDOUT).  H2_ECONNECT: name or address unusable; H2_ETLS: the
+ * handshake failed or the server refused our certificate (h2_last_error
+ * names the reason: a verify result or the alert the server sent).
+ * Thread-safe.
+ */
+H2_PUBLIC int h2_connect(const h2_client_opts *opts, h2_client **out);
+/*
+ * Close the connection and free c with every h2_volume and h2_txn still
+ * open on it.  Requests still outstanding are abandoned: the callbacks of
+ * aio requests not yet run are run here, on the calling thread, with
+ * H2_ECLOSED (or their result, if it had arrived).  NULL is a no-op.
+ */
+H2_PUBLIC void h2_disconnect(h2_client *c);
+
+/* The identity the server mapped our certificate to.  Thread-safe. */
+H2_PUBLIC const char *h2_client_identity(const h2_client *c);
+
+typedef struct h2_volume_info {
+	char name[128];
+	uint64_t id;
+	uint64_t size;
+	uint64_t used_bytes;
+	uint64_t ctime_ns;
+	bool can_read, can_write, can_admin;
+} h2_volume_info;
+
+/* Volume management; names are 1..127 bytes.  Thread-safe. */
+H2_PUBLIC int h2_volume_create(h2_client *c, const char *name, uint64_t size);
+H2_PUBLIC int h2_volume_delete(h2_client *c, const char *name);
+H2_PUBLIC int h2_volume_resize(h2_client *c, const char *name, uint64_t size);
+H2_PUBLIC int h2_volume_info_get(h2_client *c, const char *name,
+				 h2_volume_info *out);
+/* *out: array of *count; free with free() (NULL when *count is 0). */
+H2_PUBLIC int h2_volume_list(h2_client *c, h2_volume_info **out, size_t *count);
+
+enum h2_open_flags {
+	H2_OPEN_RO = 0,
+	H2_OPEN_RW = 1,
+};
+
+/* Open a volume for I/O on this connection.  Thread-safe. */
+H2_PUBLIC int h2_volume_open(h2_client *c, const char *name, unsigned flags,
+			     h2_volume **out);
+/*
+ * Close the handle on the server and free v, with any h2_txn still open
+ * on it; v is freed even when an error is returned.  No other call on v
+ * may be running.
+ */
+H2_PUBLIC int h2_volume_close(h2_volume *v);
+/* The size the volume had when it was opened.  Thread-safe. */
+H2_PUBLIC uint64_t h2_volume_size(const h2_volume *v);
+
+enum h2_io_flag {
+	H2_FUA = 1u << 0,     /* durable before the call returns */
+	H2_NO_HOLE = 1u << 1, /* write_zeroes: allocate zeros */
+};
+
+/*
+ * Returns 0 (all bytes done) or an error.  Thread-safe; calls from several
+ * threads are pipelined.  A read or write larger than the server's
+ * max_payload is split (see "Limits" above).  flags: H2_FUA (and
+ * H2_NO_HOLE for write_zeroes); other bits are H2_EINVAL.
+ */
+H2_PUBLIC int h2_pread(h2_volume *v, void *buf, size_t len, uint64_t off);
+H2_PUBLIC int h2_pwrite(h2_volume *v, const void *buf, size_t len, uint64_t off,
+			unsigned flags);
+H2_PUBLIC int h2_trim(h2_volume *v, uint64_t off, uint64_t len, unsigned flags);
+H2_PUBLIC int h2_write_zeroes(h2_volume *v, uint64_t off, uint64_t len,
+			      unsigned flags);
+/* Everything acknowledged before this call becomes durable. */
+H2_PUBLIC int h2_flush(h2_volume *v);
+/* The same for every volume of the store (Flush with handle 0). */
+H2_PUBLIC int h2_sync(h2_client *c);
+
+/*
+ * Allocation map: cb per extent; a hole reads as zeros.  The extents are
+ * consecutive and cover exactly [off, off + len) (the library asks again
+ * when the server describes less).  A non-zero return from cb stops the
+ * walk and is returned.
+ */
+typedef int (*h2_extent_fn)(void *arg, uint64_t off, uint64_t len, bool hole);
+H2_PUBLIC int h2_block_status(h2_volume *v, uint64_t off, uint64_t len,
+			      h2_extent_fn cb, void *arg);
+
+/*
+ * Atomic batches: all of it or none of it, after any crash.  A batch is
+ * sent as one request: its data may not exceed the server's max_payload
+ * and its ops must fit one frame header (about 2000 ops); an op that would
+ * overflow either is refused with H2_ETOOBIG and the batch stays usable.
+ */
+H2_PUBLIC int h2_txn_begin(h2_volume *v, h2_txn **out);
+/* The data is copied; buf may be reused at once. */
+H2_PUBLIC int h2_txn_write(h2_txn *t, const void *buf, size_t len,
+			   uint64_t off);
+H2_PUBLIC int h2_txn_trim(h2_txn *t, uint64_t off, uint64_t len);
+/* flags: H2_FUA.  An empty batch returns 0 without asking the server. */
+H2_PUBLIC int h2_txn_commit(h2_txn *t, unsigned flags); /* frees t */
+H2_PUBLIC void h2_txn_abort(h2_txn *t); /* frees t; NULL is a no-op */
+
+typedef struct h2_stats {
+	uint64_t total_bytes, used_bytes, free_bytes, dirty_bytes;
+	uint64_t flushes, flush_ns_total, durable_tid;
+	uint64_t dev_bytes_written, client_bytes_written, client_bytes_read;
+	uint64_t volumes, connections, requests, errors;
+} h2_stats;
+
+/* Server statistics.  Thread-safe. */
+H2_PUBLIC int h2_stat(h2_client *c, h2_stats *out);
+
+/*
+ * Asynchronous I/O: submit many requests, get callbacks as replies come
+ * (in any order).  The callback's result is 0 or an error code; for reads
+ * the data is in the caller's buffer.  Buffers must stay valid until the
+ * callback runs.  A submit returns 0 (the callback will run exactly once)
+ * or an error (it will not run).  Callbacks may submit more requests and
+ * make synchronous calls, but not call h2_disconnect().
+ */
+typedef void (*h2_aio_cb)(void *arg, int result);
+
+H2_PUBLIC int h2_aio_pread(h2_volume *v, void *buf, size_t len, uint64_t off,
+			   h2_aio_cb cb, void *arg);
+H2_PUBLIC int h2_aio_pwrite(h2_volume *v, const void *buf, size_t len,
+			    uint64_t off, unsigned flags, h2_aio_cb cb,
+			    void *arg);
+H2_PUBLIC int h2_aio_flush(h2_volume *v, h2_aio_cb cb, void *arg);
+
+/*
+ * A descriptor that becomes readable when replies may be waiting (an
+ * eventfd; do not read or close it).  Thread-safe.
+ */
+H2_PUBLIC int h2_aio_fd(const h2_client *c);
+/* Requests submitted whose callback has not run.  Thread-safe. */
+H2_PUBLIC unsigned h2_aio_inflight(const h2_client *c);
+/*
+ * Process replies, waiting up to timeout_ms (0: do not wait, -1: wait for
+ * at least one) and run their callbacks.  Returns callbacks run, or an
+ * error (the connection failed: every pending callback has then run with
+ * H2_ECLOSED, and the call returns H2_ECLOSED from then on).  With
+ * nothing in flight it returns 0 at once.  Other values of timeout_ms
+ * below 0 are treated as -1.
+ */
+H2_PUBLIC int h2_aio_poll(h2_client *c, int timeout_ms);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* H2CLIENT_H */

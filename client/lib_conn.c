@@ -1,0 +1,1374 @@
+/*
+ * lib_conn.c - libh2client's connection: connect, TLS, the I/O thread and
+ * its table of outstanding requests.
+ *
+ * h2_connect() resolves the address, loads the TLS material, queues a
+ * Hello call and starts the I/O thread, which connects (non-blocking, with
+ * the deadline), does the TLS handshake, and then runs the loop that
+ * serves every call for the life of the client.  Everything that touches
+ * the socket or the SSL object runs on that one thread, because an SSL
+ * object must not be used from two threads at once; the thread starts
+ * with every signal blocked, so a write to a reset connection cannot kill
+ * the process with SIGPIPE and the application's signals go elsewhere.
+ *
+ * Invariants of the I/O thread:
+ *   - Calls are cut into slots in submit order; only the head of the
+ *     submit queue can be partly cut, and a call leaves the queue once
+ *     fully cut (or failed).
+ *   - At most c->max_inflight slots are in use (1 until Hello is answered).
+ *   - A slot is finished (its call told, the slot freed) only when it is
+ *     both fully sent and fully answered: a server may answer an error
+ *     before it has read a request's payload, and that payload is still
+ *     being written from the caller's buffer.
+ *   - A reply's payload is accepted only where one is expected (a Read
+ *     chunk answered OK, exactly the chunk's length); anything else breaks
+ *     the stream's framing and fails the connection.
+ *   - Once the connection fails, every call in the library completes with
+ *     H2_ECLOSED under one hold of c->lock that also sets c->closed, so a
+ *     call is either completed by that pass or refused at submit.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include "internal.h"
+
+#define CONN_DEFAULT_TIMEOUT_MS 10000u
+
+/* Milliseconds on the monotonic clock. */
+static uint64_t conn_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Copy a string into dst[len], cut short if need be. */
+static void conn_copy(char *dst, size_t len, const char *src)
+{
+	size_t n = strlen(src);
+
+	if (n >= len)
+		n = len - 1;
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
+/* Add one to an eventfd's counter; EAGAIN (counter full) is harmless. */
+static void conn_efd_signal(int fd)
+{
+	uint64_t one = 1;
+	ssize_t n;
+
+	do
+		n = write(fd, &one, sizeof(one));
+	while (n < 0 && errno == EINTR);
+}
+
+/* Reset an eventfd's counter to zero (EFD_NONBLOCK: never waits). */
+static void conn_efd_drain(int fd)
+{
+	uint64_t v;
+	ssize_t n;
+
+	do
+		n = read(fd, &v, sizeof(v));
+	while (n < 0 && errno == EINTR);
+}
+
+/* Write the I/O thread's error sentence. */
+static void io_msgf(struct h2_client *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void io_msgf(struct h2_client *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(c->io_msg, sizeof(c->io_msg), fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * Calls and queues.  Everything here runs with c->lock held.
+ */
+
+/* Mark call done and tell its owner. */
+static void conn_complete_locked(struct h2_client *c, struct h2_call *call)
+{
+	call->done = true;
+	call->next = NULL;
+	if (call->cb) {
+		/* The eventfd is non-zero exactly while the queue is not
+		 * empty: h2_aio_poll drains it when it empties the queue,
+		 * both under this lock. */
+		if (c->done_tail)
+			c->done_tail->next = call;
+		else {
+			c->done_head = call;
+			conn_efd_signal(c->aio_fd);
+		}
+		c->done_tail = call;
+	} else {
+		pthread_cond_signal(call->cond);
+	}
+}
+
+/* Take call off the submit queue (it is normally the head). */
+static void conn_unqueue_locked(struct h2_client *c, struct h2_call *call)
+{
+	struct h2_call **pp = &c->submit_head, *prev = NULL;
+
+	while (*pp && *pp != call) {
+		prev = *pp;
+		pp = &(*pp)->next;
+	}
+	if (!*pp)
+		return;
+	*pp = call->next;
+	if (c->submit_tail == call)
+		c->submit_tail = prev;
+	call->next = NULL;
+}
+
+/* Record a failure on call unless it already has one. */
+static void conn_call_error_locked(struct h2_call *call, int err,
+				   const char *msg)
+{
+	if (call->result < 0)
+		return;
+	call->result = err;
+	conn_copy(call->errmsg, sizeof(call->errmsg), msg);
+}
+
+/* Append call to the submit queue and make sure the I/O thread looks. */
+static void conn_enqueue_locked(struct h2_client *c, struct h2_call *call)
+{
+	call->next = NULL;
+	call->carved = 0;
+	call->outstanding = 0;
+	call->carve_done = false;
+	call->done = false;
+	call->result = 0;
+	call->errmsg[0] = '\0';
+	call->resp = NULL;
+	if (c->submit_tail)
+		c->submit_tail->next = call;
+	else
+		c->submit_head = call;
+	c->submit_tail = call;
+	/* One write per sleep of the I/O thread is enough. */
+	if (!c->wake_pending) {
+		c->wake_pending = true;
+		conn_efd_signal(c->wake_fd);
+	}
+}
+
+/* Fail fast on a dead connection: the sentence, then H2_ECLOSED. */
+static int conn_refuse_locked(struct h2_client *c)
+{
+	if (c->stopping && !c->closed)
+		return h2_ops_fail(H2_ECLOSED, "the client is disconnecting");
+	return h2_ops_fail(H2_ECLOSED, "connection to %s is closed: %s",
+			   c->peer, c->fail_msg);
+}
+
+int h2_conn_submit(h2_client *c, struct h2_call *call)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&c->lock);
+	if (c->closed || c->stopping)
+		rc = conn_refuse_locked(c);
+	else
+		conn_enqueue_locked(c, call);
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+int h2_conn_call(h2_client *c, struct h2_call *call)
+{
+	pthread_cond_t cond;
+	int rc;
+
+	pthread_cond_init(&cond, NULL);
+	call->cond = &cond;
+	call->cb = NULL;
+	pthread_mutex_lock(&c->lock);
+	if (c->closed || c->stopping) {
+		rc = conn_refuse_locked(c);
+		pthread_mutex_unlock(&c->lock);
+		goto out;
+	}
+	conn_enqueue_locked(c, call);
+	while (!call->done)
+		pthread_cond_wait(&cond, &c->lock);
+	pthread_mutex_unlock(&c->lock);
+	rc = call->result;
+	if (rc < 0)
+		h2_ops_fail(rc, "%s", call->errmsg);
+out:
+	pthread_cond_destroy(&cond);
+	return rc;
+}
+
+uint64_t h2_conn_max_payload(h2_client *c)
+{
+	uint64_t v;
+
+	pthread_mutex_lock(&c->lock);
+	v = c->max_payload;
+	pthread_mutex_unlock(&c->lock);
+	return v;
+}
+
+/*
+ * Slots.  I/O thread.
+ */
+
+/* A free slot with a fresh id, or NULL. */
+static struct h2_slot *io_slot_get(struct h2_client *c)
+{
+	struct h2_slot *s;
+	unsigned idx;
+
+	if (c->nfree == 0)
+		return NULL;
+	idx = c->free_idx[--c->nfree];
+	s = &c->slots[idx];
+	memset(s, 0, sizeof(*s));
+	s->in_use = true;
+	s->id = c->next_seq++ << H2_SLOT_BITS | idx;
+	return s;
+}
+
+/* Return a slot to the free list. */
+static void io_slot_put(struct h2_client *c, struct h2_slot *s)
+{
+	h2_frame_response_free(s->resp);
+	s->resp = NULL;
+	s->in_use = false;
+	s->call = NULL;
+	c->free_idx[c->nfree++] = (uint16_t)(s - c->slots);
+}
+
+/* Slots may be made now: a call waits and the server allows more. */
+static bool io_can_carve_locked(const struct h2_client *c)
+{
+	return c->submit_head && c->nfree > 0 &&
+	       H2_MAX_SLOTS - c->nfree < c->max_inflight;
+}
+
+/* Cut queued calls into slots, in order, as far as the limits allow. */
+static void io_carve_locked(struct h2_client *c)
+{
+	while (io_can_carve_locked(c)) {
+		struct h2_call *call = c->submit_head;
+		struct h2_slot *s = io_slot_get(c);
+
+		s->call = call;
+		if (call->kind == H2_CALL_MSG) {
+			call->carve_done = true;
+		} else {
+			size_t left = call->len - call->carved;
+
+			s->coff = call->carved;
+			s->clen = left < c->max_payload
+				      ? left
+				      : (size_t)c->max_payload;
+			call->carved += s->clen;
+			call->carve_done = call->carved == call->len;
+		}
+		call->outstanding++;
+		if (call->carve_done)
+			conn_unqueue_locked(c, call);
+		if (c->send_tail)
+			c->send_tail->snext = s;
+		else
+			c->send_head = s;
+		c->send_tail = s;
+	}
+}
+
+/*
+ * A slot is sent and answered: give its result to the call, complete the
+ * call if it was the last, free the slot.
+ */
+static void io_finish(struct h2_client *c, struct h2_slot *s)
+{
+	struct h2_call *call = s->call;
+	H2__Response *resp = s->resp;
+
+	s->resp = NULL;
+	pthread_mutex_lock(&c->lock);
+	if (s->result < 0) {
+		const char *msg = s->lmsg;
+
+		if (!msg)
+			msg = resp && resp->message && resp->message[0]
+				  ? resp->message
+				  : h2_strerror(s->result);
+		conn_call_error_locked(call, s->result, msg);
+	} else if (call->kind == H2_CALL_MSG && !call->cb) {
+		call->resp = resp; /* the caller reads the result fields */
+		resp = NULL;
+	}
+	/* A failed call stops being cut into more requests. */
+	if (call->result < 0 && !call->carve_done) {
+		conn_unqueue_locked(c, call);
+		call->carve_done = true;
+	}
+	call->outstanding--;
+	if (call->carve_done && call->outstanding == 0)
+		conn_complete_locked(c, call);
+	pthread_mutex_unlock(&c->lock);
+	h2_frame_response_free(resp);
+	io_slot_put(c, s);
+}
+
+/* The slot's last byte has been written. */
+static void io_sent(struct h2_client *c, struct h2_slot *s)
+{
+	s->sent = true;
+	if (s->replied)
+		io_finish(c, s);
+}
+
+/* The slot's reply (with its payload) has been read. */
+static void io_replied(struct h2_client *c, struct h2_slot *s)
+{
+	s->replied = true;
+	if (s->sent)
+		io_finish(c, s);
+}
+
+/*
+ * The connection is gone (err says why, c->io_msg how): complete every
+ * call with H2_ECLOSED and refuse new ones.
+ */
+static void io_fail_all(struct h2_client *c, int err)
+{
+	char msg[H2_ERRMSG_MAX + 64];
+	struct h2_call *call;
+	unsigned i;
+
+	pthread_mutex_lock(&c->lock);
+	c->closed = true;
+	c->fail_err = err;
+	conn_copy(c->fail_msg, sizeof(c->fail_msg), c->io_msg);
+	snprintf(msg, sizeof(msg), "connection to %s lost: %s", c->peer,
+		 c->io_msg);
+	for (i = 0; i < H2_MAX_SLOTS; i++) {
+		struct h2_slot *s = &c->slots[i];
+
+		if (!s->in_use)
+			continue;
+		call = s->call;
+		conn_call_error_locked(call, H2_ECLOSED, msg);
+		call->outstanding--;
+		if (call->carve_done && call->outstanding == 0)
+			conn_complete_locked(c, call);
+		io_slot_put(c, s);
+	}
+	while ((call = c->submit_head)) {
+		conn_unqueue_locked(c, call);
+		call->carve_done = true;
+		conn_call_error_locked(call, H2_ECLOSED, msg);
+		if (call->outstanding == 0)
+			conn_complete_locked(c, call);
+	}
+	pthread_mutex_unlock(&c->lock);
+	c->send_head = c->send_tail = NULL;
+	c->tx_done = NULL;
+	c->tx_len = c->tx_pos = 0;
+	c->rx_slot = NULL;
+}
+
+/*
+ * TLS and socket errors.  I/O thread.
+ */
+
+/* Why the last TLS operation failed, into buf: the verify result, the
+ * alert the peer sent, or the library's reason. */
+static void io_tls_reason(struct h2_client *c, int sslerr, int saved_errno,
+			  char *buf, size_t len)
+{
+	long vr = c->ssl ? SSL_get_verify_result(c->ssl) : X509_V_OK;
+	unsigned long e = ERR_peek_error();
+	const char *r;
+
+	if (vr != X509_V_OK) {
+		snprintf(buf, len, "certificate verify failed: %s",
+			 X509_verify_cert_error_string(vr));
+	} else if (e) {
+		r = ERR_reason_error_string(e);
+		if (r)
+			snprintf(buf, len, "%s", r);
+		else
+			ERR_error_string_n(e, buf, len);
+	} else if (sslerr == SSL_ERROR_SYSCALL && saved_errno) {
+		snprintf(buf, len, "%s", strerror(saved_errno));
+	} else if (sslerr == SSL_ERROR_SYSCALL ||
+		   sslerr == SSL_ERROR_ZERO_RETURN) {
+		snprintf(buf, len, "the server closed the connection");
+	} else {
+		snprintf(buf, len, "TLS error %d", sslerr);
+	}
+	ERR_clear_error();
+}
+
+/*
+ * A TLS read or write returned failure: 0 if it only has to wait (POLLOUT
+ * noted in c->io_pollout), else an error with c->io_msg set.
+ */
+static int io_ssl_error(struct h2_client *c, int saved_errno)
+{
+	int e = SSL_get_error(c->ssl, 0);
+	unsigned long ec;
+	char why[200];
+
+	switch (e) {
+	case SSL_ERROR_WANT_READ:
+		return 0;
+	case SSL_ERROR_WANT_WRITE:
+		c->io_pollout = true;
+		return 0;
+	case SSL_ERROR_ZERO_RETURN:
+		io_msgf(c, "the server closed the connection");
+		return H2_ECLOSED;
+	case SSL_ERROR_SSL:
+		ec = ERR_peek_error();
+		if (ERR_GET_LIB(ec) == ERR_LIB_SSL &&
+		    ERR_GET_REASON(ec) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+			ERR_clear_error();
+			io_msgf(c, "the server closed the connection");
+			return H2_ECLOSED;
+		}
+		io_tls_reason(c, e, saved_errno, why, sizeof(why));
+		io_msgf(c, "TLS error: %s", why);
+		return H2_ETLS;
+	default:
+		io_tls_reason(c, e, saved_errno, why, sizeof(why));
+		io_msgf(c, "%s", why);
+		return H2_ECLOSED;
+	}
+}
+
+/*
+ * Establishing the connection.  I/O thread, before its loop.
+ */
+
+/*
+ * Wait for events on the socket until the deadline: 0 when ready,
+ * H2_ETIMEDOUT, or H2_ECLOSED when h2_disconnect asked us to stop.
+ */
+static int conn_wait(struct h2_client *c, short events)
+{
+	for (;;) {
+		uint64_t now = conn_now_ms();
+		struct pollfd p[2] = {{.fd = c->fd, .events = events},
+				      {.fd = c->wake_fd, .events = POLLIN}};
+		uint64_t left;
+		bool stop;
+		int n;
+
+		if (now >= c->deadline_ms)
+			return H2_ETIMEDOUT;
+		left = c->deadline_ms - now;
+		n = poll(p, 2, left > INT_MAX ? INT_MAX : (int)left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			io_msgf(c, "poll: %s", strerror(errno));
+			return H2_ECONNECT;
+		}
+		if (p[1].revents) {
+			/* A submit woke us before the loop runs: note it
+			 * consumed, the loop looks at the queue anyway. */
+			pthread_mutex_lock(&c->lock);
+			stop = c->stopping;
+			conn_efd_drain(c->wake_fd);
+			c->wake_pending = false;
+			pthread_mutex_unlock(&c->lock);
+			if (stop) {
+				io_msgf(c, "the client is disconnecting");
+				return H2_ECLOSED;
+			}
+		}
+		if (p[0].revents)
+			return 0;
+	}
+}
+
+/* "1.2.3.4:7410" or "[::1]:7410" for an address. */
+static void conn_addr_name(const struct addrinfo *ai, char *buf, size_t len)
+{
+	char host[NI_MAXHOST], serv[NI_MAXSERV];
+
+	if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof(host), serv,
+			sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+		snprintf(buf, len, "(unprintable address)");
+		return;
+	}
+	snprintf(buf, len, ai->ai_family == AF_INET6 ? "[%s]:%s" : "%s:%s",
+		 host, serv);
+}
+
+/* TCP connect to the first address that answers; c->fd on success. */
+static int conn_tcp(struct h2_client *c)
+{
+	const struct addrinfo *ai;
+	char addr[NI_MAXHOST + NI_MAXSERV + 4];
+	int rc = H2_ECONNECT, one = 1;
+
+	io_msgf(c, "%s: no usable address", c->peer);
+	for (ai = c->ai; ai; ai = ai->ai_next) {
+		int fd, soerr = 0;
+		socklen_t sl = sizeof(soerr);
+
+		conn_addr_name(ai, addr, sizeof(addr));
+		fd = socket(ai->ai_family,
+			    ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+			    ai->ai_protocol);
+		if (fd < 0) {
+			io_msgf(c, "socket for %s: %s", addr, strerror(errno));
+			continue;
+		}
+		c->fd = fd;
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+			if (errno != EINPROGRESS) {
+				soerr = errno;
+			} else {
+				rc = conn_wait(c, POLLOUT);
+				if (rc == H2_ETIMEDOUT)
+					io_msgf(c,
+						"connect to %s: no answer "
+						"within %u ms",
+						addr, c->timeout_ms);
+				if (rc < 0)
+					goto fail;
+				if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr,
+					       &sl) < 0)
+					soerr = errno;
+			}
+		}
+		if (soerr) {
+			io_msgf(c, "connect to %s: %s", addr, strerror(soerr));
+			rc = H2_ECONNECT;
+			close(fd);
+			c->fd = -1;
+			continue;
+		}
+		/* Requests are small and latency matters; frames are
+		 * written whole, so Nagle would only delay them. */
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		return 0;
+	}
+	return rc;
+fail:
+	close(c->fd);
+	c->fd = -1;
+	return rc;
+}
+
+/* An IPv4 or IPv6 literal? */
+static bool conn_is_ip(const char *s)
+{
+	unsigned char a[sizeof(struct in6_addr)];
+
+	return inet_pton(AF_INET, s, a) == 1 || inet_pton(AF_INET6, s, a) == 1;
+}
+
+/* TLS handshake on c->fd, verifying the server's name or address. */
+static int conn_tls(struct h2_client *c)
+{
+	char why[200];
+	int rc;
+
+	ERR_clear_error();
+	c->ssl = SSL_new(c->ctx);
+	if (!c->ssl || !SSL_set_fd(c->ssl, c->fd)) {
+		io_msgf(c, "cannot set up TLS: out of memory");
+		return H2_ENOMEM;
+	}
+	/* Partial writes let a big payload go out record by record;
+	 * a moving buffer lets a retried write come from a new pointer
+	 * into the same bytes. */
+	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
+				 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	if (conn_is_ip(c->verify_name)) {
+		/* An address is checked against IP SANs; SNI carries names
+		 * only (RFC 6066), so none is sent. */
+		if (!X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl),
+						   c->verify_name)) {
+			io_msgf(c, "cannot verify address '%s'",
+				c->verify_name);
+			return H2_ETLS;
+		}
+	} else {
+		SSL_set_hostflags(c->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		if (!SSL_set1_host(c->ssl, c->verify_name) ||
+		    !SSL_set_tlsext_host_name(c->ssl, c->verify_name)) {
+			io_msgf(c, "cannot verify name '%s'", c->verify_name);
+			return H2_ETLS;
+		}
+	}
+	for (;;) {
+		int r, e, saved;
+
+		ERR_clear_error();
+		r = SSL_connect(c->ssl);
+		if (r == 1)
+			return 0;
+		saved = errno;
+		e = SSL_get_error(c->ssl, r);
+		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+			rc = conn_wait(c, e == SSL_ERROR_WANT_READ ? POLLIN
+								   : POLLOUT);
+			if (rc == H2_ETIMEDOUT)
+				io_msgf(c,
+					"TLS handshake with %s: no answer "
+					"within %u ms",
+					c->peer, c->timeout_ms);
+			if (rc < 0)
+				return rc;
+			continue;
+		}
+		io_tls_reason(c, e, saved, why, sizeof(why));
+		io_msgf(c, "TLS handshake with %s failed: %s", c->peer, why);
+		return H2_ETLS;
+	}
+}
+
+/*
+ * Writing.  I/O thread.
+ */
+
+/* Pack s's frame header at out: bytes, -ENOBUFS, or -EMSGSIZE. */
+static int io_pack(const struct h2_slot *s, uint8_t *out, size_t cap)
+{
+	const struct h2_call *call = s->call;
+	H2__Request r = H2__REQUEST__INIT;
+	H2__Read rd = H2__READ__INIT;
+	H2__Write wr = H2__WRITE__INIT;
+
+	switch (call->kind) {
+	case H2_CALL_MSG:
+		r = *call->msg; /* shallow: only id and payload_len change */
+		r.payload_len = call->payload_len;
+		break;
+	case H2_CALL_READ:
+		rd.handle = call->handle;
+		rd.offset = call->off + s->coff;
+		rd.length = s->clen;
+		r.op_case = H2__REQUEST__OP_READ;
+		r.read = &rd;
+		break;
+	case H2_CALL_WRITE:
+		wr.handle = call->handle;
+		wr.offset = call->off + s->coff;
+		wr.fua = call->fua;
+		r.op_case = H2__REQUEST__OP_WRITE;
+		r.write = &wr;
+		r.payload_len = s->clen;
+		break;
+	}
+	r.id = s->id;
+	return h2_frame_pack_request(&r, out, cap);
+}
+
+/* The payload s sends after its header. */
+static const uint8_t *io_payload(const struct h2_slot *s, size_t *len)
+{
+	const struct h2_call *call = s->call;
+
+	switch (call->kind) {
+	case H2_CALL_MSG:
+		*len = call->payload_len;
+		return call->payload;
+	case H2_CALL_WRITE:
+		*len = s->clen;
+		return (const uint8_t *)call->wbuf + s->coff;
+	case H2_CALL_READ:
+		break;
+	}
+	*len = 0;
+	return NULL;
+}
+
+/* Pop the head of the send queue. */
+static void io_send_pop(struct h2_client *c)
+{
+	struct h2_slot *s = c->send_head;
+
+	c->send_head = s->snext;
+	if (!c->send_head)
+		c->send_tail = NULL;
+	s->snext = NULL;
+}
+
+/*
+ * Choose the next piece to write, once the last one is done: either the
+ * staging buffer, filled with the headers and small payloads of as many
+ * slots as fit, or one big payload straight from the caller's buffer.
+ */
+static void io_fill(struct h2_client *c)
+{
+	struct h2_slot *s, **done_tail = &c->tx_done;
+	size_t len = 0;
+
+	c->tx_done = NULL;
+	c->tx_ptr = c->stage;
+	while ((s = c->send_head)) {
+		const uint8_t *p;
+		size_t plen;
+
+		if (!s->hdr_staged) {
+			int n = io_pack(s, c->stage + len, H2_STAGE_CAP - len);
+
+			if (n == -ENOBUFS && len > 0)
+				break;
+			if (n < 0) {
+				/* Checked at submit, so never expected: fail
+				 * the request without sending it. */
+				io_send_pop(c);
+				s->result = H2_ETOOBIG;
+				s->lmsg = "request header too large to send";
+				s->replied = true;
+				io_sent(c, s);
+				continue;
+			}
+			len += (size_t)n;
+			s->hdr_staged = true;
+		}
+		p = io_payload(s, &plen);
+		plen -= s->psent;
+		if (plen > 0 && plen <= H2_SMALL_PAYLOAD &&
+		    plen <= H2_STAGE_CAP - len) {
+			memcpy(c->stage + len, p + s->psent, plen);
+			len += plen;
+			s->psent += plen;
+		} else if (plen > 0) {
+			if (len > 0)
+				break; /* the headers go first */
+			io_send_pop(c);
+			c->tx_ptr = p + s->psent;
+			c->tx_len = plen;
+			c->tx_pos = 0;
+			s->psent += plen;
+			c->tx_done = s;
+			return;
+		}
+		io_send_pop(c);
+		*done_tail = s;
+		done_tail = &s->snext;
+	}
+	c->tx_len = len;
+	c->tx_pos = 0;
+}
+
+/* Write until there is nothing left or the connection would block. */
+static int io_write(struct h2_client *c)
+{
+	for (;;) {
+		struct h2_slot *s, *next;
+		size_t n;
+
+		if (c->tx_pos == c->tx_len) {
+			io_fill(c);
+			if (c->tx_len == 0)
+				return 0;
+		}
+		ERR_clear_error();
+		if (!SSL_write_ex(c->ssl, c->tx_ptr + c->tx_pos,
+				  c->tx_len - c->tx_pos, &n))
+			return io_ssl_error(c, errno);
+		c->tx_pos += n;
+		if (c->tx_pos < c->tx_len)
+			continue;
+		c->tx_pos = c->tx_len = 0;
+		for (s = c->tx_done, c->tx_done = NULL; s; s = next) {
+			next = s->snext;
+			s->snext = NULL;
+			io_sent(c, s);
+		}
+	}
+}
+
+/*
+ * Reading.  I/O thread.
+ */
+
+/* Read up to len bytes: the count, 0 to wait, or an error. */
+static ssize_t io_ssl_read(struct h2_client *c, void *buf, size_t len)
+{
+	size_t n;
+
+	ERR_clear_error();
+	if (SSL_read_ex(c->ssl, buf, len, &n))
+		return (ssize_t)n;
+	return io_ssl_error(c, errno);
+}
+
+/* Remember the limits the server announced in its HelloResult. */
+static void io_apply_hello(struct h2_client *c, const H2__HelloResult *hr)
+{
+	unsigned inflight =
+	    hr->max_inflight ? hr->max_inflight : H2_DEFAULT_INFLIGHT;
+
+	if (inflight > H2_MAX_SLOTS)
+		inflight = H2_MAX_SLOTS;
+	pthread_mutex_lock(&c->lock);
+	c->max_inflight = inflight;
+	if (hr->max_payload)
+		c->max_payload = hr->max_payload;
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* A reply header arrived: match it to its slot. */
+static int io_on_response(struct h2_client *c, H2__Response *resp,
+			  const struct h2_frame_info *info)
+{
+	struct h2_slot *s = &c->slots[resp->id & (H2_MAX_SLOTS - 1)];
+	uint64_t expect = 0;
+
+	if (!s->in_use || s->id != resp->id || s->replied || !s->hdr_staged) {
+		io_msgf(c, "protocol error: reply to unknown request id %llu",
+			(unsigned long long)resp->id);
+		goto fail;
+	}
+	if (resp->status == H2__STATUS__OK && s->call->kind == H2_CALL_READ)
+		expect = s->clen;
+	if (info->payload_len != expect) {
+		io_msgf(c,
+			"protocol error: reply to request %llu carries %llu "
+			"payload bytes, expected %llu",
+			(unsigned long long)resp->id,
+			(unsigned long long)info->payload_len,
+			(unsigned long long)expect);
+		goto fail;
+	}
+	s->result = h2_ops_status_err(resp->status);
+	s->resp = resp;
+	if (s->call->is_hello && s->result == 0) {
+		if (resp->result_case == H2__RESPONSE__RESULT_HELLO)
+			io_apply_hello(c, resp->hello);
+		c->hello_done = true;
+	}
+	if (expect) {
+		c->rx_slot = s;
+		c->rx_dst = (uint8_t *)s->call->rbuf + s->coff;
+		c->rx_left = expect;
+		return 0;
+	}
+	io_replied(c, s);
+	return 0;
+fail:
+	h2_frame_response_free(resp);
+	return H2_EPROTO;
+}
+
+/* Read replies until the connection would block. */
+static int io_read(struct h2_client *c)
+{
+	for (;;) {
+		struct h2_frame_info info;
+		H2__Response *resp;
+		size_t used;
+		ssize_t r;
+		int rc;
+
+		if (c->rx_slot) {
+			/* A Read's data: what already sits in the buffer,
+			 * then straight into the caller's buffer. */
+			size_t n = c->rx_len - c->rx_pos;
+
+			if (n > 0) {
+				if (n > c->rx_left)
+					n = c->rx_left;
+				memcpy(c->rx_dst, c->rx + c->rx_pos, n);
+				c->rx_pos += n;
+			} else {
+				r = io_ssl_read(c, c->rx_dst, c->rx_left);
+				if (r <= 0)
+					return (int)r;
+				n = (size_t)r;
+			}
+			c->rx_dst += n;
+			c->rx_left -= n;
+			if (c->rx_left == 0) {
+				struct h2_slot *s = c->rx_slot;
+
+				c->rx_slot = NULL;
+				io_replied(c, s);
+			}
+			continue;
+		}
+		if (c->rx_pos == c->rx_len) {
+			r = io_ssl_read(c, c->rx, H2_RX_CAP);
+			if (r <= 0)
+				return (int)r;
+			c->rx_pos = 0;
+			c->rx_len = (size_t)r;
+		}
+		rc = h2_frame_decoder_feed_response(c->dec, c->rx + c->rx_pos,
+						    c->rx_len - c->rx_pos,
+						    &used, &info, &resp);
+		c->rx_pos += used;
+		if (rc == H2_FRAME_NEED_MORE)
+			continue;
+		if (rc < 0) {
+			io_msgf(c,
+				"protocol error: bad frame from the server "
+				"(%s)",
+				strerror(-rc));
+			return H2_EPROTO;
+		}
+		rc = io_on_response(c, resp, &info);
+		if (rc < 0)
+			return rc;
+	}
+}
+
+/*
+ * The loop: cut calls into requests, write, read, sleep until the socket
+ * or a submit wakes us.  Returns why it ended (c->io_msg says how).
+ */
+static int io_loop(struct h2_client *c)
+{
+	for (;;) {
+		struct pollfd p[2];
+		char wmsg[H2_ERRMSG_MAX];
+		int werr, rerr, n, timeout = -1;
+		bool more;
+
+		pthread_mutex_lock(&c->lock);
+		if (c->stopping) {
+			pthread_mutex_unlock(&c->lock);
+			/* A polite close_notify, if nothing is half sent;
+			 * no waiting for the server's. */
+			if (c->tx_pos == c->tx_len) {
+				ERR_clear_error();
+				SSL_shutdown(c->ssl);
+			}
+			io_msgf(c, "the client disconnected");
+			return H2_ECLOSED;
+		}
+		io_carve_locked(c);
+		pthread_mutex_unlock(&c->lock);
+
+		c->io_pollout = false;
+		werr = io_write(c);
+		if (werr < 0)
+			memcpy(wmsg, c->io_msg, sizeof(wmsg));
+		/* Read even after a failed write: the server may have sent
+		 * an alert or a reply explaining why it closed, and that is
+		 * the better story. */
+		rerr = io_read(c);
+		if (rerr < 0)
+			return rerr;
+		if (werr < 0) {
+			memcpy(c->io_msg, wmsg, sizeof(wmsg));
+			return werr;
+		}
+
+		pthread_mutex_lock(&c->lock);
+		more = io_can_carve_locked(c);
+		pthread_mutex_unlock(&c->lock);
+		if (more)
+			continue;
+
+		if (!c->hello_done) {
+			uint64_t now = conn_now_ms();
+
+			if (now >= c->deadline_ms) {
+				io_msgf(c,
+					"no reply to Hello from %s within "
+					"%u ms",
+					c->peer, c->timeout_ms);
+				return H2_ETIMEDOUT;
+			}
+			timeout = c->deadline_ms - now > INT_MAX
+				      ? INT_MAX
+				      : (int)(c->deadline_ms - now);
+		}
+		p[0] = (struct pollfd){.fd = c->fd,
+				       .events = POLLIN |
+						 (c->io_pollout ? POLLOUT : 0)};
+		p[1] = (struct pollfd){.fd = c->wake_fd, .events = POLLIN};
+		n = poll(p, 2, timeout);
+		if (n < 0 && errno != EINTR) {
+			io_msgf(c, "poll: %s", strerror(errno));
+			return H2_ECLOSED;
+		}
+		if (n > 0 && p[1].revents) {
+			pthread_mutex_lock(&c->lock);
+			conn_efd_drain(c->wake_fd);
+			c->wake_pending = false;
+			pthread_mutex_unlock(&c->lock);
+		}
+	}
+}
+
+/* The I/O thread: connect, then serve calls until failure or stop. */
+static void *io_main(void *arg)
+{
+	struct h2_client *c = arg;
+	int rc;
+
+	rc = conn_tcp(c);
+	if (rc == 0)
+		rc = conn_tls(c);
+	if (rc == 0)
+		rc = io_loop(c);
+	io_fail_all(c, rc);
+	/* The thread owns the connection: close it now rather than when
+	 * the application gets round to h2_disconnect. */
+	SSL_free(c->ssl);
+	c->ssl = NULL;
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	ERR_clear_error();
+	return NULL;
+}
+
+/*
+ * h2_connect and h2_disconnect.
+ */
+
+/* Split "host:port", "[v6]:port", "host" or "v6" into c->host, c->port. */
+static int conn_parse_server(struct h2_client *c, const char *s)
+{
+	const char *h = s, *p = NULL, *end;
+	char portbuf[8];
+	size_t hlen;
+
+	if (s[0] == '[') {
+		end = strchr(s, ']');
+		if (!end || (end[1] && end[1] != ':'))
+			goto bad;
+		h = s + 1;
+		hlen = (size_t)(end - h);
+		if (end[1] == ':')
+			p = end + 2;
+	} else {
+		end = strrchr(s, ':');
+		if (end && end == strchr(s, ':')) {
+			hlen = (size_t)(end - s);
+			p = end + 1;
+		} else {
+			hlen = strlen(s); /* a name, or a bare IPv6 literal */
+		}
+	}
+	if (hlen == 0)
+		goto bad;
+	if (p) {
+		unsigned long v;
+
+		if (!*p || strlen(p) > 5 ||
+		    strspn(p, "0123456789") != strlen(p))
+			goto bad;
+		v = strtoul(p, NULL, 10);
+		if (v == 0 || v > 65535)
+			goto bad;
+		snprintf(portbuf, sizeof(portbuf), "%lu", v);
+	} else {
+		snprintf(portbuf, sizeof(portbuf), "%u", H2_DEFAULT_PORT);
+	}
+	c->host = strndup(h, hlen);
+	c->port = strdup(portbuf);
+	if (!c->host || !c->port)
+		return h2_ops_fail(H2_ENOMEM, "out of memory");
+	return 0;
+bad:
+	return h2_ops_fail(H2_EINVAL,
+			   "bad server address '%s' (want HOST:PORT, "
+			   "[IPV6]:PORT or HOST)",
+			   s);
+}
+
+/* The OpenSSL error queue's first reason, for a file that did not load. */
+static const char *conn_ssl_reason(void)
+{
+	unsigned long e = ERR_peek_error();
+	const char *r = e ? ERR_reason_error_string(e) : NULL;
+
+	return r ? r : "unknown reason";
+}
+
+/* Check that path can be read; the sentence names what it is for. */
+static int conn_check_file(const char *what, const char *path)
+{
+	if (access(path, R_OK) < 0)
+		return h2_ops_fail(H2_ETLS, "cannot read %s '%s': %s", what,
+				   path, strerror(errno));
+	return 0;
+}
+
+/* The client's TLS context: CA, certificate and key, verify the peer. */
+static int conn_ctx(struct h2_client *c, const h2_client_opts *o)
+{
+	const char *key = o->key_file ? o->key_file : o->cert_file;
+	int rc = 0;
+
+	ERR_clear_error();
+	c->ctx = SSL_CTX_new(TLS_client_method());
+	if (!c->ctx)
+		return h2_ops_fail(H2_ENOMEM, "cannot create a TLS context");
+	/* TLS 1.2 at least; the server picks (1.3 when it can). */
+	SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(c->ctx, SSL_OP_NO_RENEGOTIATION);
+	SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
+	if (o->ca_file) {
+		rc = conn_check_file("CA file", o->ca_file);
+		if (rc < 0)
+			goto out;
+		if (!SSL_CTX_load_verify_locations(c->ctx, o->ca_file, NULL)) {
+			rc =
+			    h2_ops_fail(H2_ETLS, "cannot load CA file '%s': %s",
+					o->ca_file, conn_ssl_reason());
+			goto out;
+		}
+	} else if (!SSL_CTX_set_default_verify_paths(c->ctx)) {
+		rc = h2_ops_fail(H2_ETLS, "cannot load the system CAs: %s",
+				 conn_ssl_reason());
+		goto out;
+	}
+	if (!o->cert_file) {
+		if (o->key_file)
+			rc = h2_ops_fail(H2_EINVAL,
+					 "key_file without cert_file");
+		goto out;
+	}
+	rc = conn_check_file("certificate", o->cert_file);
+	if (rc == 0)
+		rc = conn_check_file("key", key);
+	if (rc < 0)
+		goto out;
+	if (!SSL_CTX_use_certificate_chain_file(c->ctx, o->cert_file)) {
+		rc = h2_ops_fail(H2_ETLS, "cannot load certificate '%s': %s",
+				 o->cert_file, conn_ssl_reason());
+		goto out;
+	}
+	if (!SSL_CTX_use_PrivateKey_file(c->ctx, key, SSL_FILETYPE_PEM)) {
+		rc = h2_ops_fail(H2_ETLS, "cannot load key '%s': %s", key,
+				 conn_ssl_reason());
+		goto out;
+	}
+	if (!SSL_CTX_check_private_key(c->ctx))
+		rc = h2_ops_fail(H2_ETLS,
+				 "key '%s' does not match certificate "
+				 "'%s'",
+				 key, o->cert_file);
+out:
+	ERR_clear_error();
+	return rc;
+}
+
+/* Start the I/O thread with every signal blocked (see the file comment). */
+static int conn_start_thread(struct h2_client *c)
+{
+	sigset_t all, old;
+	int rc;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&c->thread, NULL, io_main, c);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0)
+		return h2_ops_fail(H2_ENOMEM, "cannot start the I/O thread: %s",
+				   strerror(rc));
+	c->thread_started = true;
+	return 0;
+}
+
+/* A client with its queues, buffers and eventfds, not yet connected. */
+static struct h2_client *conn_alloc(void)
+{
+	struct h2_client *c = calloc(1, sizeof(*c));
+	unsigned i;
+
+	if (!c)
+		return NULL;
+	c->fd = c->wake_fd = c->aio_fd = -1;
+	pthread_mutex_init(&c->lock, NULL);
+	atomic_init(&c->aio_pending, 0);
+	c->max_inflight = 1; /* only Hello until its reply */
+	c->max_payload = H2_FRAME_DEFAULT_MAX_PAYLOAD;
+	c->next_seq = 1;
+	for (i = 0; i < H2_MAX_SLOTS; i++)
+		c->free_idx[i] = (uint16_t)(H2_MAX_SLOTS - 1 - i);
+	c->nfree = H2_MAX_SLOTS;
+	c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	c->aio_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	c->stage = malloc(H2_STAGE_CAP);
+	c->rx = malloc(H2_RX_CAP);
+	/* Reply payloads are checked against what each request expects,
+	 * exactly, so the decoder needs no payload limit of its own. */
+	c->dec = h2_frame_decoder_new(&(struct h2_frame_limits){
+	    .max_header = H2_FRAME_MAX_HEADER, .max_payload = UINT64_MAX});
+	if (c->wake_fd < 0 || c->aio_fd < 0 || !c->stage || !c->rx || !c->dec) {
+		h2_disconnect(c);
+		return NULL;
+	}
+	return c;
+}
+
+int h2_connect(const h2_client_opts *o, h2_client **out)
+{
+	H2__Request rq = H2__REQUEST__INIT;
+	H2__Hello hello = H2__HELLO__INIT;
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+				 .ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_NUMERICSERV};
+	struct h2_call call = {
+	    .kind = H2_CALL_MSG, .msg = &rq, .is_hello = true};
+	const H2__HelloResult *hr;
+	struct h2_client *c;
+	int rc, gai;
+
+	if (!o || !out || !o->server)
+		return h2_ops_fail(H2_EINVAL, "h2_connect: %s is NULL",
+				   !o	  ? "opts"
+				   : !out ? "out"
+					  : "server");
+	c = conn_alloc();
+	if (!c)
+		return h2_ops_fail(H2_ENOMEM, "out of memory");
+	c->peer = strdup(o->server);
+	if (!c->peer) {
+		rc = h2_ops_fail(H2_ENOMEM, "out of memory");
+		goto fail;
+	}
+	rc = conn_parse_server(c, o->server);
+	if (rc < 0)
+		goto fail;
+	c->verify_name = strdup(o->tls_server_name && o->tls_server_name[0]
+				    ? o->tls_server_name
+				    : c->host);
+	if (!c->verify_name) {
+		rc = h2_ops_fail(H2_ENOMEM, "out of memory");
+		goto fail;
+	}
+	c->timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms
+					      : CONN_DEFAULT_TIMEOUT_MS;
+	c->deadline_ms = conn_now_ms() + c->timeout_ms;
+	gai = getaddrinfo(c->host, c->port, &hints, &c->ai);
+	if (gai != 0) {
+		rc = h2_ops_fail(
+		    H2_ECONNECT, "cannot resolve '%s': %s", c->host,
+		    gai == EAI_SYSTEM ? strerror(errno) : gai_strerror(gai));
+		c->ai = NULL;
+		goto fail;
+	}
+	rc = conn_ctx(c, o);
+	if (rc < 0)
+		goto fail;
+	rc = conn_start_thread(c);
+	if (rc < 0)
+		goto fail;
+
+	hello.version = H2_PROTO_VERSION;
+	hello.client_name =
+	    (char *)(o->client_name ? o->client_name : "libh2client");
+	rq.op_case = H2__REQUEST__OP_HELLO;
+	rq.hello = &hello;
+	rc = h2_conn_call(c, &call);
+	if (rc == H2_ECLOSED) {
+		/* The connection failed: say why, not just that it did. */
+		pthread_mutex_lock(&c->lock);
+		if (c->closed)
+			rc =
+			    h2_ops_fail(c->fail_err == H2_ECLOSED ? H2_ECONNECT
+								  : c->fail_err,
+					"%s", c->fail_msg);
+		pthread_mutex_unlock(&c->lock);
+	}
+	if (rc < 0)
+		goto fail;
+	hr = call.resp->result_case == H2__RESPONSE__RESULT_HELLO
+		 ? call.resp->hello
+		 : NULL;
+	if (!hr) {
+		rc = h2_ops_fail(H2_EPROTO,
+				 "%s answered Hello without a "
+				 "HelloResult",
+				 c->peer);
+		goto fail;
+	}
+	if (hr->version != H2_PROTO_VERSION) {
+		rc = h2_ops_fail(H2_EPROTO,
+				 "%s speaks protocol version %u; this library "
+				 "speaks %u",
+				 c->peer, hr->version, H2_PROTO_VERSION);
+		goto fail;
+	}
+	c->identity = strdup(hr->identity ? hr->identity : "");
+	if (!c->identity) {
+		rc = h2_ops_fail(H2_ENOMEM, "out of memory");
+		goto fail;
+	}
+	h2_frame_response_free(call.resp);
+	*out = c;
+	return 0;
+fail:
+	h2_frame_response_free(call.resp);
+	h2_disconnect(c);
+	return rc;
+}
+
+void h2_disconnect(h2_client *c)
+{
+	if (!c)
+		return;
+	if (c->thread_started) {
+		pthread_mutex_lock(&c->lock);
+		c->stopping = true;
+		conn_efd_signal(c->wake_fd);
+		pthread_mutex_unlock(&c->lock);
+		pthread_join(c->thread, NULL);
+	}
+	h2_aio_drain(c);
+	h2_ops_free_volumes(c);
+	if (c->ai)
+		freeaddrinfo(c->ai);
+	SSL_free(c->ssl);
+	SSL_CTX_free(c->ctx);
+	if (c->fd >= 0)
+		close(c->fd);
+	if (c->wake_fd >= 0)
+		close(c->wake_fd);
+	if (c->aio_fd >= 0)
+		close(c->aio_fd);
+	h2_frame_decoder_free(c->dec);
+	pthread_mutex_destroy(&c->lock);
+	free(c->stage);
+	free(c->rx);
+	free(c->peer);
+	free(c->host);
+	free(c->port);
+	free(c->verify_name);
+	free(c->identity);
+	free(c);
+}
+
+const char *h2_client_identity(const h2_client *c)
+{
+	return c && c->identity ? c->identity : "";
+}

@@ -1,0 +1,712 @@
+/*
+ * server.c - the event loop, the TLS listener and connections.
+ *
+ * A connection is a small state machine:
+ *
+ *   HANDSHAKE --TLS done, identity known--> HELLO --Hello--> READY
+ *        \ timeout / failure                     \ anything else
+ *         `--> closed                             `--> FAILED_PRECONDITION, closed
+ *
+ * Input is parsed frame by frame straight from the bufferevent's input
+ * buffer.  Backpressure: a connection stops reading new requests while it
+ * has max_inflight requests or max_inflight_bytes of payload in flight
+ * (running jobs plus replies not yet taken by TLS), and the input buffer's
+ * high watermark bounds what libevent buffers for it.  Nothing grows
+ * without bound when a client writes faster than the disk, or stops
+ * reading its replies.
+ *
+ * Shutdown: stop accepting, stop reading, let jobs in flight finish and
+ * their replies drain, then close every connection and leave the loop.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+#include <openssl/err.h>
+
+#include "log.h"
+#include "server.h"
+#include "srv.h"
+#include "tls.h"
+
+#define STOP_GRACE_SEC 30 /* clients that never read their replies */
+
+/* ---------------------------------------------------------------------- */
+/* Connection lifetime.                                                   */
+
+void h2_conn_ref(struct h2_conn *c)
+{
+	c->refs++;
+}
+
+void h2_conn_unref(struct h2_conn *c)
+{
+	if (--c->refs > 0)
+		return;
+	h2_dispatch_conn_free(c);
+	free(c);
+}
+
+static void check_stopped(struct h2_server *srv);
+
+/* Tear the transport down now (loop thread). */
+static void conn_teardown(struct h2_conn *c)
+{
+	struct h2_server *srv = c->srv;
+
+	if (!c->open)
+		return;
+	c->open = false;
+	if (c->hs_timer) {
+		event_free(c->hs_timer);
+		c->hs_timer = NULL;
+	}
+	bufferevent_free(c->bev);
+	c->bev = NULL;
+	h2_frame_request_free(c->pending);
+	c->pending = NULL;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		srv->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	srv->nconns--;
+	h2_log_debug("conn", "closed peer=%s identity=%s", c->peer,
+		     c->identity[0] ? c->identity : "-");
+	h2_conn_unref(c);
+	check_stopped(srv);
+}
+
+void h2_conn_close(struct h2_conn *c, const char *why)
+{
+	if (!c->open || c->state == H2_CONN_CLOSING)
+		return;
+	if (why)
+		h2_log_info("conn", "closing peer=%s identity=%s reason=\"%s\"",
+			    c->peer, c->identity[0] ? c->identity : "-", why);
+	c->state = H2_CONN_CLOSING;
+	bufferevent_disable(c->bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		conn_teardown(c);
+	/* else write_cb tears down once the output is flushed */
+}
+
+/* ---------------------------------------------------------------------- */
+/* Replies and backpressure.                                              */
+
+static uint64_t out_limit(const struct h2_conn *c)
+{
+	return c->srv->cfg->max_inflight_bytes;
+}
+
+static bool over_limits(const struct h2_conn *c)
+{
+	return c->inflight >= c->srv->cfg->max_inflight ||
+	       c->inflight_bytes >= c->srv->cfg->max_inflight_bytes ||
+	       evbuffer_get_length(bufferevent_get_output(c->bev)) >=
+		       out_limit(c);
+}
+
+static void process_input(struct h2_conn *c);
+
+/* Resume reading when below the limits again. */
+static void maybe_resume(struct h2_conn *c)
+{
+	if (!c->open || !c->read_paused || c->state == H2_CONN_CLOSING ||
+	    c->srv->stopping || over_limits(c))
+		return;
+	c->read_paused = false;
+	bufferevent_enable(c->bev, EV_READ);
+	/* Bytes may already sit in the input buffer: no new read event
+	 * would come for them. */
+	process_input(c);
+}
+
+void h2_conn_reply(struct h2_conn *c, H2__Response *resp, const void *payload,
+		   size_t len)
+{
+	uint8_t small[512], *hdr = small;
+	size_t n;
+	int r;
+
+	if (!c->open)
+		return;
+	resp->payload_len = len;
+	n = h2_frame_response_size(resp);
+	if (n > sizeof(small)) {
+		hdr = malloc(n);
+		if (!hdr) {
+			h2_conn_close(c, "out of memory for a reply");
+			return;
+		}
+	}
+	r = h2_frame_pack_response(resp, hdr, n);
+	if (r < 0) {
+		h2_log_error("conn", "cannot encode a reply: %s",
+			     strerror(-r));
+		h2_conn_close(c, "reply encoding failed");
+	} else {
+		struct evbuffer *out = bufferevent_get_output(c->bev);
+
+		evbuffer_add(out, hdr, (size_t)r);
+		if (len)
+			evbuffer_add(out, payload, len);
+	}
+	if (hdr != small)
+		free(hdr);
+}
+
+void h2_conn_reply_error(struct h2_conn *c, uint64_t id, int err,
+			 const char *msg)
+{
+	H2__Response resp = H2__RESPONSE__INIT;
+
+	resp.id = id;
+	resp.status = h2_status_from_errno(err);
+	resp.message = (char *)(msg ? msg : "");
+	c->srv->errors++;
+	h2_conn_reply(c, &resp, NULL, 0);
+}
+
+void h2_conn_request_done(struct h2_conn *c, uint64_t bytes)
+{
+	c->inflight--;
+	c->inflight_bytes -= bytes < c->inflight_bytes ? bytes
+						       : c->inflight_bytes;
+	maybe_resume(c);
+	check_stopped(c->srv);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Input.                                                                 */
+
+/* Parse and dispatch every complete request in the input buffer. */
+static void process_input(struct h2_conn *c)
+{
+	struct h2_server *srv = c->srv;
+	struct evbuffer *in;
+
+	if (!c->open)
+		return;
+	/* Dispatching can close (and unref) the connection: keep it alive
+	 * until this loop is done looking at it. */
+	h2_conn_ref(c);
+	in = bufferevent_get_input(c->bev);
+	while (c->open && c->state >= H2_CONN_HELLO &&
+	       c->state != H2_CONN_CLOSING && !srv->stopping) {
+		struct h2_frame_info info = {0};
+		H2__Request *req = NULL;
+		size_t avail = evbuffer_get_length(in), want;
+		uint8_t *buf;
+		int r;
+
+		if (c->pending) {
+			uint8_t *payload;
+
+			if (avail < c->pending_payload)
+				break;
+			payload = malloc(c->pending_payload);
+			if (!payload) {
+				h2_conn_reply_error(c, c->pending->id, -ENOMEM,
+						    "out of memory");
+				h2_conn_close(c, "out of memory");
+				break;
+			}
+			evbuffer_remove(in, payload, c->pending_payload);
+			req = c->pending;
+			c->pending = NULL;
+			h2_dispatch(c, req, c->pending_hdr, payload,
+				    c->pending_payload);
+			continue;
+		}
+		if (avail == 0)
+			break;
+		if (over_limits(c)) {
+			c->read_paused = true;
+			bufferevent_disable(c->bev, EV_READ);
+			break;
+		}
+		want = avail < H2_FRAME_PREFIX + c->lim.max_header
+			       ? avail
+			       : H2_FRAME_PREFIX + c->lim.max_header;
+		buf = evbuffer_pullup(in, (ssize_t)want);
+		r = h2_frame_decode_request(&c->lim, buf, want, &info, &req);
+		if (r == H2_FRAME_NEED_MORE)
+			break;
+		if (r == -EFBIG) {
+			char msg[128];
+
+			snprintf(msg, sizeof(msg),
+				 "payload of %" PRIu64 " bytes exceeds the "
+				 "limit of %" PRIu64,
+				 info.payload_len, c->lim.max_payload);
+			h2_conn_reply_error(c, info.id, -EFBIG, msg);
+			h2_conn_close(c, "oversized payload");
+			break;
+		}
+		if (r < 0) {
+			h2_conn_close(c, r == -EMSGSIZE
+						 ? "frame header over the limit"
+						 : "malformed frame");
+			break;
+		}
+		evbuffer_drain(in, info.header_bytes);
+		srv->requests++;
+		if (info.payload_len) {
+			c->pending = req;
+			c->pending_hdr = info.header_bytes;
+			c->pending_payload = info.payload_len;
+			continue;
+		}
+		h2_dispatch(c, req, info.header_bytes, NULL, 0);
+	}
+	h2_conn_unref(c);
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	process_input(arg);
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+	struct h2_conn *c = arg;
+
+	if (c->state == H2_CONN_CLOSING &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+		conn_teardown(c);
+		return;
+	}
+	maybe_resume(c);
+	check_stopped(c->srv);
+}
+
+/* Describe the first queued OpenSSL error of a bufferevent. */
+static void ssl_reason(struct bufferevent *bev, char *buf, size_t len)
+{
+	unsigned long e = bufferevent_get_openssl_error(bev);
+
+	if (e)
+		ERR_error_string_n(e, buf, len);
+	else
+		snprintf(buf, len, "%s",
+			 evutil_socket_error_to_string(
+				 EVUTIL_SOCKET_ERROR()));
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct h2_conn *c = arg;
+	char why[256];
+
+	if (what & BEV_EVENT_CONNECTED) {
+		SSL *ssl = bufferevent_openssl_get_ssl(bev);
+
+		if (c->hs_timer) {
+			event_free(c->hs_timer);
+			c->hs_timer = NULL;
+		}
+		if (h2_tls_peer_identity(ssl, c->identity,
+					 sizeof(c->identity)) < 0) {
+			h2_log_warn("conn", "refused peer=%s reason=\"no "
+					    "verified client certificate\"",
+				    c->peer);
+			conn_teardown(c);
+			return;
+		}
+		c->state = H2_CONN_HELLO;
+		h2_log_info("conn", "connected peer=%s identity=%s tls=%s",
+			    c->peer, c->identity, SSL_get_version(ssl));
+		process_input(c);
+		return;
+	}
+	if (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) {
+		if (c->state == H2_CONN_HANDSHAKE) {
+			ssl_reason(bev, why, sizeof(why));
+			h2_log_warn("conn", "TLS handshake failed peer=%s "
+					    "reason=\"%s\"",
+				    c->peer, why);
+		} else if (what & BEV_EVENT_ERROR) {
+			ssl_reason(bev, why, sizeof(why));
+			h2_log_info("conn", "connection error peer=%s "
+					    "identity=%s reason=\"%s\"",
+				    c->peer, c->identity, why);
+		}
+		conn_teardown(c);
+	}
+}
+
+static void handshake_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct h2_conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	h2_log_warn("conn", "TLS handshake timed out peer=%s", c->peer);
+	conn_teardown(c);
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
+		      struct sockaddr *sa, int salen, void *arg)
+{
+	struct h2_server *srv = arg;
+	struct timeval tv;
+	struct h2_conn *c;
+	int one = 1;
+	SSL *ssl;
+
+	(void)l;
+	(void)salen;
+	if (srv->stopping || srv->nconns >= srv->cfg->max_connections) {
+		h2_log_warn("conn", "refused a connection: %s",
+			    srv->stopping ? "shutting down"
+					  : "connection limit reached");
+		evutil_closesocket(fd);
+		return;
+	}
+	/* Replies are small header writes followed by payloads: without
+	 * NODELAY, Nagle and delayed ACKs add 40 ms to request/reply pairs. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c = calloc(1, sizeof(*c));
+	ssl = c ? SSL_new(srv->ssl_ctx) : NULL;
+	if (!ssl) {
+		free(c);
+		evutil_closesocket(fd);
+		return;
+	}
+	c->srv = srv;
+	c->refs = 1;
+	c->next_handle = 1;
+	c->lim.max_header = H2_FRAME_MAX_HEADER;
+	c->lim.max_payload = H2_MAX_IO;
+	if (sa->sa_family == AF_INET) {
+		struct sockaddr_in *in = (struct sockaddr_in *)sa;
+		char ip[INET_ADDRSTRLEN];
+
+		inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+		snprintf(c->peer, sizeof(c->peer), "%s:%u", ip,
+			 ntohs(in->sin_port));
+	} else if (sa->sa_family == AF_INET6) {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)sa;
+		char ip[INET6_ADDRSTRLEN];
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+		snprintf(c->peer, sizeof(c->peer), "[%s]:%u", ip,
+			 ntohs(in6->sin6_port));
+	}
+	c->bev = bufferevent_openssl_socket_new(srv->base, fd, ssl,
+						BUFFEREVENT_SSL_ACCEPTING,
+						BEV_OPT_CLOSE_ON_FREE);
+	if (!c->bev) {
+		SSL_free(ssl);
+		evutil_closesocket(fd);
+		free(c);
+		return;
+	}
+	c->open = true;
+	c->next = srv->conns;
+	if (srv->conns)
+		srv->conns->prev = c;
+	srv->conns = c;
+	srv->nconns++;
+	srv->connections_total++;
+	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+	/* Bound what libevent reads ahead for us: one header plus one
+	 * payload; the write callback fires as output drains. */
+	bufferevent_setwatermark(c->bev, EV_READ, 0,
+				 H2_FRAME_PREFIX + H2_FRAME_MAX_HEADER +
+					 H2_MAX_IO);
+	bufferevent_setwatermark(c->bev, EV_WRITE, out_limit(c) / 2, 0);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	c->hs_timer = evtimer_new(srv->base, handshake_timeout_cb, c);
+	tv.tv_sec = srv->cfg->handshake_timeout_ms / 1000;
+	tv.tv_usec = (srv->cfg->handshake_timeout_ms % 1000) * 1000;
+	if (c->hs_timer)
+		evtimer_add(c->hs_timer, &tv);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Shutdown and reload.                                                   */
+
+/* Leave the loop once nothing is in flight and every connection closed. */
+static void check_stopped(struct h2_server *srv)
+{
+	struct h2_conn *c, *next;
+
+	if (!srv->stopping)
+		return;
+	if (h2_pool_pending(srv->pool) > 0)
+		return;
+	for (c = srv->conns; c; c = next) {
+		next = c->next;
+		h2_conn_close(c, NULL);
+	}
+	if (!srv->conns)
+		event_base_loopexit(srv->base, NULL);
+}
+
+static void stop_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct h2_server *srv = arg;
+
+	(void)fd;
+	(void)what;
+	h2_log_warn("serve", "clients did not read their replies within "
+			     "%d s; closing them",
+		    STOP_GRACE_SEC);
+	while (srv->conns)
+		conn_teardown(srv->conns);
+	if (h2_pool_pending(srv->pool) == 0)
+		event_base_loopexit(srv->base, NULL);
+}
+
+void h2_server_stop(struct h2_server *srv)
+{
+	struct timeval tv = {STOP_GRACE_SEC, 0};
+
+	if (srv->stopping)
+		return;
+	srv->stopping = true;
+	h2_log_info("serve", "shutting down: finishing %u request(s) in "
+			     "flight on %u connection(s)",
+		    h2_pool_pending(srv->pool), srv->nconns);
+	evconnlistener_disable(srv->listener);
+	for (struct h2_conn *c = srv->conns; c; c = c->next)
+		if (c->open)
+			bufferevent_disable(c->bev, EV_READ);
+	srv->stop_timer = evtimer_new(srv->base, stop_timer_cb, srv);
+	if (srv->stop_timer)
+		evtimer_add(srv->stop_timer, &tv);
+	check_stopped(srv);
+}
+
+static void reload(struct h2_server *srv)
+{
+	struct h2_tls_files files = {srv->cfg->tls_ca, srv->cfg->tls_cert,
+				     srv->cfg->tls_key};
+	struct h2_config fresh;
+	char err[512];
+	SSL_CTX *ctx;
+
+	/* Access rules come from the config file again, if there is one. */
+	if (srv->cfg->config_path) {
+		h2_config_defaults(&fresh);
+		if (h2_config_load(&fresh, srv->cfg->config_path, err,
+				   sizeof(err)) < 0) {
+			h2_log_error("serve", "reload failed, keeping the old "
+					      "configuration: %s",
+				     err);
+			h2_config_free(&fresh);
+			return;
+		}
+		if (fresh.acl) {
+			h2_acl_free(srv->acl);
+			srv->acl = fresh.acl;
+			fresh.acl = NULL;
+		}
+		h2_config_free(&fresh);
+	}
+	ctx = h2_tls_server_ctx(&files, srv->cfg->allow_tls12, err,
+				sizeof(err));
+	if (!ctx) {
+		h2_log_error("serve", "certificate reload failed, keeping the "
+				      "old ones: %s",
+			     err);
+		return;
+	}
+	SSL_CTX_free(srv->ssl_ctx);
+	srv->ssl_ctx = ctx;
+	h2_log_info("serve", "reloaded certificates and access rules "
+			     "(existing connections keep theirs)");
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct h2_server *srv = arg;
+
+	(void)what;
+	if (sig == SIGHUP) {
+		reload(srv);
+		return;
+	}
+	h2_log_info("serve", "received %s", sig == SIGTERM ? "SIGTERM"
+							   : "SIGINT");
+	h2_server_stop(srv);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Setup.                                                                 */
+
+/*
+ * "HOST:PORT" or "[V6HOST]:PORT" with a numeric host into a sockaddr.
+ * Port 0 is allowed (the kernel picks one), which libevent's own parser
+ * refuses.
+ */
+static int parse_listen(const char *s, struct sockaddr_storage *ss, int *len)
+{
+	struct addrinfo hints = {0}, *ai = NULL;
+	char host[INET6_ADDRSTRLEN + 2];
+	const char *colon = strrchr(s, ':'), *h = s;
+	size_t hl;
+	char *end;
+	unsigned long port;
+
+	if (!colon || colon == s || !colon[1])
+		return -EINVAL;
+	port = strtoul(colon + 1, &end, 10);
+	if (*end || port > 65535 || colon[1] == '-' || colon[1] == '+')
+		return -EINVAL;
+	hl = (size_t)(colon - s);
+	if (s[0] == '[') {
+		if (hl < 3 || s[hl - 1] != ']')
+			return -EINVAL;
+		h = s + 1;
+		hl -= 2;
+	}
+	if (hl >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, h, hl);
+	host[hl] = 0;
+	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
+	hints.ai_socktype = SOCK_STREAM;
+	if (getaddrinfo(host, colon + 1, &hints, &ai) != 0 || !ai)
+		return -EINVAL;
+	memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+	*len = (int)ai->ai_addrlen;
+	freeaddrinfo(ai);
+	return 0;
+}
+
+int h2_server_new(struct h2_config *cfg, struct h2_store *st,
+		  struct h2_server **out, char *err, size_t errlen)
+{
+	struct h2_tls_files files = {cfg->tls_ca, cfg->tls_cert, cfg->tls_key};
+	struct h2_server *srv = calloc(1, sizeof(*srv));
+	struct sockaddr_storage ss;
+	int sslen = sizeof(ss);
+	socklen_t blen = sizeof(ss);
+	char host[INET6_ADDRSTRLEN];
+
+	if (!srv) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	srv->cfg = cfg;
+	srv->st = st;
+	evthread_use_pthreads();
+	srv->base = event_base_new();
+	if (!srv->base) {
+		snprintf(err, errlen, "cannot create the event loop");
+		goto fail;
+	}
+	srv->ssl_ctx = h2_tls_server_ctx(&files, cfg->allow_tls12, err, errlen);
+	if (!srv->ssl_ctx)
+		goto fail;
+	srv->acl = cfg->acl;
+	cfg->acl = NULL; /* the server owns the live rules */
+	if (parse_listen(cfg->listen, &ss, &sslen) < 0) {
+		snprintf(err, errlen,
+			 "listen address \"%s\" is not HOST:PORT with a "
+			 "numeric host (for example 127.0.0.1:7410, "
+			 "[::1]:7410, or port 0 for any free port)",
+			 cfg->listen);
+		goto fail;
+	}
+	srv->listener = evconnlistener_new_bind(
+		srv->base, accept_cb, srv,
+		LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+			LEV_OPT_CLOSE_ON_EXEC,
+		128, (struct sockaddr *)&ss, sslen);
+	if (!srv->listener) {
+		snprintf(err, errlen, "cannot listen on %s: %s", cfg->listen,
+			 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		goto fail;
+	}
+	getsockname(evconnlistener_get_fd(srv->listener),
+		    (struct sockaddr *)&ss, &blen);
+	if (ss.ss_family == AF_INET6) {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		snprintf(srv->listen_addr, sizeof(srv->listen_addr), "[%s]:%u",
+			 host, ntohs(in6->sin6_port));
+	} else {
+		struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		snprintf(srv->listen_addr, sizeof(srv->listen_addr), "%s:%u",
+			 host, ntohs(in->sin_port));
+	}
+	srv->pool = h2_pool_new(srv->base, cfg->workers ? cfg->workers : 1);
+	if (!srv->pool) {
+		snprintf(err, errlen, "cannot start %u worker threads",
+			 cfg->workers);
+		goto fail;
+	}
+	srv->sig_term = evsignal_new(srv->base, SIGTERM, signal_cb, srv);
+	srv->sig_int = evsignal_new(srv->base, SIGINT, signal_cb, srv);
+	srv->sig_hup = evsignal_new(srv->base, SIGHUP, signal_cb, srv);
+	if (!srv->sig_term || !srv->sig_int || !srv->sig_hup) {
+		snprintf(err, errlen, "cannot install signal handlers");
+		goto fail;
+	}
+	evsignal_add(srv->sig_term, NULL);
+	evsignal_add(srv->sig_int, NULL);
+	evsignal_add(srv->sig_hup, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	*out = srv;
+	return 0;
+fail:
+	h2_server_free(srv);
+	return -EINVAL;
+}
+
+const char *h2_server_listen_addr(const struct h2_server *srv)
+{
+	return srv->listen_addr;
+}
+
+int h2_server_run(struct h2_server *srv)
+{
+	event_base_dispatch(srv->base);
+	return 0;
+}
+
+void h2_server_free(struct h2_server *srv)
+{
+	if (!srv)
+		return;
+	while (srv->conns)
+		conn_teardown(srv->conns);
+	/* Workers finish what they hold; done callbacks drop their refs. */
+	h2_pool_free(srv->pool);
+	if (srv->listener)
+		evconnlistener_free(srv->listener);
+	if (srv->sig_term)
+		event_free(srv->sig_term);
+	if (srv->sig_int)
+		event_free(srv->sig_int);
+	if (srv->sig_hup)
+		event_free(srv->sig_hup);
+	if (srv->stop_timer)
+		event_free(srv->stop_timer);
+	SSL_CTX_free(srv->ssl_ctx);
+	h2_acl_free(srv->acl);
+	if (srv->base)
+		event_base_free(srv->base);
+	free(srv);
+}

@@ -1,0 +1,102 @@
+/*
+ * srv.h - what server.c (connections) and dispatch.c (requests) share.
+ *
+ * Object lifetimes: a connection is referenced by the loop while open and
+ * by every request job in flight; it is freed when both are gone, so a
+ * worker finishing after the client left never touches freed memory.
+ */
+#ifndef H2D_SRV_H
+#define H2D_SRV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <event2/bufferevent.h>
+#include <openssl/ssl.h>
+
+#include "acl.h"
+#include "config.h"
+#include "frame.h"
+#include "h2core.h"
+#include "pool.h"
+
+struct h2_server {
+	struct event_base *base;
+	struct h2_config *cfg;
+	struct h2_store *st;
+	SSL_CTX *ssl_ctx;	   /* for new connections; swapped on reload */
+	struct h2_acl *acl;	   /* loop thread only; swapped on reload */
+	struct evconnlistener *listener;
+	struct h2_pool *pool;
+	struct event *sig_term, *sig_int, *sig_hup;
+	struct event *stop_timer;
+	char listen_addr[64];
+	unsigned nconns;
+	struct h2_conn *conns;	   /* list of open connections */
+	bool stopping;
+	/* statistics (loop thread) */
+	uint64_t requests, errors, connections_total;
+};
+
+/* An open volume on a connection. */
+struct h2_handle {
+	uint64_t id;
+	struct h2_vol *vol;
+	bool write;
+	char name[128];
+};
+
+enum h2_conn_state {
+	H2_CONN_HANDSHAKE, /* TLS handshake running */
+	H2_CONN_HELLO,	   /* waiting for Hello */
+	H2_CONN_READY,
+	H2_CONN_CLOSING,   /* flushing output, then free */
+};
+
+struct h2_conn {
+	struct h2_server *srv;
+	struct h2_conn *next, *prev;
+	struct bufferevent *bev;
+	struct event *hs_timer;
+	enum h2_conn_state state;
+	char identity[256];
+	char peer[64];
+	int refs;		  /* loop + jobs in flight */
+	bool open;		  /* bev alive */
+	bool read_paused;
+	struct h2_frame_limits lim;
+	/* A header whose payload has not fully arrived. */
+	H2__Request *pending;
+	size_t pending_hdr;
+	uint64_t pending_payload;
+	/* in flight: jobs running plus replies not yet handed to TLS */
+	unsigned inflight;
+	uint64_t inflight_bytes;
+	/* open volumes */
+	struct h2_handle *handles;
+	size_t nhandles, caphandles;
+	uint64_t next_handle;
+};
+
+/* server.c */
+void h2_conn_ref(struct h2_conn *c);
+void h2_conn_unref(struct h2_conn *c);
+/* Queue a response (and payload) for the client. */
+void h2_conn_reply(struct h2_conn *c, H2__Response *resp, const void *payload,
+		   size_t len);
+/* Send an error response for id. */
+void h2_conn_reply_error(struct h2_conn *c, uint64_t id, int err,
+			 const char *msg);
+/* A request finished (its reply is queued): release its accounting. */
+void h2_conn_request_done(struct h2_conn *c, uint64_t bytes);
+/* Stop reading and close once the output is flushed. */
+void h2_conn_close(struct h2_conn *c, const char *why);
+
+/* dispatch.c: takes ownership of req and payload; hdr_bytes is the size
+ * of the request's header on the wire. */
+void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
+		 uint8_t *payload, uint64_t payload_len);
+/* Close the connection's volume handles (when it is freed). */
+void h2_dispatch_conn_free(struct h2_conn *c);
+
+#endif

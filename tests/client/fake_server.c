@@ -1,0 +1,590 @@
+/*
+ * fake_server.c - the in-process h2 server the client tests talk to (see
+ * fake_server.h).  Blocking sockets, one connection at a time, and a
+ * request log; written for clarity, not speed.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/x509.h>
+
+#include "fake_server.h"
+
+/* Record the first surprise. */
+static void fake_fail(struct fake *f, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void fake_fail(struct fake *f, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&f->mu);
+	if (!f->error[0]) {
+		va_start(ap, fmt);
+		vsnprintf(f->error, sizeof(f->error), fmt, ap);
+		va_end(ap);
+	}
+	pthread_mutex_unlock(&f->mu);
+}
+
+/* Read exactly len bytes: 1, or 0 on EOF / error. */
+static int fake_read_all(SSL *ssl, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+
+	while (len > 0) {
+		size_t n;
+
+		if (!SSL_read_ex(ssl, p, len, &n))
+			return 0;
+		p += n;
+		len -= n;
+	}
+	return 1;
+}
+
+/* Write all of buf: 1, or 0 on error. */
+static int fake_write_all(SSL *ssl, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	while (len > 0) {
+		size_t n;
+
+		if (!SSL_write_ex(ssl, p, len, &n))
+			return 0;
+		p += n;
+		len -= n;
+	}
+	return 1;
+}
+
+/* Bytes of a request can be read within timeout_ms. */
+static bool fake_readable(SSL *ssl, int fd, int timeout_ms)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+
+	return SSL_pending(ssl) > 0 || poll(&p, 1, timeout_ms) > 0;
+}
+
+/* Read and log one request: its log index, or -1 at EOF or on error. */
+static long fake_recv(struct fake *f, SSL *ssl)
+{
+	uint8_t pre[H2_FRAME_PREFIX], *buf = NULL, *payload = NULL;
+	struct h2_frame_info info;
+	H2__Request *rq = NULL;
+	uint32_t hlen;
+	long idx = -1;
+	int rc;
+
+	if (!fake_read_all(ssl, pre, sizeof(pre)))
+		return -1;
+	hlen = (uint32_t)pre[0] << 24 | (uint32_t)pre[1] << 16 |
+	       (uint32_t)pre[2] << 8 | pre[3];
+	if (hlen == 0 || hlen > H2_FRAME_MAX_HEADER) {
+		fake_fail(f, "header length %u", hlen);
+		return -1;
+	}
+	buf = malloc(sizeof(pre) + hlen);
+	memcpy(buf, pre, sizeof(pre));
+	if (!fake_read_all(ssl, buf + sizeof(pre), hlen))
+		goto out;
+	rc = h2_frame_decode_request(NULL, buf, sizeof(pre) + hlen, &info, &rq);
+	if (rc != 0) {
+		fake_fail(f, "undecodable request (%d)", rc);
+		goto out;
+	}
+	if (info.payload_len > 0) {
+		payload = malloc(info.payload_len);
+		if (!fake_read_all(ssl, payload, info.payload_len)) {
+			fake_fail(f, "payload of request %llu cut short",
+				  (unsigned long long)rq->id);
+			goto out;
+		}
+	}
+	pthread_mutex_lock(&f->mu);
+	if (f->nlog == f->caplog) {
+		f->caplog = f->caplog ? f->caplog * 2 : 64;
+		f->log = realloc(f->log, f->caplog * sizeof(*f->log));
+	}
+	f->log[f->nlog] = (struct fake_rec){.rq = rq, .payload = payload};
+	idx = (long)f->nlog++;
+	pthread_mutex_unlock(&f->mu);
+	rq = NULL;
+	payload = NULL;
+out:
+	h2_frame_request_free(rq);
+	free(payload);
+	free(buf);
+	return idx;
+}
+
+/* The common name of the client's certificate. */
+static void fake_peer_cn(SSL *ssl, char *buf, size_t len)
+{
+	X509 *x = SSL_get1_peer_certificate(ssl);
+
+	buf[0] = '\0';
+	if (x) {
+		X509_NAME_get_text_by_NID(X509_get_subject_name(x),
+					  NID_commonName, buf, (int)len);
+		X509_free(x);
+	}
+}
+
+/* [off, off + len) lies on the toy volume. */
+static bool fake_in_range(uint64_t off, uint64_t len)
+{
+	return off <= FAKE_DISK && len <= FAKE_DISK - off;
+}
+
+/* Answer one logged request. */
+static int fake_reply(struct fake *f, SSL *ssl, size_t idx)
+{
+	H2__Response r = H2__RESPONSE__INIT;
+	H2__HelloResult hr = H2__HELLO_RESULT__INIT;
+	H2__VolumeInfo vi[2] = {H2__VOLUME_INFO__INIT, H2__VOLUME_INFO__INIT};
+	H2__VolumeInfo *vip[2] = {&vi[0], &vi[1]};
+	H2__VolumeListResult vl = H2__VOLUME_LIST_RESULT__INIT;
+	H2__VolumeOpenResult vo = H2__VOLUME_OPEN_RESULT__INIT;
+	H2__BlockStatusResult bs = H2__BLOCK_STATUS_RESULT__INIT;
+	H2__Extent ex[2] = {H2__EXTENT__INIT, H2__EXTENT__INIT};
+	H2__Extent *exp[2] = {&ex[0], &ex[1]};
+	H2__StatResult st = H2__STAT_RESULT__INIT;
+	H2__FlushResult fr = H2__FLUSH_RESULT__INIT;
+	H2__TxnResult tr = H2__TXN_RESULT__INIT;
+	struct h2_frame_buf out = {0};
+	char cn[128], msg[256] = "";
+	const struct fake_rec *rec;
+	const H2__Request *rq;
+	const uint8_t *payload = NULL;
+	size_t plen = 0, i, pos;
+	int ok;
+
+	pthread_mutex_lock(&f->mu);
+	rec = &f->log[idx];
+	rq = rec->rq;
+	r.id = rq->id;
+	switch (rq->op_case) {
+	case H2__REQUEST__OP_HELLO:
+		if (rq->hello->version != 1) {
+			r.status = H2__STATUS__FAILED_PRECONDITION;
+			break;
+		}
+		fake_peer_cn(ssl, cn, sizeof(cn));
+		hr.version = 1;
+		hr.server_name = "fake h2d";
+		hr.max_payload = f->max_payload;
+		hr.max_inflight = f->max_inflight;
+		hr.identity = cn;
+		r.result_case = H2__RESPONSE__RESULT_HELLO;
+		r.hello = &hr;
+		break;
+	case H2__REQUEST__OP_VOLUME_CREATE:
+	case H2__REQUEST__OP_VOLUME_DELETE:
+	case H2__REQUEST__OP_VOLUME_RESIZE:
+	case H2__REQUEST__OP_VOLUME_CLOSE:
+		break;
+	case H2__REQUEST__OP_VOLUME_INFO:
+		vi[0].name = rq->volume_info->name;
+		vi[0].id = 42;
+		vi[0].size = 1u << 30;
+		vi[0].used_bytes = 12345;
+		vi[0].ctime_ns = 1700000000000000000ull;
+		vi[0].can_read = true;
+		vi[0].can_admin = true;
+		r.result_case = H2__RESPONSE__RESULT_VOLUME_INFO;
+		r.volume_info = &vi[0];
+		break;
+	case H2__REQUEST__OP_VOLUME_LIST:
+		vi[0].name = "alpha";
+		vi[0].size = 4096;
+		vi[1].name = "beta";
+		vi[1].size = 8192;
+		vi[1].can_write = true;
+		vl.n_volumes = 2;
+		vl.volumes = vip;
+		r.result_case = H2__RESPONSE__RESULT_VOLUME_LIST;
+		r.volume_list = &vl;
+		break;
+	case H2__REQUEST__OP_VOLUME_OPEN:
+		if (strcmp(rq->volume_open->name, "vm1") != 0) {
+			r.status = H2__STATUS__NOT_FOUND;
+			snprintf(msg, sizeof(msg), "volume '%s' does not exist",
+				 rq->volume_open->name);
+			break;
+		}
+		vi[0].name = "vm1";
+		vi[0].size = FAKE_DISK;
+		vo.handle = FAKE_HANDLE;
+		vo.info = &vi[0];
+		r.result_case = H2__RESPONSE__RESULT_VOLUME_OPEN;
+		r.volume_open = &vo;
+		break;
+	case H2__REQUEST__OP_READ:
+		if (rq->read->handle != FAKE_HANDLE ||
+		    !fake_in_range(rq->read->offset, rq->read->length)) {
+			r.status = H2__STATUS__OUT_OF_RANGE;
+			break;
+		}
+		if (rq->read->length > f->max_read_len)
+			f->max_read_len = rq->read->length;
+		payload = f->disk + rq->read->offset;
+		plen = rq->read->length;
+		break;
+	case H2__REQUEST__OP_WRITE:
+		if (rq->write->handle != FAKE_HANDLE ||
+		    !fake_in_range(rq->write->offset, rq->payload_len)) {
+			r.status = H2__STATUS__OUT_OF_RANGE;
+			break;
+		}
+		memcpy(f->disk + rq->write->offset, rec->payload,
+		       rq->payload_len);
+		break;
+	case H2__REQUEST__OP_TRIM:
+		if (!fake_in_range(rq->trim->offset, rq->trim->length)) {
+			r.status = H2__STATUS__OUT_OF_RANGE;
+			break;
+		}
+		memset(f->disk + rq->trim->offset, 0, rq->trim->length);
+		break;
+	case H2__REQUEST__OP_WRITE_ZEROES:
+		if (!fake_in_range(rq->write_zeroes->offset,
+				   rq->write_zeroes->length)) {
+			r.status = H2__STATUS__OUT_OF_RANGE;
+			break;
+		}
+		memset(f->disk + rq->write_zeroes->offset, 0,
+		       rq->write_zeroes->length);
+		break;
+	case H2__REQUEST__OP_TXN:
+		/* Writes take their data from the payload in op order. */
+		for (i = 0, pos = 0; i < rq->txn->n_ops; i++) {
+			const H2__TxnOp *op = rq->txn->ops[i];
+
+			if (!fake_in_range(op->offset, op->length))
+				r.status = H2__STATUS__OUT_OF_RANGE;
+			else if (op->type == H2__TXN_OP__TYPE__WRITE) {
+				memcpy(f->disk + op->offset, rec->payload + pos,
+				       op->length);
+				pos += op->length;
+			} else {
+				memset(f->disk + op->offset, 0, op->length);
+			}
+		}
+		if (pos != rq->payload_len)
+			r.status = H2__STATUS__INVALID_ARGUMENT;
+		tr.epoch = 99;
+		r.result_case = H2__RESPONSE__RESULT_TXN;
+		r.txn = &tr;
+		break;
+	case H2__REQUEST__OP_FLUSH:
+		r.status = f->flush_status;
+		if (f->flush_msg)
+			snprintf(msg, sizeof(msg), "%s", f->flush_msg);
+		fr.durable_tid = 5;
+		r.result_case = H2__RESPONSE__RESULT_FLUSH;
+		r.flush = &fr;
+		break;
+	case H2__REQUEST__OP_BLOCK_STATUS:
+		/* Describe only part of the range each time, the second
+		 * extent a hole: the client must ask again for the rest. */
+		ex[0].offset = rq->block_status->offset;
+		ex[0].length = (rq->block_status->length + 1) / 2;
+		ex[1].offset = ex[0].offset + ex[0].length;
+		ex[1].length = 4096;
+		ex[1].hole = true;
+		bs.n_extents = 2;
+		bs.extents = exp;
+		r.result_case = H2__RESPONSE__RESULT_BLOCK_STATUS;
+		r.block_status = &bs;
+		break;
+	case H2__REQUEST__OP_STAT:
+		st.total_bytes = 1;
+		st.used_bytes = 2;
+		st.free_bytes = 3;
+		st.dirty_bytes = 4;
+		st.flushes = 5;
+		st.flush_ns_total = 6;
+		st.durable_tid = 7;
+		st.dev_bytes_written = 8;
+		st.client_bytes_written = 9;
+		st.client_bytes_read = 10;
+		st.volumes = 11;
+		st.connections = 12;
+		st.requests = 13;
+		st.errors = 14;
+		r.result_case = H2__RESPONSE__RESULT_STAT;
+		r.stat = &st;
+		break;
+	default:
+		r.status = H2__STATUS__UNSUPPORTED;
+		break;
+	}
+	r.message = msg;
+	r.payload_len = plen;
+	ok = h2_frame_append_response(&out, &r) == 0 &&
+	     h2_frame_buf_append(&out, payload, plen) == 0;
+	pthread_mutex_unlock(&f->mu);
+	if (!ok)
+		fake_fail(f, "cannot encode a reply");
+	else
+		ok = fake_write_all(ssl, out.data, out.len);
+	h2_frame_buf_free(&out);
+	return ok;
+}
+
+/* Op of a logged request. */
+static H2__Request__OpCase fake_op(struct fake *f, long idx)
+{
+	H2__Request__OpCase op;
+
+	pthread_mutex_lock(&f->mu);
+	op = f->log[idx].rq->op_case;
+	pthread_mutex_unlock(&f->mu);
+	return op;
+}
+
+/* Serve one connection according to the mode; returns when it ends. */
+static void fake_serve(struct fake *f, SSL *ssl, int fd)
+{
+	long batch[FAKE_MAX_BATCH];
+	unsigned nb, seen = 0;
+	bool hello_done = false;
+
+	for (;;) {
+		long idx = fake_recv(f, ssl);
+		H2__Request__OpCase op;
+		bool hello, io;
+
+		if (idx < 0)
+			return;
+		op = fake_op(f, idx);
+		hello = op == H2__REQUEST__OP_HELLO;
+		io = op >= H2__REQUEST__OP_READ &&
+		     op <= H2__REQUEST__OP_BLOCK_STATUS;
+		batch[0] = idx;
+		nb = 1;
+		if (!hello_done && !hello)
+			fake_fail(f, "first request is not Hello");
+		if (hello)
+			hello_done = true;
+		switch (f->mode) {
+		case FAKE_SERVE:
+			while (nb < 16 && fake_readable(ssl, fd, 0) &&
+			       (batch[nb] = fake_recv(f, ssl)) >= 0)
+				nb++;
+			break;
+		case FAKE_REVERSE:
+			while (io && nb < f->n &&
+			       (batch[nb] = fake_recv(f, ssl)) >= 0)
+				nb++;
+			break;
+		case FAKE_CLOSE:
+			if (io && ++seen == f->n)
+				return;
+			if (io)
+				continue;
+			break;
+		case FAKE_HOLD:
+			if (io || (hello && f->hold_hello))
+				continue;
+			break;
+		case FAKE_LIMIT:
+			if (!io)
+				break;
+			/* The client may take a moment to send each one it
+			 * is allowed; after the limit nothing may come. */
+			while (nb < FAKE_MAX_BATCH &&
+			       fake_readable(ssl, fd, nb < f->n ? 5000 : 50) &&
+			       (batch[nb] = fake_recv(f, ssl)) >= 0)
+				nb++;
+			pthread_mutex_lock(&f->mu);
+			if (nb > f->max_held)
+				f->max_held = nb;
+			pthread_mutex_unlock(&f->mu);
+			break;
+		}
+		while (nb > 0)
+			if (!fake_reply(f, ssl, (size_t)batch[--nb]))
+				return;
+	}
+}
+
+/* The accept loop. */
+static void *fake_main(void *arg)
+{
+	struct fake *f = arg;
+	sigset_t set;
+
+	/* Writes to a client that went away must not kill the test. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	for (;;) {
+		struct pollfd p[2] = {{.fd = f->lfd, .events = POLLIN},
+				      {.fd = f->stop[0], .events = POLLIN}};
+		SSL *ssl;
+		int fd;
+
+		if (poll(p, 2, -1) < 0 && errno == EINTR)
+			continue;
+		if (p[1].revents)
+			break;
+		fd = accept(f->lfd, NULL, NULL);
+		if (fd < 0)
+			continue;
+		/* fake_stop shuts this down if a test ends without
+		 * disconnecting (a failed assertion). */
+		pthread_mutex_lock(&f->mu);
+		if (f->stopping)
+			shutdown(fd, SHUT_RDWR);
+		f->conn_fd = fd;
+		pthread_mutex_unlock(&f->mu);
+		ssl = SSL_new(f->ctx);
+		SSL_set_fd(ssl, fd);
+		ERR_clear_error();
+		if (SSL_accept(ssl) <= 0) {
+			unsigned long e = ERR_peek_error();
+
+			pthread_mutex_lock(&f->mu);
+			snprintf(f->accept_error, sizeof(f->accept_error), "%s",
+				 e ? ERR_reason_error_string(e) : "no error");
+			pthread_mutex_unlock(&f->mu);
+			ERR_clear_error();
+		} else {
+			pthread_mutex_lock(&f->mu);
+			f->accepted++;
+			pthread_mutex_unlock(&f->mu);
+			fake_serve(f, ssl, fd);
+			/* FAKE_CLOSE drops the line; the others say bye. */
+			if (f->mode != FAKE_CLOSE)
+				SSL_shutdown(ssl);
+		}
+		SSL_free(ssl);
+		pthread_mutex_lock(&f->mu);
+		f->conn_fd = -1;
+		pthread_mutex_unlock(&f->mu);
+		close(fd);
+	}
+	return NULL;
+}
+
+bool fake_start(struct fake *f)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t sl = sizeof(sa);
+	unsigned i;
+
+	/* A struct fake may be started again after fake_stop. */
+	pthread_mutex_init(&f->mu, NULL);
+	f->conn_fd = -1;
+	f->stopping = false;
+	f->log = NULL;
+	f->nlog = f->caplog = 0;
+	f->error[0] = f->accept_error[0] = '\0';
+	f->accepted = f->max_held = 0;
+	f->max_read_len = 0;
+	f->disk = malloc(FAKE_DISK);
+	for (i = 0; i < FAKE_DISK; i++)
+		f->disk[i] = (uint8_t)(i * 7 + (i >> 12));
+	f->ctx = SSL_CTX_new(TLS_server_method());
+	SSL_CTX_set_min_proto_version(f->ctx, TLS1_2_VERSION);
+	if (f->tls12_only)
+		SSL_CTX_set_max_proto_version(f->ctx, TLS1_2_VERSION);
+	if (SSL_CTX_use_certificate_chain_file(f->ctx, f->cert) != 1 ||
+	    SSL_CTX_use_PrivateKey_file(f->ctx, f->key, SSL_FILETYPE_PEM) !=
+		1 ||
+	    SSL_CTX_load_verify_locations(f->ctx, f->ca, NULL) != 1) {
+		fake_fail(f, "cannot load the server's TLS files");
+		return false;
+	}
+	SSL_CTX_set_verify(
+	    f->ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (f->lfd < 0 || bind(f->lfd, (struct sockaddr *)&sa, sizeof(sa)) ||
+	    listen(f->lfd, 8) ||
+	    getsockname(f->lfd, (struct sockaddr *)&sa, &sl) || pipe(f->stop)) {
+		fake_fail(f, "cannot listen: %s", strerror(errno));
+		return false;
+	}
+	f->port = ntohs(sa.sin_port);
+	if (pthread_create(&f->thr, NULL, fake_main, f) != 0) {
+		fake_fail(f, "cannot start the thread");
+		return false;
+	}
+	return true;
+}
+
+const char *fake_stop(struct fake *f)
+{
+	static char err[512];
+	size_t i;
+
+	if (write(f->stop[1], "x", 1) != 1)
+		snprintf(f->error, sizeof(f->error), "cannot stop the fake");
+	pthread_mutex_lock(&f->mu);
+	f->stopping = true;
+	if (f->conn_fd >= 0)
+		shutdown(f->conn_fd, SHUT_RDWR);
+	pthread_mutex_unlock(&f->mu);
+	pthread_join(f->thr, NULL);
+	close(f->stop[0]);
+	close(f->stop[1]);
+	close(f->lfd);
+	SSL_CTX_free(f->ctx);
+	for (i = 0; i < f->nlog; i++) {
+		h2_frame_request_free(f->log[i].rq);
+		free(f->log[i].payload);
+	}
+	free(f->log);
+	free(f->disk);
+	snprintf(err, sizeof(err), "%s", f->error);
+	pthread_mutex_destroy(&f->mu);
+	return err;
+}
+
+size_t fake_count(struct fake *f)
+{
+	size_t n;
+
+	pthread_mutex_lock(&f->mu);
+	n = f->nlog;
+	pthread_mutex_unlock(&f->mu);
+	return n;
+}
+
+const struct fake_rec *fake_get(struct fake *f, size_t i)
+{
+	const struct fake_rec *r;
+
+	pthread_mutex_lock(&f->mu);
+	r = i < f->nlog ? &f->log[i] : NULL;
+	pthread_mutex_unlock(&f->mu);
+	return r;
+}
+
+const struct fake_rec *fake_last(struct fake *f, H2__Request__OpCase op)
+{
+	const struct fake_rec *r = NULL;
+	size_t i;
+
+	pthread_mutex_lock(&f->mu);
+	for (i = f->nlog; i-- > 0;)
+		if (f->log[i].rq->op_case == op) {
+			r = &f->log[i];
+			break;
+		}
+	pthread_mutex_unlock(&f->mu);
+	return r;
+}

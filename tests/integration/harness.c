@@ -1,0 +1,237 @@
+/*
+ * harness.c - run a real h2d for integration tests (see harness.h).
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "tls.h"
+
+#ifndef H2D_PATH
+#error "H2D_PATH must name the h2d binary"
+#endif
+
+#define READY_WAIT_MS 60000
+
+const char *h2t_path(const struct h2t_srv *s, const char *name)
+{
+	static __thread char p[8][256];
+	static __thread int k;
+
+	k = (k + 1) % 8;
+	snprintf(p[k], sizeof(p[k]), "%s/%s", s->dir, name);
+	return p[k];
+}
+
+/* Print h2d's log (for a failing test's output). */
+static void dump_log(const struct h2t_srv *s)
+{
+	char buf[4096];
+	FILE *f = fopen(h2t_path(s, "h2d.log"), "r");
+	size_t n;
+
+	if (!f)
+		return;
+	fprintf(stderr, "---- h2d.log ----\n");
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		fwrite(buf, 1, n, stderr);
+	fprintf(stderr, "-----------------\n");
+	fclose(f);
+}
+
+/* Read "listen" out of the ready file (a one-line JSON object). */
+static bool read_ready(struct h2t_srv *s)
+{
+	char buf[512], *p, *q;
+	FILE *f = fopen(h2t_path(s, "ready.json"), "r");
+	size_t n;
+
+	if (!f)
+		return false;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	p = strstr(buf, "\"listen\":\"");
+	if (!p)
+		return false;
+	p += strlen("\"listen\":\"");
+	q = strchr(p, '"');
+	if (!q || (size_t)(q - p) >= sizeof(s->addr))
+		return false;
+	memcpy(s->addr, p, (size_t)(q - p));
+	s->addr[q - p] = 0;
+	return true;
+}
+
+static void spawn(struct h2t_srv *s)
+{
+	const char *argv[32] = {H2D_PATH,      "serve",
+				"--dev",       "--listen",
+				"127.0.0.1:0", "--ready-file",
+				"ready.json",  "--log-level",
+				"info"};
+	int argc = 9, ws;
+
+	for (int i = 0; s->extra[i] && argc < 31; i++)
+		argv[argc++] = s->extra[i];
+	argv[argc] = NULL;
+	unlink(h2t_path(s, "ready.json"));
+	s->pid = fork();
+	cr_assert_geq(s->pid, 0);
+	if (s->pid == 0) {
+		int fd;
+
+		if (chdir(s->dir) != 0)
+			_exit(126);
+		fd = open("h2d.log", O_WRONLY | O_CREAT | O_APPEND, 0644);
+		if (fd < 0)
+			_exit(126);
+		dup2(fd, 2);
+		dup2(fd, 1);
+		execv(H2D_PATH, (char *const *)argv);
+		_exit(127);
+	}
+	/* Wait for the ready file: a bounded wait on a condition, failing at
+	 * once if h2d exits. */
+	for (int waited = 0; waited < READY_WAIT_MS; waited += 5) {
+		struct timespec ts = {0, 5 * 1000 * 1000};
+
+		if (read_ready(s)) {
+			snprintf(s->tls, sizeof(s->tls), "%s/var/h2/tls",
+				 s->dir);
+			return;
+		}
+		if (waitpid(s->pid, &ws, WNOHANG) == s->pid) {
+			s->pid = 0;
+			dump_log(s);
+			cr_assert_fail("h2d exited before it was ready (status %d)",
+				 WIFEXITED(ws) ? WEXITSTATUS(ws) : -1);
+		}
+		nanosleep(&ts, NULL);
+	}
+	dump_log(s);
+	cr_assert_fail("h2d was not ready within %d ms", READY_WAIT_MS);
+}
+
+void h2t_start(struct h2t_srv *s, const char *const *extra)
+{
+	memset(s, 0, sizeof(*s));
+	snprintf(s->dir, sizeof(s->dir), "/tmp/h2-it-XXXXXX");
+	cr_assert_not_null(mkdtemp(s->dir));
+	for (int i = 0; extra && extra[i] && i < 15; i++)
+		s->extra[i] = extra[i];
+	spawn(s);
+}
+
+void h2t_restart(struct h2t_srv *s)
+{
+	cr_assert_eq(s->pid, 0, "restart of a running h2d");
+	spawn(s);
+}
+
+int h2t_stop(struct h2t_srv *s, int sig)
+{
+	int ws;
+
+	if (!s->pid)
+		return -1;
+	kill(s->pid, sig);
+	while (waitpid(s->pid, &ws, 0) < 0)
+		cr_assert_eq(errno, EINTR);
+	s->pid = 0;
+	if (WIFEXITED(ws)) {
+		if (WEXITSTATUS(ws) != 0)
+			dump_log(s);
+		return WEXITSTATUS(ws);
+	}
+	return 128 + WTERMSIG(ws);
+}
+
+void h2t_cleanup(struct h2t_srv *s)
+{
+	char cmd[128];
+
+	if (s->pid)
+		h2t_stop(s, SIGKILL);
+	if (!s->dir[0])
+		return;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", s->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", s->dir);
+}
+
+int h2t_connect_with(const struct h2t_srv *s, const char *cert,
+		     const char *key, h2_client **out)
+{
+	char ca[200];
+	h2_client_opts o = {0};
+
+	snprintf(ca, sizeof(ca), "%s/ca.crt", s->tls);
+	o.server = s->addr;
+	o.ca_file = ca;
+	o.cert_file = cert;
+	o.key_file = key;
+	o.client_name = "h2 integration test";
+	return h2_connect(&o, out);
+}
+
+h2_client *h2t_connect(const struct h2t_srv *s)
+{
+	char crt[200], key[200];
+	h2_client *c = NULL;
+	int r;
+
+	snprintf(crt, sizeof(crt), "%s/client.crt", s->tls);
+	snprintf(key, sizeof(key), "%s/client.key", s->tls);
+	r = h2t_connect_with(s, crt, key, &c);
+	if (r < 0)
+		dump_log(s);
+	cr_assert_eq(r, 0, "connect to %s: %s (%s)", s->addr, h2_strerror(r),
+		     h2_last_error());
+	return c;
+}
+
+void h2t_issue_client(const struct h2t_srv *s, const char *name,
+		      const char *identity, int days, bool other_ca)
+{
+	char cadir[200], cacrt[256], cakey[256], crt[256], key[256];
+	char err[512];
+
+	if (other_ca) {
+		snprintf(cadir, sizeof(cadir), "%s/other-ca-%s", s->dir, name);
+		cr_assert_eq(h2_tls_dev_certs(cadir, identity, err,
+					      sizeof(err)),
+			     0, "%s", err);
+	} else {
+		snprintf(cadir, sizeof(cadir), "%s", s->tls);
+	}
+	snprintf(cacrt, sizeof(cacrt), "%s/ca.crt", cadir);
+	snprintf(cakey, sizeof(cakey), "%s/ca.key", cadir);
+	snprintf(crt, sizeof(crt), "%s/%s.crt", s->dir, name);
+	snprintf(key, sizeof(key), "%s/%s.key", s->dir, name);
+	cr_assert_eq(h2_tls_issue(cacrt, cakey, identity, NULL, days, crt, key,
+				  err, sizeof(err)),
+		     0, "%s", err);
+}
+
+void h2t_pattern(void *buf, size_t len, uint64_t seed)
+{
+	uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+	uint8_t *p = buf;
+
+	for (size_t i = 0; i < len; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		p[i] = (uint8_t)x;
+	}
+}
