@@ -36,6 +36,9 @@ struct h2_dev_ops {
 		       uint64_t off);
 	int (*flush)(struct h2_dev *dev);
 	void (*close)(struct h2_dev *dev);
+	/* Optional: start writing [off, off+len) back now (no durability
+	 * promise; h2_dev_flush stays the barrier).  NULL: nothing. */
+	void (*writeback)(struct h2_dev *dev, uint64_t off, uint64_t len);
 };
 
 /* Counters, updated atomically by the generic wrappers below. */
@@ -92,6 +95,13 @@ int h2_dev_pwrite(struct h2_dev *dev, const void *buf, size_t len,
 
 /* Durability barrier: fdatasync for files. */
 int h2_dev_flush(struct h2_dev *dev);
+
+/*
+ * Hint that [off, off+len) was just written and will be flushed soon:
+ * the file backend starts writeback so the device works while the
+ * caller goes on computing.  Promises nothing; never fails.
+ */
+void h2_dev_writeback(struct h2_dev *dev, uint64_t off, uint64_t len);
 
 /* Close and free; NULL is a no-op. */
 void h2_dev_close(struct h2_dev *dev);

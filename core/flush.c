@@ -74,9 +74,19 @@ static int wq_flush(struct flushctx *fc)
 
 	if (n)
 		r = h2_dev_pwritev(fc->st->dev, q->iov, n, q->off);
+	if (n && r == 0)
+		h2_dev_writeback(fc->st->dev, q->off,
+				 (uint64_t)n * H2_BLOCK_SIZE);
 	for (int i = 0; i < n; i++)
 		h2_chain_drop(q->chain[i]);
 	q->n = 0;
+	/* Blocks written here no longer count as dirty: writers held at
+	 * the hard limit may go on (see h2_epoch_begin). */
+	if (__atomic_load_n(&fc->st->hard_waiters, __ATOMIC_SEQ_CST)) {
+		pthread_mutex_lock(&fc->st->txn_lock);
+		pthread_cond_broadcast(&fc->st->txn_cv);
+		pthread_mutex_unlock(&fc->st->txn_lock);
+	}
 	if (r < 0)
 		return h2_err(r, "flush: writing %d blocks at device offset "
 				 "%" PRIu64 " failed: %s",
@@ -210,7 +220,8 @@ static int write_chain(struct flushctx *fc, struct h2_chain *c)
 	c->bref = b;
 	c->flags = H2_CHAIN_ONDISK;
 	pthread_mutex_unlock(&c->lock);
-	__atomic_sub_fetch(&st->dirty_chains, 1, __ATOMIC_RELAXED);
+	/* SEQ_CST pairs with h2_epoch_begin's hard_waiters/dirty check. */
+	__atomic_sub_fetch(&st->dirty_chains, 1, __ATOMIC_SEQ_CST);
 	account(fc, c->vol_id, 1);
 	return wq_add(fc, c, blk * H2_BLOCK_SIZE);
 }
@@ -817,6 +828,38 @@ int h2_store_sync(struct h2_store *st, uint64_t *tid)
 /* ---------------------------------------------------------------------- */
 /* The transaction interlock.                                             */
 
+/*
+ * Wait (called without txn_lock) until dirty data is back under the hard
+ * limit or the store failed.  Dekker-style with the flusher: we publish
+ * hard_waiters, then look at dirty_chains; the flusher lowers
+ * dirty_chains, then looks at hard_waiters and broadcasts txn_cv.  With
+ * both sides SEQ_CST, at least one of us sees the other.  The timed wait
+ * only bounds a missed wake-up from a writer dropping a dirty chain
+ * (chain.c), which does not broadcast.
+ */
+static void hard_wait(struct h2_store *st)
+{
+	h2_flush_kick(st);
+	pthread_mutex_lock(&st->txn_lock);
+	__atomic_add_fetch(&st->hard_waiters, 1, __ATOMIC_SEQ_CST);
+	while (__atomic_load_n(&st->dirty_chains, __ATOMIC_SEQ_CST) *
+			       H2_BLOCK_SIZE >
+		       st->opts.dirty_hard &&
+	       !st->failed) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 50 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&st->txn_cv, &st->txn_lock, &ts);
+	}
+	__atomic_sub_fetch(&st->hard_waiters, 1, __ATOMIC_SEQ_CST);
+	pthread_mutex_unlock(&st->txn_lock);
+}
+
 int h2_epoch_begin(struct h2_store *st, uint64_t *epoch)
 {
 	bool waited = false;
@@ -834,8 +877,13 @@ int h2_epoch_begin(struct h2_store *st, uint64_t *epoch)
 			pthread_cond_wait(&st->txn_cv, &st->txn_lock);
 			continue;
 		}
-		/* Backpressure: above the hard limit, wait for a flush of
-		 * the newest dirty epoch. */
+		/*
+		 * Backpressure: above the hard limit, wait until the flusher
+		 * has written enough of the dirty data out of memory.  Not
+		 * until it is durable: that would hold writers for a whole
+		 * extra flush (the epoch being filled).  FUA and syncs wait
+		 * for durability on their own.
+		 */
 		if (dirty_bytes(st) > st->opts.dirty_hard &&
 		    st->dirty_epoch >
 			    __atomic_load_n(&st->durable_epoch,
@@ -847,7 +895,13 @@ int h2_epoch_begin(struct h2_store *st, uint64_t *epoch)
 						   __ATOMIC_RELAXED);
 			waited = true;
 			pthread_mutex_unlock(&st->txn_lock);
-			h2_flush_wait(st, target, NULL);
+			if (!st->flusher_running) {
+				/* No flusher thread: flush ourselves. */
+				h2_flush_wait(st, target, NULL);
+				pthread_mutex_lock(&st->txn_lock);
+				continue;
+			}
+			hard_wait(st);
 			pthread_mutex_lock(&st->txn_lock);
 			continue;
 		}

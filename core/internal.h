@@ -202,6 +202,7 @@ struct h2_store {
 	uint64_t client_written;
 	uint64_t client_read;
 	uint64_t write_waits;
+	unsigned hard_waiters;	/* writers in hard_wait(); __atomic */
 	uint64_t lifetime_flushes;  /* from the header */
 	uint64_t written_base;	    /* device bytes written before open */
 };
