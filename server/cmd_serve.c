@@ -23,6 +23,7 @@
 #include "h2d.h"
 #include "log.h"
 #include "server.h"
+#include "tls.h"
 
 /* Write the ready file atomically (temp file + rename). */
 static int write_ready_file(const char *path, const char *listen)
@@ -58,6 +59,46 @@ static int write_ready_file(const char *path, const char *listen)
 	return r;
 }
 
+/*
+ * --check-config: what would stop "serve" from starting, without starting
+ * it: the TLS files load and match, the device opens and holds an h2
+ * store.  For ExecStartPre= and for operators before a restart.
+ */
+static int check_config(const struct h2_config *cfg)
+{
+	struct h2_tls_files files = {cfg->tls_ca, cfg->tls_cert, cfg->tls_key};
+	struct h2_dev *dev = NULL;
+	char err[1024];
+	SSL_CTX *ctx;
+	bool ok;
+	int r;
+
+	ctx = h2_tls_server_ctx(&files, cfg->allow_tls12, err, sizeof(err));
+	if (!ctx) {
+		fprintf(stderr, "h2d serve: %s\n", err);
+		return H2D_EXIT_FAIL;
+	}
+	SSL_CTX_free(ctx);
+	r = h2_dev_open_file(cfg->device, H2_DEV_RDONLY, &dev);
+	if (r < 0) {
+		fprintf(stderr, "h2d serve: cannot open device %s: %s\n",
+			cfg->device, strerror(-r));
+		return H2D_EXIT_FAIL;
+	}
+	ok = h2_store_probe(dev);
+	h2_dev_close(dev);
+	if (!ok) {
+		fprintf(stderr,
+			"h2d serve: %s holds no h2 store; format it with "
+			"\"h2d format --device %s\"\n",
+			cfg->device, cfg->device);
+		return H2D_EXIT_FAIL;
+	}
+	printf("configuration OK: device=%s listen=%s\n", cfg->device,
+	       cfg->listen);
+	return H2D_EXIT_OK;
+}
+
 int h2d_cmd_serve(int argc, char **argv)
 {
 	struct h2_config cfg;
@@ -91,6 +132,10 @@ int h2d_cmd_serve(int argc, char **argv)
 			!cfg.device ? "--device" : "the TLS files (--ca, "
 						   "--cert, --key)");
 		rc = H2D_EXIT_USAGE;
+		goto out;
+	}
+	if (cfg.check_only) {
+		rc = check_config(&cfg);
 		goto out;
 	}
 	r = h2_dev_open_file(cfg.device, 0, &dev);

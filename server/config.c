@@ -619,6 +619,7 @@ enum {
 	OPT_CONFIG = 256,
 	OPT_ACCESS,
 	OPT_DEV,
+	OPT_CHECK,
 	OPT_KEY = 512, /* + index into cfg_keys */
 };
 
@@ -665,6 +666,9 @@ static void cfg_usage(FILE *f)
 		"(default info)\n"
 		"  --ready-file PATH          write {\"listen\": ...} there "
 		"once serving\n"
+		"  --check-config             check the configuration, TLS "
+		"files and store,\n"
+		"                             then exit (0: all good)\n"
 		"  -h, --help                 this help\n"
 		"\n"
 		"Sizes take K, M, G, T suffixes (binary).\n");
@@ -679,6 +683,7 @@ static void cfg_options(struct option *o)
 	o[n++] = (struct option){"config", required_argument, NULL, OPT_CONFIG};
 	o[n++] = (struct option){"access", required_argument, NULL, OPT_ACCESS};
 	o[n++] = (struct option){"dev", no_argument, NULL, OPT_DEV};
+	o[n++] = (struct option){"check-config", no_argument, NULL, OPT_CHECK};
 	for (size_t i = 0; i < CFG_NKEYS; i++) {
 		if (!cfg_keys[i].flag)
 			continue;
@@ -743,7 +748,7 @@ int h2_config_from_args(struct h2_config *c, int argc, char **argv, char *err,
 {
 	/* "+": stop at the first non-option, so argv is never permuted. */
 	static const char optstring[] = "+:h";
-	struct option opts[CFG_NKEYS + 5];
+	struct option opts[CFG_NKEYS + 6];
 	const char *config = NULL;
 	char flag[64], bad[8];
 	int ch, r;
@@ -805,6 +810,9 @@ int h2_config_from_args(struct h2_config *c, int argc, char **argv, char *err,
 			break;
 		case OPT_DEV:
 			c->dev = true;
+			break;
+		case OPT_CHECK:
+			c->check_only = true;
 			break;
 		default:
 			if (ch < OPT_KEY || ch >= OPT_KEY + (int)CFG_NKEYS)

@@ -58,6 +58,7 @@ struct h2_config {
 
 	struct h2_acl *acl;	/* owned */
 	bool dev;		/* --dev: embedded development defaults */
+	bool check_only;	/* --check-config: validate, then exit */
 	char *config_path;	/* the file it came from, for reloads */
 };
 

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -134,4 +135,40 @@ Test(ops, handshake_timeout_and_connection_limit_from_config_file,
 		}
 	}
 	cr_assert_fail("the server never accepted a connection again");
+}
+
+/* Run h2d serve ARGS... --check-config in the server's directory. */
+static int check_config(const char *device)
+{
+	int ws;
+	pid_t pid = fork();
+
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		if (chdir(srv.dir) != 0)
+			_exit(126);
+		if (device)
+			execl(H2D_PATH, H2D_PATH, "serve", "--dev", "--device",
+			      device, "--check-config", (char *)NULL);
+		else
+			execl(H2D_PATH, H2D_PATH, "serve", "--dev",
+			      "--check-config", (char *)NULL);
+		_exit(127);
+	}
+	cr_assert_eq(waitpid(pid, &ws, 0), pid);
+	return WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
+}
+
+Test(ops, check_config_validates_tls_files_and_store, .fini = teardown)
+{
+	FILE *f;
+
+	h2t_start(&srv, NULL);
+	cr_assert_eq(check_config(NULL), 0);
+	f = fopen(h2t_path(&srv, "not-a-store.img"), "w");
+	cr_assert_not_null(f);
+	cr_assert_eq(ftruncate(fileno(f), 64 << 20), 0);
+	fclose(f);
+	cr_assert_eq(check_config("not-a-store.img"), 1);
+	cr_assert_eq(check_config("missing.img"), 1);
 }
