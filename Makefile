@@ -1,5 +1,8 @@
 # Convenience front door; the real work is in scripts/ and CMake.
-.PHONY: all build run test deps clean
+.PHONY: all build run test deps clean distclean install
+
+# make install [PREFIX=/usr/local] [DESTDIR=/staging/root]
+PREFIX ?= /usr/local
 
 all: build
 
@@ -17,6 +20,14 @@ run: build
 
 test:
 	scripts/test
+
+# Programs, library, h2client.pc, man pages, h2-certs, the systemd unit
+# (PREFIX/lib/systemd/system), sysusers.d/h2.conf and, unless one exists,
+# h2d.conf: in /etc/h2 for PREFIX=/usr, else PREFIX/etc/h2.  The prefix is
+# set at configure time too, as GNUInstallDirs picks directories by it.
+install: build
+	cmake -S . -B build -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
+	DESTDIR="$(DESTDIR)" cmake --install build
 
 clean:
 	rm -rf build build-asan
