@@ -40,6 +40,7 @@
 #include "tls.h"
 
 #define CFG_DEFAULT_LISTEN "127.0.0.1:7410"
+#define CFG_DEFAULT_NBD_LISTEN "127.0.0.1:10809" /* IANA's NBD port */
 
 /* --dev: everything lives under ./var/h2 of the current directory. */
 #define CFG_DEV_ROOT	 "./var"
@@ -52,6 +53,7 @@
 enum cfg_type {
 	CFG_STR,    /* char *, non-empty */
 	CFG_LISTEN, /* char *, HOST:PORT */
+	CFG_LISTEN_OPT, /* char *, HOST:PORT or "" (off) */
 	CFG_U32,    /* uint32_t in [min, max] */
 	CFG_UNS,    /* unsigned in [min, max] */
 	CFG_SIZE,   /* uint64_t, h2d_parse_size, in [min, max] */
@@ -82,6 +84,8 @@ static const struct cfg_key cfg_keys[] = {
     {"store", "cache_max", "cache-max", CFG_SIZE, CFG_OFF(cache_max), 1,
      UINT64_MAX},
     {"server", "listen", "listen", CFG_LISTEN, CFG_OFF(listen), 0, 0},
+    {"server", "nbd_listen", "nbd-listen", CFG_LISTEN_OPT, CFG_OFF(nbd_listen),
+     0, 0},
     {"server", "workers", "workers", CFG_UNS, CFG_OFF(workers), 1, 1024},
     {"server", "max_connections", "max-connections", CFG_UNS,
      CFG_OFF(max_connections), 1, 1000000},
@@ -123,6 +127,7 @@ void h2_config_defaults(struct h2_config *c)
 	c->dirty_hard = 0;
 	c->cache_max = 512ull << 20;
 	c->listen = cfg_xstrdup(CFG_DEFAULT_LISTEN);
+	c->nbd_listen = cfg_xstrdup(CFG_DEFAULT_NBD_LISTEN);
 	c->workers = 4;
 	c->max_connections = 1024;
 	c->max_inflight = 64;
@@ -138,6 +143,7 @@ void h2_config_free(struct h2_config *c)
 		return;
 	free(c->device);
 	free(c->listen);
+	free(c->nbd_listen);
 	free(c->ready_file);
 	free(c->tls_ca);
 	free(c->tls_cert);
@@ -246,6 +252,9 @@ static int cfg_set(struct h2_config *c, const struct cfg_key *k,
 		}
 		break;
 	case CFG_LISTEN:
+	case CFG_LISTEN_OPT:
+		if (k->type == CFG_LISTEN_OPT && !*value)
+			break; /* empty: this listener is off */
 		if (!cfg_listen_valid(value)) {
 			snprintf(err, errlen,
 				 "%s: \"%s\" is not HOST:PORT; write for "
@@ -315,6 +324,7 @@ static int cfg_set(struct h2_config *c, const struct cfg_key *k,
 	switch (k->type) {
 	case CFG_STR:
 	case CFG_LISTEN:
+	case CFG_LISTEN_OPT:
 		if (cfg_set_str(slot, value) < 0) {
 			snprintf(err, errlen, "%s: out of memory", where);
 			return -ENOMEM;
@@ -641,6 +651,9 @@ static void cfg_usage(FILE *f)
 		"  --device PATH              store device or image file\n"
 		"  --listen HOST:PORT         address to listen on "
 		"(default " CFG_DEFAULT_LISTEN ")\n"
+		"  --nbd-listen HOST:PORT     NBD frontend address (default "
+		CFG_DEFAULT_NBD_LISTEN ";\n"
+		"                             \"\" turns it off)\n"
 		"  --ca PATH                  CA that client certificates "
 		"chain to\n"
 		"  --cert PATH, --key PATH    server certificate and key\n"
@@ -948,6 +961,9 @@ int h2_config_apply_dev(struct h2_config *c, char *err, size_t errlen)
 	if (r < 0)
 		return r;
 	if (!c->listen && cfg_set_str(&c->listen, CFG_DEFAULT_LISTEN) < 0)
+		goto oom;
+	if (!c->nbd_listen &&
+	    cfg_set_str(&c->nbd_listen, CFG_DEFAULT_NBD_LISTEN) < 0)
 		goto oom;
 	return 0;
 

@@ -17,6 +17,8 @@
  *
  * Shutdown: stop accepting, stop reading, let jobs in flight finish and
  * their replies drain, then close every connection and leave the loop.
+ * The NBD frontend (nbd.c) shares the loop, the worker pool and this
+ * shutdown: its connections are stopped, closed and counted here too.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -37,6 +39,7 @@
 #include <openssl/err.h>
 
 #include "log.h"
+#include "nbd.h"
 #include "server.h"
 #include "srv.h"
 #include "tls.h"
@@ -449,14 +452,25 @@ static void check_stopped(struct h2_server *srv)
 
 	if (!srv->stopping)
 		return;
-	if (h2_pool_pending(srv->pool) > 0)
+	if (h2_pool_pending(srv->pool) > 0 || srv->in_check_stopped)
 		return;
+	/* Closing a connection can tear it down and call back in here,
+	 * which would close (and free) the next one under our feet: one
+	 * pass at a time, and the caller's pass sees the list as it is. */
+	srv->in_check_stopped = true;
 	for (c = srv->conns; c; c = next) {
 		next = c->next;
 		h2_conn_close(c, NULL);
 	}
-	if (!srv->conns)
+	h2_nbdsrv_close_all(srv);
+	srv->in_check_stopped = false;
+	if (!srv->conns && h2_nbdsrv_conns(srv) == 0)
 		event_base_loopexit(srv->base, NULL);
+}
+
+void h2_server_check_stopped(struct h2_server *srv)
+{
+	check_stopped(srv);
 }
 
 static void stop_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -470,6 +484,7 @@ static void stop_timer_cb(evutil_socket_t fd, short what, void *arg)
 		    STOP_GRACE_SEC);
 	while (srv->conns)
 		conn_teardown(srv->conns);
+	h2_nbdsrv_teardown_all(srv);
 	if (h2_pool_pending(srv->pool) == 0)
 		event_base_loopexit(srv->base, NULL);
 }
@@ -483,8 +498,10 @@ void h2_server_stop(struct h2_server *srv)
 	srv->stopping = true;
 	h2_log_info("serve", "shutting down: finishing %u request(s) in "
 			     "flight on %u connection(s)",
-		    h2_pool_pending(srv->pool), srv->nconns);
+		    h2_pool_pending(srv->pool),
+		    srv->nconns + h2_nbdsrv_conns(srv));
 	evconnlistener_disable(srv->listener);
+	h2_nbdsrv_stop(srv);
 	for (struct h2_conn *c = srv->conns; c; c = c->next)
 		if (c->open)
 			bufferevent_disable(c->bev, EV_READ);
@@ -556,7 +573,8 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
  * Port 0 is allowed (the kernel picks one), which libevent's own parser
  * refuses.
  */
-static int parse_listen(const char *s, struct sockaddr_storage *ss, int *len)
+int h2_server_parse_listen(const char *s, struct sockaddr_storage *ss,
+			   int *len)
 {
 	struct addrinfo hints = {0}, *ai = NULL;
 	char host[INET6_ADDRSTRLEN + 2];
@@ -618,7 +636,7 @@ int h2_server_new(struct h2_config *cfg, struct h2_store *st,
 		goto fail;
 	srv->acl = cfg->acl;
 	cfg->acl = NULL; /* the server owns the live rules */
-	if (parse_listen(cfg->listen, &ss, &sslen) < 0) {
+	if (h2_server_parse_listen(cfg->listen, &ss, &sslen) < 0) {
 		snprintf(err, errlen,
 			 "listen address \"%s\" is not HOST:PORT with a "
 			 "numeric host (for example 127.0.0.1:7410, "
@@ -657,6 +675,9 @@ int h2_server_new(struct h2_config *cfg, struct h2_store *st,
 			 cfg->workers);
 		goto fail;
 	}
+	if (cfg->nbd_listen && *cfg->nbd_listen &&
+	    h2_nbdsrv_start(srv, err, errlen) < 0)
+		goto fail;
 	srv->sig_term = evsignal_new(srv->base, SIGTERM, signal_cb, srv);
 	srv->sig_int = evsignal_new(srv->base, SIGINT, signal_cb, srv);
 	srv->sig_hup = evsignal_new(srv->base, SIGHUP, signal_cb, srv);
@@ -692,8 +713,10 @@ void h2_server_free(struct h2_server *srv)
 		return;
 	while (srv->conns)
 		conn_teardown(srv->conns);
+	h2_nbdsrv_teardown_all(srv);
 	/* Workers finish what they hold; done callbacks drop their refs. */
 	h2_pool_free(srv->pool);
+	h2_nbdsrv_free(srv); /* after the done callbacks, which look at it */
 	if (srv->listener)
 		evconnlistener_free(srv->listener);
 	if (srv->sig_term)

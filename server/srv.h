@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include <event2/bufferevent.h>
 #include <openssl/ssl.h>
@@ -33,7 +34,9 @@ struct h2_server {
 	char listen_addr[64];
 	unsigned nconns;
 	struct h2_conn *conns;	   /* list of open connections */
+	struct h2_nbdsrv *nbd;	   /* NBD frontend (nbd.c); NULL when off */
 	bool stopping;
+	bool in_check_stopped;	/* check_stopped() is running */
 	/* statistics (loop thread) */
 	uint64_t requests, errors, connections_total;
 };
@@ -91,6 +94,12 @@ void h2_conn_reply_error(struct h2_conn *c, uint64_t id, int err,
 void h2_conn_request_done(struct h2_conn *c, uint64_t bytes);
 /* Stop reading and close once the output is flushed. */
 void h2_conn_close(struct h2_conn *c, const char *why);
+/* While stopping: close what is idle, leave the loop once all is done
+ * (call after anything that may have been the last thing in flight). */
+void h2_server_check_stopped(struct h2_server *srv);
+/* "HOST:PORT" or "[V6HOST]:PORT", numeric host, port 0 allowed. */
+int h2_server_parse_listen(const char *s, struct sockaddr_storage *ss,
+			   int *len);
 
 /* dispatch.c: takes ownership of req and payload; hdr_bytes is the size
  * of the request's header on the wire. */

@@ -48,10 +48,30 @@ static void dump_log(const struct h2t_srv *s)
 	fclose(f);
 }
 
-/* Read "listen" out of the ready file (a one-line JSON object). */
+/* Copy the string value of "key" in a one-line JSON object into out. */
+static bool json_str(const char *buf, const char *key, char *out,
+		     size_t outlen)
+{
+	char pat[64];
+	const char *p, *q;
+
+	snprintf(pat, sizeof(pat), "\"%s\":\"", key);
+	p = strstr(buf, pat);
+	if (!p)
+		return false;
+	p += strlen(pat);
+	q = strchr(p, '"');
+	if (!q || (size_t)(q - p) >= outlen)
+		return false;
+	memcpy(out, p, (size_t)(q - p));
+	out[q - p] = 0;
+	return true;
+}
+
+/* Read "listen" (and "nbd_listen", if there) out of the ready file. */
 static bool read_ready(struct h2t_srv *s)
 {
-	char buf[512], *p, *q;
+	char buf[512];
 	FILE *f = fopen(h2t_path(s, "ready.json"), "r");
 	size_t n;
 
@@ -60,28 +80,26 @@ static bool read_ready(struct h2t_srv *s)
 	n = fread(buf, 1, sizeof(buf) - 1, f);
 	fclose(f);
 	buf[n] = 0;
-	p = strstr(buf, "\"listen\":\"");
-	if (!p)
+	if (!json_str(buf, "listen", s->addr, sizeof(s->addr)))
 		return false;
-	p += strlen("\"listen\":\"");
-	q = strchr(p, '"');
-	if (!q || (size_t)(q - p) >= sizeof(s->addr))
-		return false;
-	memcpy(s->addr, p, (size_t)(q - p));
-	s->addr[q - p] = 0;
+	if (!json_str(buf, "nbd_listen", s->nbd, sizeof(s->nbd)))
+		s->nbd[0] = 0;
 	return true;
 }
 
 static void spawn(struct h2t_srv *s)
 {
-	const char *argv[32] = {H2D_PATH,      "serve",
+	/* NBD is off unless extra turns it on (the last flag wins); its
+	 * default port, 10809, would collide between parallel tests. */
+	const char *argv[34] = {H2D_PATH,      "serve",
 				"--dev",       "--listen",
 				"127.0.0.1:0", "--ready-file",
 				"ready.json",  "--log-level",
-				"info"};
-	int argc = 9, ws;
+				"info",	       "--nbd-listen",
+				""};
+	int argc = 11, ws;
 
-	for (int i = 0; s->extra[i] && argc < 31; i++)
+	for (int i = 0; s->extra[i] && argc < 33; i++)
 		argv[argc++] = s->extra[i];
 	argv[argc] = NULL;
 	unlink(h2t_path(s, "ready.json"));

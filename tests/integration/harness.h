@@ -3,10 +3,11 @@
  *
  * Each server runs `h2d serve --dev --listen 127.0.0.1:0 --ready-file ...`
  * in its own temporary directory, so the development store and
- * certificates land in DIR/var/h2/.  The harness waits for the ready file
- * (polling its existence, bounded, and failing at once if h2d died), so
- * no test depends on timing.  h2d's log goes to DIR/h2d.log and is printed
- * when something goes wrong.
+ * certificates land in DIR/var/h2/.  The NBD frontend is off unless extra
+ * holds "--nbd-listen", "127.0.0.1:0" (its address is then in nbd).  The
+ * harness waits for the ready file (polling its existence, bounded, and
+ * failing at once if h2d died), so no test depends on timing.  h2d's log
+ * goes to DIR/h2d.log and is printed when something goes wrong.
  */
 #ifndef H2_TEST_HARNESS_H
 #define H2_TEST_HARNESS_H
@@ -19,6 +20,7 @@
 struct h2t_srv {
 	char dir[64];	 /* temporary directory, h2d's cwd */
 	char addr[64];	 /* "127.0.0.1:PORT" once ready */
+	char nbd[64];	 /* NBD "127.0.0.1:PORT" once ready; "" if off */
 	char tls[128];	 /* DIR/var/h2/tls */
 	pid_t pid;	 /* 0 when not running */
 	const char *extra[16]; /* extra h2d serve arguments */

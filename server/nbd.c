@@ -1,0 +1,1072 @@
+/*
+ * nbd.c - the NBD frontend's I/O: listener, connections, TLS upgrade,
+ * and the jobs that run NBD commands on the engine (see nbd.h).
+ *
+ * A connection goes through these states:
+ *
+ *   PLAIN --STARTTLS--> TLS_PENDING --ACK sent--> TLS_HANDSHAKE
+ *     --verified client certificate--> NEGOTIATE --GO--> TRANSMIT
+ *     --DISC--> DRAINING --nothing in flight--> CLOSING --> freed
+ *
+ * Any state may go to CLOSING (protocol error, timeout, shutdown) or be
+ * torn down at once (the peer left, TLS failed).  The plaintext phase
+ * uses a plain socket bufferevent that does not own the socket; at the
+ * upgrade, once the STARTTLS acknowledgement has been written and
+ * nothing else was received, it is freed and an OpenSSL bufferevent
+ * takes the same socket over, so the data path runs TLS straight on the
+ * socket (no filter layer).
+ *
+ * The whole negotiation (plaintext options, TLS handshake, options)
+ * must end within handshake_timeout_ms (10 s by default) or the
+ * connection is dropped.
+ *
+ * Lifetimes, as in server.c: a connection is referenced by the loop
+ * while open and by every job in flight, and freed when both are gone;
+ * the export's volume handle lives as long as the connection object, so
+ * a job never sees it closed.  Backpressure: a connection stops reading
+ * while it has max_inflight commands or max_inflight_bytes in flight, or
+ * that much output not yet taken by the socket.
+ *
+ * Commands are normal transactions through the same engine calls as
+ * native requests: NBD_CMD_FLUSH is h2_store_sync (every write replied
+ * to before it arrived is durable when it is answered; the sync covers
+ * the whole store, which is what makes CAN_MULTI_CONN honest), and
+ * NBD_CMD_FLAG_FUA is H2_IO_FUA (durable before the reply).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <openssl/err.h>
+
+#include "log.h"
+#include "nbd.h"
+#include "nbd_proto.h"
+#include "srv.h"
+#include "tls.h"
+
+/* Extents gathered per BLOCK_STATUS (the reply is 8 bytes each). */
+#define NBD_MAX_EXTENTS 2048
+/* Input read ahead while negotiating: two option windows. */
+#define NBD_NEGOTIATE_READ_MAX (2 * H2_NBD_WINDOW)
+
+struct nbd_conn;
+
+struct h2_nbdsrv {
+	struct h2_server *srv;
+	struct evconnlistener *listener;
+	char addr[64];
+	struct nbd_conn *conns; /* open connections */
+	unsigned nconns;
+	bool closing_all; /* inside h2_nbdsrv_close_all */
+};
+
+enum nc_state {
+	NC_PLAIN,	  /* plaintext option haggling */
+	NC_TLS_PENDING,	  /* STARTTLS acknowledged, ACK not yet sent */
+	NC_TLS_HANDSHAKE, /* OpenSSL bufferevent accepting */
+	NC_NEGOTIATE,	  /* options over TLS */
+	NC_TRANSMIT,	  /* commands */
+	NC_DRAINING,	  /* NBD_CMD_DISC: finishing what is in flight */
+	NC_CLOSING,	  /* sending the last output, then teardown */
+};
+
+struct nbd_conn {
+	struct h2_nbdsrv *ns;
+	struct nbd_conn *next, *prev;
+	struct bufferevent *bev;
+	evutil_socket_t fd;
+	bool bev_owns_fd;    /* after the upgrade (BEV_OPT_CLOSE_ON_FREE) */
+	bool tls_up;	     /* the TLS handshake completed */
+	struct event *timer; /* negotiation deadline */
+	struct h2_nbd *proto;
+	enum nc_state state;
+	int refs;  /* loop + jobs in flight */
+	bool open; /* bev alive */
+	bool read_paused;
+	char identity[256];
+	char peer[64];
+	struct h2_vol *vol; /* the export, from GO until freed */
+	char export[128];
+	/* A write whose payload has not all arrived yet. */
+	bool pending;
+	struct h2_nbd_cmd pending_cmd;
+	/* in flight: jobs running plus replies not yet handed to the socket */
+	unsigned inflight;
+	uint64_t inflight_bytes;
+};
+
+enum job_kind {
+	NJ_LOOKUP,
+	NJ_LIST,
+	NJ_IO,
+};
+
+struct nbd_job {
+	struct h2_job job;
+	enum job_kind kind;
+	struct nbd_conn *c;
+	struct h2_store *st;
+	/* NJ_LOOKUP */
+	char name[128];
+	bool go, read_only;
+	uint64_t size;
+	/* NJ_LIST */
+	struct h2_vol_info *list;
+	size_t nlist;
+	/* NJ_IO */
+	struct h2_nbd_cmd cmd;
+	struct h2_vol *vol; /* borrowed from the connection */
+	uint8_t *buf;	    /* write payload or read data */
+	struct h2_nbd_extent *ext;
+	size_t next;
+	uint64_t account;
+	/* result */
+	int err;
+	char msg[300];
+};
+
+static void process_input(struct nbd_conn *c);
+static void conn_teardown(struct nbd_conn *c, bool graceful);
+static void nbd_setcb(struct nbd_conn *c);
+
+/* ---------------------------------------------------------------------- */
+/* Connection lifetime.                                                   */
+
+static void conn_ref(struct nbd_conn *c)
+{
+	c->refs++;
+}
+
+static void conn_unref(struct nbd_conn *c)
+{
+	if (--c->refs > 0)
+		return;
+	h2_vol_close(c->vol);
+	h2_nbd_free(c->proto);
+	free(c);
+}
+
+/* The engine's output goes to the socket (dropped once closed). */
+static void conn_out(void *arg, const void *buf, size_t len)
+{
+	struct nbd_conn *c = arg;
+
+	if (c->open && c->bev)
+		evbuffer_add(bufferevent_get_output(c->bev), buf, len);
+}
+
+static const char *who(const struct nbd_conn *c)
+{
+	return c->identity[0] ? c->identity : "-";
+}
+
+/* Tear the transport down now; graceful: say goodbye to TLS first. */
+static void conn_teardown(struct nbd_conn *c, bool graceful)
+{
+	struct h2_nbdsrv *ns = c->ns;
+	struct h2_server *srv = ns->srv;
+
+	if (!c->open)
+		return;
+	c->open = false;
+	if (c->timer) {
+		event_free(c->timer);
+		c->timer = NULL;
+	}
+	if (c->bev) {
+		SSL *ssl =
+		    c->bev_owns_fd ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+
+		/* The spec asks for a TLS shutdown before the TCP close;
+		 * the output is flushed, so close_notify goes out now.
+		 * Whatever fails here is of no interest to the next
+		 * connection's error reporting. */
+		if (graceful && ssl && c->tls_up) {
+			SSL_shutdown(ssl);
+			ERR_clear_error();
+		}
+		bufferevent_free(c->bev);
+		c->bev = NULL;
+	}
+	if (!c->bev_owns_fd && c->fd >= 0)
+		evutil_closesocket(c->fd);
+	c->fd = -1;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		ns->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	ns->nconns--;
+	h2_log_debug("nbd", "closed peer=%s identity=%s", c->peer, who(c));
+	conn_unref(c);
+	if (!ns->closing_all)
+		h2_server_check_stopped(srv);
+}
+
+/* Stop reading; close once the output is flushed. */
+static void conn_close(struct nbd_conn *c, const char *why)
+{
+	if (!c->open || c->state == NC_CLOSING)
+		return;
+	if (why)
+		h2_log_info("nbd", "closing peer=%s identity=%s reason=\"%s\"",
+			    c->peer, who(c), why);
+	c->state = NC_CLOSING;
+	bufferevent_disable(c->bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		conn_teardown(c, true);
+	/* else write_cb tears down once the output is flushed */
+}
+
+/* ---------------------------------------------------------------------- */
+/* Backpressure.                                                          */
+
+static bool over_limits(const struct nbd_conn *c)
+{
+	const struct h2_config *cfg = c->ns->srv->cfg;
+
+	return c->inflight >= cfg->max_inflight ||
+	       c->inflight_bytes >= cfg->max_inflight_bytes ||
+	       evbuffer_get_length(bufferevent_get_output(c->bev)) >=
+		   cfg->max_inflight_bytes;
+}
+
+static bool reading_state(const struct nbd_conn *c)
+{
+	return c->state == NC_PLAIN || c->state == NC_NEGOTIATE ||
+	       c->state == NC_TRANSMIT;
+}
+
+/* Resume reading when below the limits again. */
+static void maybe_resume(struct nbd_conn *c)
+{
+	if (!c->open || !c->read_paused || !reading_state(c) ||
+	    c->ns->srv->stopping || over_limits(c))
+		return;
+	c->read_paused = false;
+	bufferevent_enable(c->bev, EV_READ);
+	/* Bytes may already sit in the input buffer. */
+	process_input(c);
+}
+
+/* A command finished (its reply is queued): release its accounting. */
+static void request_done(struct nbd_conn *c, uint64_t bytes)
+{
+	c->inflight--;
+	c->inflight_bytes -=
+	    bytes < c->inflight_bytes ? bytes : c->inflight_bytes;
+	if (c->open && c->state == NC_DRAINING && c->inflight == 0)
+		conn_close(c, NULL);
+	else
+		maybe_resume(c);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Jobs.                                                                  */
+
+static int ext_cb(void *arg, uint64_t off, uint64_t len, bool hole)
+{
+	struct nbd_job *j = arg;
+
+	(void)off;
+	if (j->next == NBD_MAX_EXTENTS)
+		return 1;
+	j->ext[j->next++] = (struct h2_nbd_extent){len, hole};
+	return 0;
+}
+
+static void job_fail(struct nbd_job *j, int err)
+{
+	/* The engine's ESHUTDOWN means a failed store, not a stopping
+	 * server: to an NBD client (which must disconnect on ESHUTDOWN)
+	 * it is an I/O error. */
+	j->err = err == -ESHUTDOWN ? -EIO : err;
+	snprintf(j->msg, sizeof(j->msg), "%s", h2_core_errmsg());
+}
+
+static void job_run_io(struct nbd_job *j)
+{
+	const struct h2_nbd_cmd *c = &j->cmd;
+	unsigned fua = (c->flags & NBD_CMD_FLAG_FUA) ? H2_IO_FUA : 0;
+	int r = 0;
+
+	switch (c->type) {
+	case NBD_CMD_READ:
+		j->buf = malloc(c->len);
+		if (!j->buf) {
+			j->err = -ENOMEM;
+			snprintf(j->msg, sizeof(j->msg),
+				 "out of memory for a %" PRIu32 "-byte read",
+				 c->len);
+			return;
+		}
+		r = h2_vol_read(j->vol, j->buf, c->off, c->len);
+		break;
+	case NBD_CMD_WRITE:
+		r = h2_vol_write(j->vol, j->buf, c->off, c->len, fua);
+		break;
+	case NBD_CMD_FLUSH:
+		r = h2_store_sync(j->st, NULL);
+		break;
+	case NBD_CMD_TRIM:
+		r = h2_vol_trim(j->vol, c->off, c->len, fua);
+		break;
+	case NBD_CMD_WRITE_ZEROES:
+		r = h2_vol_write_zeroes(j->vol, c->off, c->len,
+					fua | ((c->flags & NBD_CMD_FLAG_NO_HOLE)
+						   ? H2_IO_NO_HOLE
+						   : 0));
+		break;
+	case NBD_CMD_BLOCK_STATUS:
+		j->ext = calloc(NBD_MAX_EXTENTS, sizeof(*j->ext));
+		if (!j->ext) {
+			j->err = -ENOMEM;
+			snprintf(j->msg, sizeof(j->msg), "out of memory");
+			return;
+		}
+		r = h2_vol_block_status(j->vol, c->off, c->len, ext_cb, j);
+		if (r == 1)
+			r = 0;
+		break;
+	default:
+		r = -EINVAL;
+		break;
+	}
+	if (r < 0)
+		job_fail(j, r);
+}
+
+static void job_run(struct h2_job *job)
+{
+	struct nbd_job *j = (struct nbd_job *)job;
+	struct h2_vol_info info;
+	int r = 0;
+
+	switch (j->kind) {
+	case NJ_LOOKUP:
+		if (j->go) {
+			r = h2_vol_open(j->st, j->name, &j->vol);
+			if (r == 0)
+				j->size = h2_vol_size(j->vol);
+		} else {
+			r = h2_vol_info(j->st, j->name, &info);
+			if (r == 0)
+				j->size = info.size;
+		}
+		break;
+	case NJ_LIST:
+		r = h2_vol_list(j->st, &j->list, &j->nlist);
+		break;
+	case NJ_IO:
+		job_run_io(j);
+		return;
+	}
+	if (r < 0) {
+		j->err = r;
+		snprintf(j->msg, sizeof(j->msg), "%s", h2_core_errmsg());
+	}
+}
+
+static void job_free(struct nbd_job *j)
+{
+	if (j->kind != NJ_IO)
+		h2_vol_close(j->vol); /* a lookup whose result was not kept */
+	free(j->buf);
+	free(j->list);
+	free(j->ext);
+	free(j);
+}
+
+/* Hand data to the output without copying it; the buffer is freed once
+ * it has been written. */
+static void free_ref(const void *data, size_t len, void *extra)
+{
+	(void)len;
+	(void)extra;
+	free((void *)data);
+}
+
+static void done_lookup(struct nbd_conn *c, struct nbd_job *j)
+{
+	struct h2_nbd_export ex = {.size = j->size, .read_only = j->read_only};
+	enum h2_nbd_act r;
+
+	if (j->err == -ENOENT)
+		snprintf(j->msg, sizeof(j->msg), "no export named \"%s\"",
+			 j->name);
+	r = h2_nbd_lookup_done(c->proto, j->err, j->err ? NULL : &ex,
+			       j->err ? j->msg : NULL);
+	if (r == H2_NBD_TRANSMIT) {
+		c->vol = j->vol;
+		j->vol = NULL;
+		snprintf(c->export, sizeof(c->export), "%s", j->name);
+		c->state = NC_TRANSMIT;
+		if (c->timer) {
+			event_free(c->timer);
+			c->timer = NULL;
+		}
+		/* Room for a request and its largest payload. */
+		bufferevent_setwatermark(c->bev, EV_READ, 0,
+					 NBD_REQUEST_SIZE + H2_NBD_MAX_IO);
+		h2_log_info("nbd",
+			    "export peer=%s identity=%s volume=%s "
+			    "size=%" PRIu64 "%s",
+			    c->peer, who(c), c->export, j->size,
+			    j->read_only ? " read-only" : "");
+	} else if (r == H2_NBD_CLOSE) {
+		conn_close(c, "NBD_OPT_EXPORT_NAME for an unavailable export");
+	}
+}
+
+static void done_list(struct nbd_conn *c, struct nbd_job *j)
+{
+	struct h2_server *srv = c->ns->srv;
+
+	if (!j->err)
+		for (size_t i = 0; i < j->nlist; i++)
+			if (h2_acl_rights(srv->acl, c->identity,
+					  j->list[i].name) != H2_RIGHT_NONE)
+				h2_nbd_list_add(c->proto, j->list[i].name);
+	h2_nbd_list_done(c->proto, j->err);
+}
+
+static void done_io(struct nbd_conn *c, struct nbd_job *j)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	uint8_t hdr[H2_NBD_READ_HDR_MAX];
+
+	if (j->err) {
+		c->ns->srv->errors++;
+		h2_nbd_reply(c->proto, &j->cmd, j->err, j->msg);
+		return;
+	}
+	switch (j->cmd.type) {
+	case NBD_CMD_READ:
+		evbuffer_add(out, hdr,
+			     h2_nbd_read_header(c->proto, &j->cmd, hdr));
+		if (evbuffer_add_reference(out, j->buf, j->cmd.len, free_ref,
+					   NULL) == 0)
+			j->buf = NULL;
+		else /* the header is out: only closing keeps the stream sane */
+			conn_close(c, "out of memory for a read reply");
+		break;
+	case NBD_CMD_BLOCK_STATUS:
+		h2_nbd_reply_extents(c->proto, &j->cmd, j->ext, j->next);
+		break;
+	default:
+		h2_nbd_reply(c->proto, &j->cmd, 0, NULL);
+		break;
+	}
+}
+
+static void job_done(struct h2_job *job)
+{
+	struct nbd_job *j = (struct nbd_job *)job;
+	struct nbd_conn *c = j->c;
+
+	/* An option's answer only makes sense while negotiating. */
+	if (c->open && (j->kind == NJ_IO || c->state == NC_NEGOTIATE)) {
+		switch (j->kind) {
+		case NJ_LOOKUP:
+			done_lookup(c, j);
+			break;
+		case NJ_LIST:
+			done_list(c, j);
+			break;
+		case NJ_IO:
+			done_io(c, j);
+			break;
+		}
+	}
+	if (j->kind == NJ_IO)
+		request_done(c, j->account);
+	else if (c->open)
+		process_input(c); /* negotiation goes on */
+	h2_server_check_stopped(c->ns->srv);
+	conn_unref(c);
+	job_free(j);
+}
+
+static struct nbd_job *job_new(struct nbd_conn *c, enum job_kind kind)
+{
+	struct nbd_job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return NULL;
+	j->job.run = job_run;
+	j->job.done = job_done;
+	j->kind = kind;
+	j->c = c;
+	j->st = c->ns->srv->st;
+	return j;
+}
+
+static void job_submit(struct nbd_job *j)
+{
+	conn_ref(j->c);
+	h2_pool_submit(j->c->ns->srv->pool, &j->job);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Actions of the engine.                                                 */
+
+/* H2_NBD_LOOKUP: rights on the loop thread, the store on a worker. */
+static void do_lookup(struct nbd_conn *c, const char *name, bool go)
+{
+	struct h2_server *srv = c->ns->srv;
+	char vol[128], snap[128], msg[300];
+	enum h2_right right = H2_RIGHT_NONE;
+	struct nbd_job *j;
+
+	if (srv->stopping) {
+		h2_nbd_lookup_done(c->proto, -ESHUTDOWN, NULL, NULL);
+		return;
+	}
+	if (h2_nbd_export_split(name, vol, sizeof(vol), snap, sizeof(snap)) ==
+		0 &&
+	    h2_vol_name_valid(vol))
+		right = h2_acl_rights(srv->acl, c->identity, vol);
+	if (right == H2_RIGHT_NONE) {
+		/* A volume the client has no right to does not exist for
+		 * it, as in the native protocol. */
+		snprintf(msg, sizeof(msg), "no export named \"%.200s\"", name);
+		h2_nbd_lookup_done(c->proto, -ENOENT, NULL, msg);
+		return;
+	}
+	if (snap[0]) {
+		/*
+		 * Snapshot exports: VOLUME@SNAPSHOT, always read-only.  The
+		 * store has no snapshots yet; when it does, look the
+		 * snapshot up here and set j->read_only = true (an open
+		 * handle on the snapshot then goes to NJ_LOOKUP like a
+		 * volume's).
+		 */
+		snprintf(msg, sizeof(msg),
+			 "no export named \"%.200s\": snapshots are not "
+			 "served yet",
+			 name);
+		h2_nbd_lookup_done(c->proto, -ENOENT, NULL, msg);
+		return;
+	}
+	j = job_new(c, NJ_LOOKUP);
+	if (!j) {
+		h2_nbd_lookup_done(c->proto, -ENOMEM, NULL, "out of memory");
+		return;
+	}
+	snprintf(j->name, sizeof(j->name), "%s", vol);
+	j->go = go;
+	j->read_only = right < H2_RIGHT_WRITE;
+	job_submit(j);
+}
+
+/* H2_NBD_LIST */
+static void do_list(struct nbd_conn *c)
+{
+	struct nbd_job *j;
+
+	if (c->ns->srv->stopping) {
+		h2_nbd_list_done(c->proto, -ESHUTDOWN);
+		return;
+	}
+	j = job_new(c, NJ_LIST);
+	if (!j) {
+		h2_nbd_list_done(c->proto, -ENOMEM);
+		return;
+	}
+	job_submit(j);
+}
+
+/* H2_NBD_COMMAND with its payload (writes) in hand; takes payload. */
+static void do_command(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
+		       uint8_t *payload)
+{
+	struct nbd_job *j = job_new(c, NJ_IO);
+	uint64_t account = NBD_REQUEST_SIZE;
+
+	c->ns->srv->requests++;
+	if (!j) {
+		free(payload);
+		h2_nbd_reply(c->proto, cmd, -ENOMEM, "out of memory");
+		return;
+	}
+	if (cmd->type == NBD_CMD_READ || cmd->type == NBD_CMD_WRITE)
+		account += cmd->len;
+	else if (cmd->type == NBD_CMD_BLOCK_STATUS)
+		account += NBD_MAX_EXTENTS * 8;
+	j->cmd = *cmd;
+	j->vol = c->vol;
+	j->buf = payload;
+	j->account = account;
+	c->inflight++;
+	c->inflight_bytes += account;
+	job_submit(j);
+}
+
+/* H2_NBD_STARTTLS: upgrade once the ACK is on its way. */
+static void upgrade_tls(struct nbd_conn *c)
+{
+	struct h2_server *srv = c->ns->srv;
+	struct bufferevent *bev;
+	SSL *ssl;
+
+	/* The client must wait for our ACK before its ClientHello, so
+	 * anything already here was sent out of turn. */
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+		conn_close(c, "data after NBD_OPT_STARTTLS before the ACK");
+		return;
+	}
+	ssl = SSL_new(srv->ssl_ctx);
+	if (!ssl) {
+		conn_close(c, "cannot create a TLS session");
+		return;
+	}
+	bufferevent_free(c->bev); /* does not close the socket */
+	c->bev = NULL;
+	bev = bufferevent_openssl_socket_new(srv->base, c->fd, ssl,
+					     BUFFEREVENT_SSL_ACCEPTING,
+					     BEV_OPT_CLOSE_ON_FREE);
+	if (!bev) {
+		SSL_free(ssl);
+		conn_teardown(c, false);
+		return;
+	}
+	c->bev = bev;
+	c->bev_owns_fd = true;
+	c->state = NC_TLS_HANDSHAKE;
+	nbd_setcb(c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Input.                                                                 */
+
+/* Feed the engine and carry out its actions until it waits for input. */
+static void process_input(struct nbd_conn *c)
+{
+	struct h2_server *srv = c->ns->srv;
+
+	if (!c->open)
+		return;
+	conn_ref(c); /* actions may close (and unref) the connection */
+	while (c->open && reading_state(c) && !srv->stopping) {
+		struct evbuffer *in = bufferevent_get_input(c->bev);
+		size_t avail = evbuffer_get_length(in), win, n;
+		struct h2_nbd_action act;
+		uint8_t *p = NULL;
+		uint64_t skip;
+
+		if (c->pending) {
+			uint8_t *payload;
+
+			if (avail < c->pending_cmd.len)
+				break;
+			payload = malloc(c->pending_cmd.len);
+			if (!payload) {
+				h2_nbd_reply(c->proto, &c->pending_cmd, -ENOMEM,
+					     "out of memory");
+				conn_close(c, "out of memory for a write");
+				break;
+			}
+			evbuffer_remove(in, payload, c->pending_cmd.len);
+			c->pending = false;
+			do_command(c, &c->pending_cmd, payload);
+			continue;
+		}
+		/* Also while negotiating: a client that sends options and
+		 * never reads the replies must not grow our output. */
+		if (over_limits(c)) {
+			c->read_paused = true;
+			bufferevent_disable(c->bev, EV_READ);
+			break;
+		}
+		/* Pull up only what the engine will look at: a request's
+		 * 28 bytes, not the payload behind it; skipped bytes are
+		 * dropped without being made contiguous. */
+		win = h2_nbd_window(c->proto, &skip);
+		if (win == 0 && skip) {
+			win = skip < avail ? (size_t)skip : avail;
+		} else {
+			if (win > avail)
+				win = avail;
+			if (win)
+				p = evbuffer_pullup(in, (ssize_t)win);
+		}
+		n = h2_nbd_feed(c->proto, p, win, &act);
+		evbuffer_drain(in, n);
+		switch (act.type) {
+		case H2_NBD_CONTINUE:
+			continue;
+		case H2_NBD_NEED_MORE:
+		case H2_NBD_WAIT:
+		case H2_NBD_TRANSMIT:
+			break;
+		case H2_NBD_STARTTLS:
+			c->state = NC_TLS_PENDING;
+			bufferevent_disable(c->bev, EV_READ);
+			/* write_cb upgrades once the ACK is written. */
+			break;
+		case H2_NBD_LOOKUP:
+			do_lookup(c, act.name, act.go);
+			continue; /* the engine waits or was answered */
+		case H2_NBD_LIST:
+			do_list(c);
+			continue;
+		case H2_NBD_COMMAND:
+			if (act.cmd.type == NBD_CMD_WRITE) {
+				c->pending = true;
+				c->pending_cmd = act.cmd;
+			} else {
+				do_command(c, &act.cmd, NULL);
+			}
+			continue;
+		case H2_NBD_DISCONNECT:
+			h2_log_debug("nbd", "NBD_CMD_DISC peer=%s", c->peer);
+			c->state = NC_DRAINING;
+			bufferevent_disable(c->bev, EV_READ);
+			if (c->inflight == 0)
+				conn_close(c, NULL);
+			break;
+		case H2_NBD_CLOSE:
+			if (act.soft)
+				h2_log_debug("nbd", "peer=%s: %s", c->peer,
+					     act.why);
+			conn_close(c, act.soft ? NULL : act.why);
+			break;
+		}
+		break;
+	}
+	conn_unref(c);
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	process_input(arg);
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+	struct nbd_conn *c = arg;
+	bool empty = evbuffer_get_length(bufferevent_get_output(bev)) == 0;
+
+	if (c->state == NC_CLOSING && empty) {
+		conn_teardown(c, true);
+		return;
+	}
+	if (c->state == NC_TLS_PENDING && empty) {
+		upgrade_tls(c);
+		return;
+	}
+	maybe_resume(c);
+	h2_server_check_stopped(c->ns->srv);
+}
+
+/* Describe the first queued OpenSSL error of a bufferevent. */
+static void ssl_reason(struct nbd_conn *c, char *buf, size_t len)
+{
+	unsigned long e =
+	    c->bev_owns_fd ? bufferevent_get_openssl_error(c->bev) : 0;
+
+	if (e)
+		ERR_error_string_n(e, buf, len);
+	else
+		snprintf(buf, len, "%s",
+			 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct nbd_conn *c = arg;
+	char why[256];
+
+	if (what & BEV_EVENT_CONNECTED) {
+		SSL *ssl = bufferevent_openssl_get_ssl(bev);
+
+		if (h2_tls_peer_identity(ssl, c->identity,
+					 sizeof(c->identity)) < 0) {
+			c->identity[0] = 0;
+			h2_log_warn("nbd",
+				    "refused peer=%s reason=\"no "
+				    "verified client certificate\"",
+				    c->peer);
+			conn_teardown(c, false);
+			return;
+		}
+		c->state = NC_NEGOTIATE;
+		c->tls_up = true;
+		h2_nbd_tls_done(c->proto);
+		h2_log_info("nbd", "connected peer=%s identity=%s tls=%s",
+			    c->peer, c->identity, SSL_get_version(ssl));
+		process_input(c);
+		return;
+	}
+	if (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) {
+		if (c->state == NC_TLS_HANDSHAKE) {
+			ssl_reason(c, why, sizeof(why));
+			h2_log_warn("nbd",
+				    "TLS handshake failed peer=%s "
+				    "reason=\"%s\"",
+				    c->peer, why);
+		} else if (what & BEV_EVENT_ERROR) {
+			ssl_reason(c, why, sizeof(why));
+			h2_log_info("nbd",
+				    "connection error peer=%s "
+				    "identity=%s reason=\"%s\"",
+				    c->peer, who(c), why);
+		}
+		conn_teardown(c, false);
+	}
+}
+
+static void nbd_setcb(struct nbd_conn *c)
+{
+	const struct h2_config *cfg = c->ns->srv->cfg;
+
+	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+	bufferevent_setwatermark(c->bev, EV_READ, 0,
+				 c->state == NC_TRANSMIT
+				     ? NBD_REQUEST_SIZE + H2_NBD_MAX_IO
+				     : NBD_NEGOTIATE_READ_MAX);
+	/* In plaintext the write callback must see the output drain to
+	 * zero (the STARTTLS ACK); after that, at half the limit. */
+	bufferevent_setwatermark(
+	    c->bev, EV_WRITE,
+	    c->state == NC_PLAIN ? 0 : cfg->max_inflight_bytes / 2, 0);
+}
+
+static void timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct nbd_conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	h2_log_warn("nbd", "negotiation timed out peer=%s identity=%s", c->peer,
+		    who(c));
+	conn_teardown(c, false);
+}
+
+static void peer_name(const struct sockaddr *sa, char *out, size_t len)
+{
+	char ip[INET6_ADDRSTRLEN] = "?";
+
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+
+		inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+		snprintf(out, len, "%s:%u", ip, ntohs(in->sin_port));
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 =
+		    (const struct sockaddr_in6 *)sa;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+		snprintf(out, len, "[%s]:%u", ip, ntohs(in6->sin6_port));
+	} else {
+		snprintf(out, len, "?");
+	}
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
+		      struct sockaddr *sa, int salen, void *arg)
+{
+	struct h2_nbdsrv *ns = arg;
+	struct h2_server *srv = ns->srv;
+	struct timeval tv;
+	struct nbd_conn *c;
+	int one = 1;
+
+	(void)l;
+	(void)salen;
+	if (srv->stopping ||
+	    srv->nconns + ns->nconns >= srv->cfg->max_connections) {
+		h2_log_warn("nbd", "refused a connection: %s",
+			    srv->stopping ? "shutting down"
+					  : "connection limit reached");
+		evutil_closesocket(fd);
+		return;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		evutil_closesocket(fd);
+		return;
+	}
+	c->ns = ns;
+	c->fd = fd;
+	c->refs = 1;
+	c->state = NC_PLAIN;
+	peer_name(sa, c->peer, sizeof(c->peer));
+	/* No BEV_OPT_CLOSE_ON_FREE: the socket outlives this bufferevent
+	 * when TLS takes over. */
+	c->bev = bufferevent_socket_new(srv->base, fd, 0);
+	if (!c->bev) {
+		evutil_closesocket(fd);
+		free(c);
+		return;
+	}
+	c->open = true;
+	c->proto = h2_nbd_new(conn_out, c); /* queues the greeting */
+	c->timer = evtimer_new(srv->base, timeout_cb, c);
+	if (!c->proto || !c->timer) {
+		if (c->timer)
+			event_free(c->timer);
+		bufferevent_free(c->bev);
+		evutil_closesocket(fd);
+		h2_nbd_free(c->proto);
+		free(c);
+		return;
+	}
+	c->next = ns->conns;
+	if (ns->conns)
+		ns->conns->prev = c;
+	ns->conns = c;
+	ns->nconns++;
+	srv->connections_total++;
+	nbd_setcb(c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	tv.tv_sec = srv->cfg->handshake_timeout_ms / 1000;
+	tv.tv_usec = (srv->cfg->handshake_timeout_ms % 1000) * 1000;
+	evtimer_add(c->timer, &tv);
+	h2_log_debug("nbd", "accepted peer=%s", c->peer);
+}
+
+/* ---------------------------------------------------------------------- */
+/* The frontend.                                                          */
+
+int h2_nbdsrv_start(struct h2_server *srv, char *err, size_t errlen)
+{
+	struct h2_nbdsrv *ns = calloc(1, sizeof(*ns));
+	const char *addr = srv->cfg->nbd_listen;
+	struct sockaddr_storage ss;
+	socklen_t blen = sizeof(ss);
+	int sslen = sizeof(ss);
+	char host[INET6_ADDRSTRLEN];
+
+	if (!ns) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	ns->srv = srv;
+	if (h2_server_parse_listen(addr, &ss, &sslen) < 0) {
+		snprintf(err, errlen,
+			 "NBD listen address \"%s\" is not HOST:PORT with a "
+			 "numeric host (for example 127.0.0.1:10809, or port "
+			 "0 for any free port; empty turns NBD off)",
+			 addr);
+		free(ns);
+		return -EINVAL;
+	}
+	ns->listener = evconnlistener_new_bind(
+	    srv->base, accept_cb, ns,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+	    128, (struct sockaddr *)&ss, sslen);
+	if (!ns->listener) {
+		snprintf(err, errlen,
+			 "cannot listen for NBD on %s: %s (another NBD server "
+			 "there? choose --nbd-listen, or --nbd-listen '' to "
+			 "turn NBD off)",
+			 addr,
+			 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		free(ns);
+		return -EADDRINUSE;
+	}
+	getsockname(evconnlistener_get_fd(ns->listener), (struct sockaddr *)&ss,
+		    &blen);
+	if (ss.ss_family == AF_INET6) {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		snprintf(ns->addr, sizeof(ns->addr), "[%s]:%u", host,
+			 ntohs(in6->sin6_port));
+	} else {
+		struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		snprintf(ns->addr, sizeof(ns->addr), "%s:%u", host,
+			 ntohs(in->sin_port));
+	}
+	srv->nbd = ns;
+	return 0;
+}
+
+const char *h2_nbdsrv_listen_addr(const struct h2_server *srv)
+{
+	return srv->nbd ? srv->nbd->addr : NULL;
+}
+
+void h2_nbdsrv_stop(struct h2_server *srv)
+{
+	struct h2_nbdsrv *ns = srv->nbd;
+
+	if (!ns)
+		return;
+	evconnlistener_disable(ns->listener);
+	for (struct nbd_conn *c = ns->conns; c; c = c->next)
+		if (c->open && c->bev)
+			bufferevent_disable(c->bev, EV_READ);
+}
+
+void h2_nbdsrv_close_all(struct h2_server *srv)
+{
+	struct h2_nbdsrv *ns = srv->nbd;
+	struct nbd_conn *c, *next;
+	bool outer;
+
+	if (!ns)
+		return;
+	/* Closing one connection must not close the others under this
+	 * loop (teardown would re-enter check_stopped). */
+	outer = !ns->closing_all;
+	ns->closing_all = true;
+	for (c = ns->conns; c; c = next) {
+		conn_ref(c);
+		conn_close(c, NULL);
+		next = c->next;
+		conn_unref(c);
+	}
+	if (outer)
+		ns->closing_all = false;
+}
+
+void h2_nbdsrv_teardown_all(struct h2_server *srv)
+{
+	struct h2_nbdsrv *ns = srv->nbd;
+	bool outer;
+
+	if (!ns)
+		return;
+	outer = !ns->closing_all;
+	ns->closing_all = true;
+	while (ns->conns)
+		conn_teardown(ns->conns, false);
+	if (outer)
+		ns->closing_all = false;
+}
+
+unsigned h2_nbdsrv_conns(const struct h2_server *srv)
+{
+	return srv->nbd ? srv->nbd->nconns : 0;
+}
+
+void h2_nbdsrv_free(struct h2_server *srv)
+{
+	struct h2_nbdsrv *ns = srv->nbd;
+
+	if (!ns)
+		return;
+	if (ns->listener)
+		evconnlistener_free(ns->listener);
+	free(ns);
+	srv->nbd = NULL;
+}
