@@ -242,11 +242,24 @@ static void process_input(struct h2_conn *c)
 			bufferevent_disable(c->bev, EV_READ);
 			break;
 		}
-		want = avail < H2_FRAME_PREFIX + c->lim.max_header
-			       ? avail
-			       : H2_FRAME_PREFIX + c->lim.max_header;
+		/*
+		 * Make only this frame's header contiguous: first the length
+		 * prefix, which says how long the header is (and is checked
+		 * against the limit there), then the header itself.  Pulling
+		 * up a fixed 64 KiB instead would copy up to that much per
+		 * request when small requests are pipelined.
+		 */
+		want = avail < H2_FRAME_PREFIX ? avail : H2_FRAME_PREFIX;
 		buf = evbuffer_pullup(in, (ssize_t)want);
 		r = h2_frame_decode_request(&c->lim, buf, want, &info, &req);
+		if (r == H2_FRAME_NEED_MORE && want == H2_FRAME_PREFIX) {
+			want += info.need;
+			if (avail < want)
+				break;
+			buf = evbuffer_pullup(in, (ssize_t)want);
+			r = h2_frame_decode_request(&c->lim, buf, want, &info,
+						    &req);
+		}
 		if (r == H2_FRAME_NEED_MORE)
 			break;
 		if (r == -EFBIG) {

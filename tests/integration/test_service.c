@@ -469,3 +469,71 @@ drained:
 	h2_volume_close(v);
 	h2_disconnect(c);
 }
+
+struct ext_count {
+	uint64_t n, covered, data;
+	uint64_t next;
+	bool ordered;
+};
+
+static int count_ext(void *arg, uint64_t off, uint64_t len, bool hole)
+{
+	struct ext_count *e = arg;
+
+	e->ordered &= off == e->next;
+	e->next = off + len;
+	e->n++;
+	e->covered += len;
+	if (!hole)
+		e->data += len;
+	return 0;
+}
+
+static void ignore_cb(void *arg, int result)
+{
+	int *bad = arg;
+
+	if (result != 0)
+		(*bad)++;
+}
+
+/* A map of thousands of extents comes back whole: the server splits it
+ * over replies that each fit a frame, and the client asks again.  Far
+ * into a large thin volume, with 1 GiB holes, so each extent costs many
+ * bytes on the wire (8-byte offsets, 5-byte hole lengths). */
+Test(service, block_status_of_a_fragmented_volume, .fini = stop_server)
+{
+	enum { DATA = 4096 };
+	const uint64_t base = 1ull << 49, stride = 1ull << 30;
+	static uint8_t blk[4096];
+	struct ext_count e = {.ordered = true};
+	h2_client *c;
+	h2_volume *v;
+	int bad = 0;
+
+	h2t_start(&srv, NULL);
+	c = h2t_connect(&srv);
+	create(c, "frag", base + DATA * stride);
+	v = open_vol(c, "frag", H2_OPEN_RW);
+	memset(blk, 0x5a, sizeof(blk));
+	for (uint64_t i = 0; i < DATA; i++) {
+		while (h2_aio_inflight(c) >= 32)
+			cr_assert_geq(h2_aio_poll(c, -1), 0);
+		cr_assert_eq(h2_aio_pwrite(v, blk, sizeof(blk),
+					   base + i * stride, 0, ignore_cb,
+					   &bad),
+			     0);
+	}
+	while (h2_aio_inflight(c) > 0)
+		cr_assert_geq(h2_aio_poll(c, -1), 0);
+	cr_assert_eq(bad, 0);
+	e.next = base;
+	cr_assert_eq(h2_block_status(v, base, DATA * stride, count_ext, &e), 0,
+		     "%s", h2_last_error());
+	cr_assert(e.ordered);
+	cr_assert_eq(e.n, 2 * DATA);
+	cr_assert_eq(e.covered, DATA * stride);
+	cr_assert_eq(e.data, (uint64_t)DATA * 4096);
+	h2_volume_close(v);
+	h2_disconnect(c);
+}
