@@ -51,7 +51,7 @@ struct vhandle {
 	struct h2_vol *vol;
 	bool write;
 	uint64_t id;
-	char name[128];
+	char name[256];
 };
 
 struct ext {
