@@ -10,9 +10,13 @@
  *                bottom-up, each into a newly allocated block (children
  *                before parents, so a parent's blockrefs carry its
  *                children's new offsets and check codes);
- *   3. directory rewrite the directory leaves whose records changed;
- *   4. frees     apply e's frees to the freemap (after all allocations of
- *                this flush: those blocks become reusable next flush);
+ *   3. frees     settle e's frees: what each volume and snapshot holds
+ *                now (so the directory records carry it) and which
+ *                blocks nobody holds any more;
+ *   4. directory rewrite the directory leaves whose records changed,
+ *                then clear the freed blocks in the freemap (after all
+ *                allocations of this flush: the previous image still
+ *                uses them; they become reusable next flush);
  *   5. freemap   write changed freemap pages to their spare slots;
  *   6. barrier   device flush;
  *   7. header    write header copy e % copies, then device flush again.
@@ -69,6 +73,11 @@ struct flushctx {
 	uint64_t allocated;	/* blocks this flush allocated */
 	uint64_t freed;
 	uint64_t double_frees;
+	struct freed_blk {	/* freed blocks, cleared in the freemap */
+		uint64_t blk;	/* by release_frees() */
+		uint64_t vol_id;
+	} *fblk;
+	size_t nfblk, capfblk;
 };
 
 static int wq_flush(struct flushctx *fc)
@@ -270,34 +279,60 @@ static void evict_written(struct flushctx *fc)
 	fc->nl1 = fc->capl1 = 0;
 }
 
-/* Free one block in the freemap. */
+/*
+ * Free one block: counted now, cleared in the freemap by release_frees()
+ * once this flush has allocated its last block.
+ */
 static void free_block(struct flushctx *fc, uint64_t vol_id,
 		       const struct h2_blockref *b)
 {
-	struct h2_store *st = fc->st;
 	uint64_t blk = H2_BREF_OFFSET(b) / H2_BLOCK_SIZE;
-	int r;
 
-	if (h2_block_reserved(st, blk)) {
+	if (h2_block_reserved(fc->st, blk)) {
 		fc->double_frees++;
 		return;
 	}
-	r = h2_fm_set(st, blk, false);
-	if (r == -EALREADY) {
-		fprintf(stderr, "h2: flush %" PRIu64 ": block %" PRIu64
-				" freed twice (volume id %" PRIu64
-				"); run h2d check\n",
-			fc->epoch, blk, vol_id);
-		fc->double_frees++;
-		return;
+	if (fc->nfblk == fc->capfblk) {
+		fc->capfblk = fc->capfblk ? fc->capfblk * 2 : 256;
+		fc->fblk = h2_xrealloc(fc->fblk,
+				       fc->capfblk * sizeof(*fc->fblk));
 	}
-	if (r < 0) {
-		fprintf(stderr, "h2: flush %" PRIu64 ": cannot free block "
-				"%" PRIu64 ": %s\n",
-			fc->epoch, blk, h2_core_errmsg());
-		return;
-	}
+	fc->fblk[fc->nfblk].blk = blk;
+	fc->fblk[fc->nfblk].vol_id = vol_id;
+	fc->nfblk++;
 	fc->freed++;
+}
+
+/*
+ * Clear the freed blocks in the freemap (end of step 4).  Not before the
+ * directory is written: until this flush's header is durable the image
+ * of the previous header still uses these blocks, and the directory's
+ * new blocks, allocated after the frees were settled, must not land on
+ * them.
+ */
+static void release_frees(struct flushctx *fc)
+{
+	for (size_t i = 0; i < fc->nfblk; i++) {
+		uint64_t blk = fc->fblk[i].blk;
+		int r = h2_fm_set(fc->st, blk, false);
+
+		if (r == -EALREADY) {
+			fprintf(stderr, "h2: flush %" PRIu64 ": block %" PRIu64
+					" freed twice (volume id %" PRIu64
+					"); run h2d check\n",
+				fc->epoch, blk, fc->fblk[i].vol_id);
+			fc->double_frees++;
+			fc->freed--;
+		} else if (r < 0) {
+			fprintf(stderr, "h2: flush %" PRIu64 ": cannot free "
+					"block %" PRIu64 ": %s\n",
+				fc->epoch, blk, h2_core_errmsg());
+			fc->freed--;
+		}
+	}
+	free(fc->fblk);
+	fc->fblk = NULL;
+	fc->nfblk = fc->capfblk = 0;
 }
 
 /*
@@ -860,6 +895,7 @@ static int flush_frozen(struct flushctx *fc)
 	r = apply_frees(fc);
 	if (r < 0)
 		return r;
+	release_frees(fc);
 	pthread_mutex_lock(&st->space_lock);
 	st->used_blocks += fc->allocated;
 	st->used_blocks -= fc->freed;
@@ -987,6 +1023,7 @@ int h2_flush_run_once(struct h2_store *st)
 	free(fc.fz);
 	free(fc.snaps);
 	free(fc.gone);
+	free(fc.fblk);
 	h2_freelist_clear(&fc.frees);
 	for (int i = 0; i < fc.wq.n; i++)
 		h2_chain_drop(fc.wq.chain[i]);
