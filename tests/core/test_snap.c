@@ -17,20 +17,6 @@
 
 #define BS 4096u
 
-static void t_check_clean(struct h2_fdev *fd, const char *when)
-{
-	struct h2_check_report *rep;
-
-	cr_assert_eq(h2_check(h2_fdev_dev(fd), &rep), 0);
-	if (rep->status != H2_CHECK_CLEAN)
-		for (size_t i = 0; i < rep->nproblems; i++)
-			fprintf(stderr, "%s: %s: %s\n", when,
-				rep->problems[i].where, rep->problems[i].what);
-	cr_assert_eq(rep->status, H2_CHECK_CLEAN, "%s: check found %zu "
-		     "problems", when, rep->nproblems);
-	h2_check_report_free(rep);
-}
-
 static uint64_t t_used(struct h2_store *st)
 {
 	struct h2_store_stats s;
