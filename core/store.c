@@ -111,11 +111,12 @@ int h2_hdr_validate(const void *buf, size_t len, uint64_t dev_size,
 
 /*
  * Read every header copy of dev and pick the valid one with the highest
- * tid.  *sel gets a malloc'd copy of its selector bits; *valid_mask has
- * bit i set for each valid copy.  -ENOENT if none is valid.
+ * tid, as h2_hdr_read_best() describes.  Copies that cannot be read are
+ * skipped: *unreadable gets a bit for each and *read_err the last error.
  */
-int h2_hdr_read_best(struct h2_dev *dev, struct h2_volhdr *hdr, uint8_t **sel,
-		     int *copy, unsigned *valid_mask)
+static int hdr_scan(struct h2_dev *dev, struct h2_volhdr *hdr, uint8_t **sel,
+		    int *copy, unsigned *valid_mask, unsigned *unreadable,
+		    int *read_err)
 {
 	unsigned n = h2_hdr_copies(dev->size);
 	uint8_t *buf = malloc(H2_HDR_REGION);
@@ -124,12 +125,18 @@ int h2_hdr_read_best(struct h2_dev *dev, struct h2_volhdr *hdr, uint8_t **sel,
 	if (!buf)
 		return h2_err(-ENOMEM, "out of memory reading headers");
 	*valid_mask = 0;
+	*unreadable = 0;
 	for (unsigned i = 0; i < n; i++) {
 		struct h2_volhdr h;
 		const char *why;
+		int rr = h2_dev_pread(dev, buf, H2_HDR_REGION,
+				      h2_hdr_offset(i));
 
-		if (h2_dev_pread(dev, buf, H2_HDR_REGION, h2_hdr_offset(i)) < 0)
+		if (rr < 0) {
+			*unreadable |= 1u << i;
+			*read_err = rr;
 			continue;
+		}
 		if (h2_hdr_validate(buf, H2_HDR_REGION, dev->size, &why) < 0)
 			continue;
 		memcpy(&h, buf, sizeof(h));
@@ -164,14 +171,57 @@ out:
 	return r;
 }
 
+/*
+ * Read every header copy of dev and pick the valid one with the highest
+ * tid.  *sel gets a malloc'd copy of its selector bits; *valid_mask has
+ * bit i set for each valid copy.  -ENOENT if none is valid.
+ *
+ * A copy that cannot be read is not the same as a damaged one.  Flush t
+ * writes copy t % n, so the copy after the newest valid one (tid T) is
+ * the one flush T + 1 wrote: if it cannot be read, it may hold a newer
+ * image than T, and opening at T would lose synced data and hand out
+ * blocks that image uses.  That is an error (the read's), not a reason
+ * to fall back.  Any other unreadable copy holds an older flush than T
+ * (a newer one would have needed T + 1's copy first), so it is skipped.
+ */
+int h2_hdr_read_best(struct h2_dev *dev, struct h2_volhdr *hdr, uint8_t **sel,
+		     int *copy, unsigned *valid_mask)
+{
+	unsigned n = h2_hdr_copies(dev->size), unreadable, next;
+	int r, read_err = -EIO;
+
+	r = hdr_scan(dev, hdr, sel, copy, valid_mask, &unreadable, &read_err);
+	if (r < 0 && unreadable)
+		return h2_err(read_err, "%s: no readable valid h2 volume "
+				        "header (%u of %u copies could not "
+				        "be read)",
+			      dev->name, (unsigned)__builtin_popcount(
+						  unreadable), n);
+	if (r < 0)
+		return r;
+	next = (unsigned)((hdr->tid + 1) % n);
+	if (unreadable & (1u << next)) {
+		free(*sel);
+		*sel = NULL;
+		return h2_err(read_err, "%s: volume header copy %u could not "
+				        "be read; it may hold a newer flush "
+				        "than copy %d (tid %" PRIu64 "), so "
+				        "the store is not opened at the "
+				        "older one",
+			      dev->name, next, *copy, hdr->tid);
+	}
+	return 0;
+}
+
+/* Any valid copy will do here: an unreadable one does not hide a store. */
 bool h2_store_probe(struct h2_dev *dev)
 {
 	struct h2_volhdr h;
 	uint8_t *sel = NULL;
-	unsigned mask;
-	int copy;
+	unsigned mask, unreadable;
+	int copy, read_err;
 
-	if (h2_hdr_read_best(dev, &h, &sel, &copy, &mask) < 0)
+	if (hdr_scan(dev, &h, &sel, &copy, &mask, &unreadable, &read_err) < 0)
 		return false;
 	free(sel);
 	return true;

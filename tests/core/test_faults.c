@@ -1106,3 +1106,59 @@ Test(faults, a_flush_never_writes_into_blocks_it_frees)
 	free(got);
 	h2_fdev_free(fd);
 }
+
+/*
+ * A header copy that cannot be read may be the newest one: opening at an
+ * older copy instead would lose synced data, and the older freemap would
+ * hand out blocks the newer image uses.  The read of the newest copy
+ * fails once; the open must fail (or find the newest copy anyway), never
+ * open an older image.
+ */
+Test(faults, unreadable_newest_header_never_opens_an_older_image)
+{
+	struct h2_fdev *fd = t_fdev(DEV_SIZE);
+	struct h2_store *st = t_open(fd, false);
+	unsigned copies = h2_hdr_copies(DEV_SIZE);
+	struct h2_store_opts o = {.no_flusher = true};
+	struct h2_store_stats s;
+	struct h2_vol *v;
+	uint64_t tid = 0;
+	uint8_t buf[BS], got[BS];
+	int r;
+
+	cr_assert_eq(h2_vol_create(st, "v", VMAX, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
+	for (uint64_t i = 0; i < 5; i++) {
+		t_fill(buf, BS, i, 0);
+		cr_assert_eq(h2_vol_write(v, buf, 0, BS, 0), 0);
+		cr_assert_eq(h2_store_sync(st, &tid), 0);
+	}
+	h2_vol_close(v);
+	cr_assert_eq(h2_store_close(st), 0);
+
+	/* Open reads the copies in order: copy i is read number i + 1. */
+	h2_fdev_fault_set(fd, &(struct h2_fdev_fault){
+				  .op = H2_FDEV_READ,
+				  .nth = tid % copies + 1});
+	r = h2_store_open(h2_fdev_dev(fd), &o, &st);
+	if (r == 0) {
+		h2_store_stat(st, &s);
+		cr_assert_eq(s.durable_tid, tid, "opened at tid %" PRIu64
+			     ", the newest header is %" PRIu64,
+			     s.durable_tid, tid);
+		h2_store_close(st);
+	} else {
+		cr_assert_eq(r, -EIO, "%d: %s", r, h2_core_errmsg());
+	}
+	h2_fdev_fault_clear(fd);
+	st = t_open(fd, false);
+	h2_store_stat(st, &s);
+	cr_assert_eq(s.durable_tid, tid);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
+	cr_assert_eq(h2_vol_read(v, got, 0, BS), 0);
+	cr_assert(memcmp(got, buf, BS) == 0);
+	h2_vol_close(v);
+	cr_assert_eq(h2_store_close(st), 0);
+	t_check_clean(fd, "after reopening");
+	h2_fdev_free(fd);
+}
