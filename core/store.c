@@ -1031,12 +1031,8 @@ static int delete_one(struct h2_store *st, const char *name)
 		tx.vol_id = v->rec.id;
 		tx.origin_tid = v->rec.origin_tid;
 		tx.frees = &frees;
-		if (v->root_err == 0)
-			h2_tree_discard(&tx, &v->tree);
-		else if (v->tree.root_bref.type != H2_BREF_EMPTY)
-			/* A damaged root cannot be walked; the checker will
-			 * count what it owned as leaked. */
-			memset(&v->tree.root_bref, 0, sizeof(struct h2_blockref));
+		/* A root that could not be read goes by its blockref. */
+		h2_tree_discard(&tx, &v->tree);
 		pthread_rwlock_unlock(&v->lock);
 		pthread_mutex_lock(&st->free_lock);
 		h2_freelist_splice(&st->frees, &frees);
@@ -1547,10 +1543,7 @@ int h2_rollback(struct h2_store *st, const char *vol, const char *snap,
 	tx.vol_id = h->rec.id;
 	tx.origin_tid = h->rec.origin_tid;
 	tx.frees = &frees;
-	if (h->root_err == 0)
-		h2_tree_discard(&tx, &h->tree);
-	h2_chain_drop(h->tree.root);
-	h->tree.root = NULL;
+	h2_tree_discard(&tx, &h->tree);
 	h->tree.root_bref = target.root;
 	h->tree.levels = target.levels;
 	h->rec.size = target.size;
