@@ -78,6 +78,7 @@ struct flushctx {
 		uint64_t vol_id;
 	} *fblk;
 	size_t nfblk, capfblk;
+	int err;		/* settling frees failed: fail the flush */
 };
 
 static int wq_flush(struct flushctx *fc)
@@ -308,11 +309,14 @@ static void free_block(struct flushctx *fc, uint64_t vol_id,
  * directory is written: until this flush's header is durable the image
  * of the previous header still uses these blocks, and the directory's
  * new blocks, allocated after the frees were settled, must not land on
- * them.
+ * them.  A freemap page that cannot be loaded fails the flush (the
+ * blocks would leak otherwise).
  */
-static void release_frees(struct flushctx *fc)
+static int release_frees(struct flushctx *fc)
 {
-	for (size_t i = 0; i < fc->nfblk; i++) {
+	int err = 0;
+
+	for (size_t i = 0; i < fc->nfblk && !err; i++) {
 		uint64_t blk = fc->fblk[i].blk;
 		int r = h2_fm_set(fc->st, blk, false);
 
@@ -324,30 +328,44 @@ static void release_frees(struct flushctx *fc)
 			fc->double_frees++;
 			fc->freed--;
 		} else if (r < 0) {
-			fprintf(stderr, "h2: flush %" PRIu64 ": cannot free "
-					"block %" PRIu64 ": %s\n",
-				fc->epoch, blk, h2_core_errmsg());
-			fc->freed--;
+			err = h2_err(r, "flush %" PRIu64 ": cannot free block "
+					"%" PRIu64 ": %s",
+				     fc->epoch, blk, h2_core_errmsg());
 		}
 	}
 	free(fc->fblk);
 	fc->fblk = NULL;
 	fc->nfblk = fc->capfblk = 0;
+	return err;
 }
 
 /*
- * The 64 slots of indirect block b, read into buf; false (and a message:
- * what lies below leaks until repaired, nothing is lost) on failure.
+ * The 64 slots of indirect block b, read into buf (NULL: allocation
+ * failed), or false.  A damaged block (checksum) will never read: what
+ * lies below it leaks until repaired, with a message, and the flush goes
+ * on.  Any other failure (the device did not read it this time, out of
+ * memory) fails the flush through fc->err, which leaves the previous
+ * image as it was: the frees are settled again when the deletion is
+ * retried.
  */
 static bool read_slots(struct flushctx *fc, const struct h2_blockref *b,
 		       struct h2_blockref *buf)
 {
-	if (h2_chain_read_block(fc->st, b, buf, "flush: freed subtree") == 0)
+	int r = buf ? h2_chain_read_block(fc->st, b, buf,
+					  "flush: freed subtree")
+		    : h2_err(-ENOMEM, "out of memory");
+
+	if (r == 0)
 		return true;
-	fprintf(stderr, "h2: flush %" PRIu64 ": cannot read an indirect "
-			"block (%s); the blocks below it leak until "
-			"repaired\n",
-		fc->epoch, h2_core_errmsg());
+	if (r == -EBADMSG) {
+		fprintf(stderr, "h2: flush %" PRIu64 ": cannot read an "
+				"indirect block (%s); the blocks below it "
+				"leak until repaired\n",
+			fc->epoch, h2_core_errmsg());
+	} else if (!fc->err) {
+		fc->err = h2_err(r, "flush %" PRIu64 ": settling frees: %s",
+				 fc->epoch, h2_core_errmsg());
+	}
 	return false;
 }
 
@@ -405,20 +423,26 @@ static void diff(struct sharew *w, const struct h2_blockref *a,
 		 const struct h2_blockref *b)
 {
 	struct h2_blockref *as, *bs = NULL, bb;
-	bool b_lower = false;
+	bool b_lower = false, ok = true;
 
-	if (bref_is_empty(a) || a->birth_tid <= w->lo)
+	if (bref_is_empty(a) || a->birth_tid <= w->lo || w->fc->err)
 		return;
 	if (!bref_is_empty(b) && b->level > a->level) {
 		struct h2_blockref *tmp = malloc(H2_BLOCK_SIZE);
 
 		bb = *b;
-		while (tmp && bb.type == H2_BREF_INDIRECT &&
-		       bb.level > a->level && read_slots(w->fc, &bb, tmp))
-			bb = tmp[0];
-		if (!tmp || bb.level != a->level)
-			memset(&bb, 0, sizeof(bb));
+		while (ok && bb.type == H2_BREF_INDIRECT &&
+		       bb.level > a->level) {
+			ok = read_slots(w->fc, &bb, tmp);
+			if (ok)
+				bb = tmp[0];
+		}
 		free(tmp);
+		/* Unknown what b holds of a's keys: free nothing. */
+		if (!ok)
+			return;
+		if (bb.level != a->level)
+			memset(&bb, 0, sizeof(bb));
 		b = &bb;
 	}
 	if (!bref_is_empty(b) && b->level == a->level &&
@@ -428,15 +452,18 @@ static void diff(struct sharew *w, const struct h2_blockref *a,
 	if (a->type != H2_BREF_INDIRECT)
 		return;
 	as = malloc(2 * H2_BLOCK_SIZE);
-	if (!as || !read_slots(w->fc, a, as)) {
+	if (!read_slots(w->fc, a, as)) {
 		free(as);
 		return;
 	}
 	if (!bref_is_empty(b) && b->type == H2_BREF_INDIRECT) {
 		if (b->level == a->level) {
 			bs = as + H2_FANOUT;
-			if (!read_slots(w->fc, b, bs))
-				bs = NULL;
+			if (!read_slots(w->fc, b, bs)) {
+				/* As above: nothing below a is freed. */
+				free(as);
+				return;
+			}
 		} else if (b->level < a->level) {
 			b_lower = true;
 		}
@@ -550,7 +577,7 @@ static void settle_snapshot(struct flushctx *fc, const struct h2_free *f)
 		fp->excl += (int64_t)w.counted;
 	if (fh)
 		fh->snapb -= (int64_t)(fc->freed - freed0);
-	if (fc->freed - freed0 != s->excl_blocks)
+	if (fc->freed - freed0 != s->excl_blocks && !fc->err)
 		fprintf(stderr, "h2: flush %" PRIu64 ": snapshot id %" PRIu64
 				" held %" PRIu64 " blocks alone, its record "
 				"said %" PRIu64 "; run h2d check\n",
@@ -616,14 +643,14 @@ static void kill(struct flushctx *fc, const struct h2_free *f,
 {
 	struct h2_blockref *slots;
 
-	if (bref_is_empty(b))
+	if (bref_is_empty(b) || fc->err)
 		return;
 	if (b->birth_tid > kc->floor) {
 		free_block(fc, f->vol_id, b);
 		if (!tree || b->type != H2_BREF_INDIRECT)
 			return;
 		slots = malloc(H2_BLOCK_SIZE);
-		if (slots && read_slots(fc, b, slots))
+		if (read_slots(fc, b, slots))
 			for (unsigned i = 0; i < H2_FANOUT; i++)
 				kill(fc, f, kc, &slots[i], true);
 		free(slots);
@@ -688,7 +715,7 @@ static int apply_frees(struct flushctx *fc)
 			kc.head->used -= tree ? (int64_t)b.blocks : 1;
 		kill(fc, f, &kc, &b, tree);
 	}
-	return 0;
+	return fc->err;
 }
 
 /* Rewrite the directory leaves whose records changed (step 3). */
@@ -895,7 +922,9 @@ static int flush_frozen(struct flushctx *fc)
 	r = apply_frees(fc);
 	if (r < 0)
 		return r;
-	release_frees(fc);
+	r = release_frees(fc);
+	if (r < 0)
+		return r;
 	pthread_mutex_lock(&st->space_lock);
 	st->used_blocks += fc->allocated;
 	st->used_blocks -= fc->freed;

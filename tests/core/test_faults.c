@@ -1234,3 +1234,103 @@ Test(faults, volume_with_an_unread_root_is_deleted_without_a_leak)
 	free(got);
 	h2_fdev_free(fd);
 }
+
+/*
+ * Settling frees reads the trees being freed (and, for a snapshot, the
+ * one after it, to see what they share).  A read that fails there must
+ * fail the flush: skipping the subtree leaks it, and taking the other
+ * tree for empty frees blocks it still uses.  Every read of a snapshot
+ * deletion and of a volume deletion on trees that are only on the
+ * device fails in turn; the store must check clean afterwards and hold
+ * what it held, minus what was deleted if that call succeeded.
+ */
+Test(faults, reads_failing_while_frees_settle_fail_the_flush)
+{
+	uint64_t size = VMAX;
+	uint8_t *s1 = malloc(size), *s2 = malloc(size), *vv = malloc(size);
+	uint8_t *got = malloc(size);
+	struct h2_fdev *base = t_fdev(DEV_SIZE);
+	struct h2_store *st = t_open(base, false);
+	struct h2_vol *v;
+	unsigned points = 0;
+
+	cr_assert_eq(h2_vol_create(st, "v", size, NULL), 0);
+	cr_assert_eq(h2_vol_create(st, "w", size, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
+	t_fill(s1, size, 1, 0);
+	cr_assert_eq(h2_vol_write(v, s1, 0, size, 0), 0);
+	cr_assert_eq(h2_snap_create(st, "v", "s1", NULL), 0);
+	memcpy(s2, s1, size);
+	t_fill(s2 + 4096, size / 2, 2, 4096);
+	cr_assert_eq(h2_vol_write(v, s2 + 4096, 4096, size / 2, 0), 0);
+	cr_assert_eq(h2_snap_create(st, "v", "s2", NULL), 0);
+	memcpy(vv, s2, size);
+	t_fill(vv + size / 4, size / 4, 3, size / 4);
+	cr_assert_eq(h2_vol_write(v, vv + size / 4, size / 4, size / 4, 0), 0);
+	h2_vol_close(v);
+	cr_assert_eq(h2_vol_open(st, "w", &v), 0);
+	cr_assert_eq(h2_vol_write(v, vv, 0, size, 0), 0);
+	h2_vol_close(v);
+	cr_assert_eq(h2_store_close(st), 0);
+
+	for (int what = 0; what < 2; what++) {
+		const char *gone = what == 0 ? "v@s1" : "w";
+		uint64_t reads = 0;
+
+		for (uint64_t n = 0; n == 0 || n <= reads; n++) {
+			struct h2_crash_spec copy = {.upto = 0};
+			struct h2_fdev_fault f = {.op = H2_FDEV_READ, .nth = n};
+			struct h2_fdev_fault_stats fs;
+			struct h2_fdev *fd;
+			int r;
+
+			cr_assert_eq(h2_fdev_crash_image(base, &copy, &fd), 0);
+			st = t_open(fd, false);
+			h2_fdev_fault_set(fd, &f);
+			r = what == 0 ? h2_snap_delete(st, "v", "s1")
+				      : h2_vol_delete(st, "w");
+			h2_fdev_fault_stats(fd, &fs);
+			h2_fdev_fault_clear(fd);
+			h2_store_close(st);
+			if (n == 0) {
+				cr_assert_eq(r, 0);
+				reads = fs.seen;
+				cr_assert_gt(reads, 3);
+				h2_fdev_free(fd);
+				continue;
+			}
+			points++;
+			t_check_clean(fd, gone);
+			st = t_open(fd, false);
+			r = h2_vol_open(st, gone, &v);
+			if (r == 0)
+				h2_vol_close(v);
+			cr_assert(r == 0 || r == -ENOENT);
+			for (int k = 0; k < 4; k++) {
+				static const char *const nm[] = {"v@s1", "v@s2",
+								 "v", "w"};
+				const uint8_t *want = k == 0 ? s1
+						      : k == 1 ? s2
+								: vv;
+
+				if (strcmp(nm[k], gone) == 0)
+					continue;
+				cr_assert_eq(h2_vol_open(st, nm[k], &v), 0);
+				cr_assert_eq(h2_vol_read(v, got, 0, size), 0);
+				cr_assert(memcmp(got, want, size) == 0,
+					  "%s after read %" PRIu64 " failed",
+					  nm[k], n);
+				h2_vol_close(v);
+			}
+			cr_assert_eq(h2_store_close(st), 0);
+			t_check_clean(fd, "after a last flush");
+			h2_fdev_free(fd);
+		}
+	}
+	fprintf(stderr, "faults: %u reads failed while deleting\n", points);
+	free(s1);
+	free(s2);
+	free(vv);
+	free(got);
+	h2_fdev_free(base);
+}
