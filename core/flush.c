@@ -251,15 +251,21 @@ static int write_chain(struct flushctx *fc, struct h2_chain *c)
  * Drop written data chains from the frozen level-1 chains that hold them:
  * their blocks are on the device now, and the slot blockrefs say where.
  * A live copy of the parent keeps its own reference, so the live tree
- * never loses a chain it still uses.
+ * never loses a chain it still uses.  If writing failed (written false),
+ * some of those blocks may hold anything: the chains stay, so the failed
+ * store still reads what it acknowledged.
  */
-static void evict_written(struct flushctx *fc)
+static void evict_written(struct flushctx *fc, bool written)
 {
 	for (size_t k = 0; k < fc->nl1; k++) {
 		struct h2_chain *p = fc->l1[k];
 		struct h2_chain *gone[H2_FANOUT];
 		unsigned n = 0;
 
+		if (!written) {
+			h2_chain_drop(p);
+			continue;
+		}
 		pthread_mutex_lock(&p->lock);
 		for (unsigned i = 0; i < H2_FANOUT; i++) {
 			struct h2_chain *ch = p->child[i];
@@ -886,7 +892,7 @@ static int flush_frozen(struct flushctx *fc)
 	}
 	if (r == 0)
 		r = wq_flush(fc);
-	evict_written(fc);
+	evict_written(fc, r == 0);
 	if (r < 0)
 		return r;
 	for (uint32_t i = 0; i < fc->nfz; i++) {
