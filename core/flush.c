@@ -898,10 +898,12 @@ static int flush_frozen(struct flushctx *fc)
 	for (uint32_t i = 0; i < fc->nfz; i++) {
 		struct frozen *f = &fc->fz[i];
 
+		/* Without a root chain, rec.root is the blockref the
+		 * freeze took: EMPTY for an empty tree, the device's root
+		 * for one that did not read (never v->root_err now: a
+		 * transaction of the next epoch may be reading it again). */
 		if (f->root)
 			f->rec.root = f->root->bref;
-		else if (f->vol->root_err == 0)
-			memset(&f->rec.root, 0, sizeof(f->rec.root));
 	}
 	/* Settle frees first so the directory records carry the volumes'
 	 * space as of this image; the directory's own frees come after. */

@@ -302,6 +302,8 @@ int h2_hdr_write(struct h2_store *st, uint64_t tid, const uint8_t *sel,
 		 const struct h2_blockref *dir_root);
 void h2_vol_ref(struct h2_vol *v);
 void h2_vol_drop(struct h2_vol *v);
+int h2_vol_root_retry(struct h2_vol *v);
+const char *h2_vol_root_why(const struct h2_vol *v);
 
 /* flush.c: flushes, the flusher, syncs and the transaction interlock. */
 int h2_epoch_begin(struct h2_store *st, uint64_t *epoch);

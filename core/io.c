@@ -70,11 +70,25 @@ static int check_vol(struct h2_vol *v)
 	if (v->deleted)
 		return h2_err(-ENOENT, "volume %s was deleted", v->full);
 	if (v->root_err)
-		return h2_err(v->root_err,
-			      "volume %s: its root block is damaged; run h2d "
-			      "check",
-			      v->full);
+		return h2_err(v->root_err, "volume %s: %s", v->full,
+			      h2_vol_root_why(v));
 	return 0;
+}
+
+/*
+ * Take v's lock shared for a read, after reading its root again if an
+ * earlier attempt failed (h2_vol_root_retry needs the lock exclusively).
+ */
+static void read_lock(struct h2_vol *v)
+{
+	pthread_rwlock_rdlock(&v->lock);
+	if (v->root_err == 0 || v->root_err == -EBADMSG)
+		return;
+	pthread_rwlock_unlock(&v->lock);
+	pthread_rwlock_wrlock(&v->lock);
+	h2_vol_root_retry(v);
+	pthread_rwlock_unlock(&v->lock);
+	pthread_rwlock_rdlock(&v->lock);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -216,7 +230,7 @@ int h2_vol_read(struct h2_vol *v, void *buf, uint64_t off, uint64_t len)
 			      len, H2_MAX_IO >> 20);
 	if (!buf)
 		return h2_err(-EINVAL, "read: no buffer");
-	pthread_rwlock_rdlock(&v->lock);
+	read_lock(v);
 	r = check_vol(v);
 	if (r == 0)
 		r = check_range(v, off, len);
@@ -279,7 +293,7 @@ int h2_vol_block_status(struct h2_vol *v, uint64_t off, uint64_t len,
 		return h2_err(-ENOMEM, "out of memory");
 	s->off = off;
 	s->end = off + len;
-	pthread_rwlock_rdlock(&v->lock);
+	read_lock(v);
 	r = check_vol(v);
 	if (r == 0)
 		r = check_range(v, off, len);
@@ -667,6 +681,7 @@ again:
 	if (r < 0)
 		return r;
 	pthread_rwlock_wrlock(&v->lock);
+	h2_vol_root_retry(v);
 	r = check_vol(v);
 	if (r == 0 && v->snap)
 		r = h2_err(-EROFS, "%s is a snapshot: it is read-only",

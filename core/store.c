@@ -450,6 +450,40 @@ static struct h2_vol *vol_new(struct h2_store *st, uint32_t slot,
 	return v;
 }
 
+/*
+ * Read v's root again if the last attempt failed for any reason but
+ * damage (a checksum mismatch stays one): a device error while the store
+ * opened must not disable the volume until it is reopened.  Caller holds
+ * v->lock exclusively; the root and its blockref change under dir_lock
+ * as well, where the flusher's freeze reads them.  Returns root_err.
+ */
+int h2_vol_root_retry(struct h2_vol *v)
+{
+	struct h2_tree t = v->tree;
+	int r;
+
+	if (v->root_err == 0 || v->root_err == -EBADMSG)
+		return v->root_err;
+	t.root = NULL;
+	r = h2_tree_load_root(v->st, &t);
+	pthread_mutex_lock(&v->st->dir_lock);
+	if (r == 0) {
+		v->tree.root = t.root;
+		memset(&v->tree.root_bref, 0, sizeof(v->tree.root_bref));
+	}
+	v->root_err = r;
+	pthread_mutex_unlock(&v->st->dir_lock);
+	return r;
+}
+
+/* Why v's root is not usable, for messages (root_err is set). */
+const char *h2_vol_root_why(const struct h2_vol *v)
+{
+	return v->root_err == -EBADMSG
+		       ? "its root block is damaged; run h2d check"
+		       : "its root block could not be read (device error)";
+}
+
 /* Directory loading: each DIR leaf's records become volumes. */
 struct dirload {
 	struct h2_store *st;
@@ -803,6 +837,19 @@ static int lookup(struct h2_store *st, const char *name, struct h2_vol **out)
 		return h2_err(-ENOENT, "no volume named \"%s\"", name);
 	*out = v;
 	return 0;
+}
+
+/* h2_vol_root_retry() on a volume or snapshot by name, if it exists. */
+static void root_retry_name(struct h2_store *st, const char *name)
+{
+	struct h2_vol *v;
+
+	if (lookup(st, name, &v) < 0)
+		return;
+	pthread_rwlock_wrlock(&v->lock);
+	h2_vol_root_retry(v);
+	pthread_rwlock_unlock(&v->lock);
+	h2_vol_drop(v);
 }
 
 /* Fill an info struct (the caller keeps v stable). */
@@ -1236,6 +1283,7 @@ int h2_snap_create(struct h2_store *st, const char *vol, const char *snap,
 
 	if (r < 0)
 		return r;
+	root_retry_name(st, vol);
 	r = h2_epoch_begin(st, &epoch);
 	if (r < 0)
 		return r;
@@ -1244,9 +1292,7 @@ int h2_snap_create(struct h2_store *st, const char *vol, const char *snap,
 	if (!h) {
 		r = h2_err(-ENOENT, "no volume named \"%s\"", vol);
 	} else if (h->root_err) {
-		r = h2_err(-EIO, "volume \"%s\": its root block is damaged; "
-				 "run h2d check",
-			   vol);
+		r = h2_err(-EIO, "volume \"%s\": %s", vol, h2_vol_root_why(h));
 	} else if (find_snap_locked(st, h, snap)) {
 		r = h2_err(-EEXIST, "volume \"%s\" already has a snapshot "
 				    "named \"%s\"",
@@ -1441,6 +1487,12 @@ int h2_clone(struct h2_store *st, const char *vol, const char *snap,
 			   newvol ? newvol : "(null)");
 	if (r < 0)
 		return r;
+	{
+		char full[2 * H2_NAME_MAX + 2];
+
+		snprintf(full, sizeof(full), "%s@%s", vol, snap);
+		root_retry_name(st, full);
+	}
 	r = h2_epoch_begin(st, &epoch);
 	if (r < 0)
 		return r;
@@ -1450,9 +1502,8 @@ int h2_clone(struct h2_store *st, const char *vol, const char *snap,
 		r = h2_err(-EEXIST, "a volume named \"%s\" already exists",
 			   newvol);
 	if (r == 0 && s->root_err)
-		r = h2_err(-EIO, "snapshot %s: its root block is damaged; "
-				 "run h2d check",
-			   s->full);
+		r = h2_err(-EIO, "snapshot %s: %s", s->full,
+			   h2_vol_root_why(s));
 	if (r == 0)
 		r = free_slot_locked(st, &slot);
 	if (r == 0) {
