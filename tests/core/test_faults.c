@@ -36,7 +36,14 @@
  * flush hook and the epoch a transaction reports).  A last write, sync
  * and close then checks clean with no exception at all.
  *
- * H2_TEST_QUICK=1 (the sanitizer build) steps N with a stride.
+ * Reads fail too (EIO once and until cleared): a read that fails once
+ * fails at most one call of the client, and never makes the store open
+ * at an older image, leak, or free what is still used.
+ *
+ * H2_TEST_QUICK=1 (the sanitizer build) steps N with a stride of 7.
+ * Debugging: H2_FAULT_N=n runs only fault point n of each sweep;
+ * H2_FAULT_DUMP=1 prints the device events of each run and the errors
+ * of failed reads.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -260,6 +267,15 @@ static bool open_store(struct run *r)
 	r->st = st;
 	r->failed = false;
 	return true;
+}
+
+/* Open as a client would: try again once if that fails. */
+static bool open_retry(struct run *r)
+{
+	if (open_store(r) || open_store(r))
+		return true;
+	r->gave_up = true;
+	return false;
 }
 
 /* State around one call of the workload. */
@@ -727,17 +743,13 @@ static void s_reopen(struct run *r)
 {
 	struct h2_store_stats s;
 	bool failed;
-	int k = 0;
 
 	if (!r->st)
 		return;
 	s_close(r);
 	failed = r->failed;
-	while (!open_store(r))
-		if (++k == 2) {
-			r->gave_up = true;
-			return;
-		}
+	if (!open_retry(r))
+		return;
 	r->reopens++;
 	h2_store_stat(r->st, &s);
 	check_tid(r, s.durable_tid, failed, "reopen");
@@ -765,10 +777,8 @@ static void workload(struct run *r)
 	    {.type = H2_OP_WRITE, .off = 140000, .len = 10, .seed = 22},
 	};
 
-	if (!open_store(r)) {
-		r->gave_up = true;
+	if (!open_retry(r))
 		return;
-	}
 	s_create(r, O_A, 300000);
 	s_create(r, O_B, 200000 + 123);
 	s_write(r, O_A, 0, 65536, 1, 0);
@@ -915,6 +925,10 @@ static void run_one(struct h2_fdev *base, const struct h2_fdev_fault *rule,
 	}
 	t_check_clean(r->fd, what);
 
+	/* One failed device read fails one client call at most. */
+	if (rule->op == H2_FDEV_READ && !rule->persistent)
+		cr_assert_leq(r->read_errors, 1, "%s: %u reads failed", what,
+			      r->read_errors);
 	fig->runs++;
 	fig->fired += fs.failed > 0;
 	fig->flush_failed += r->nfails > 0;
@@ -1065,6 +1079,17 @@ Test(faults, every_flush_fails_once_with_enospc, .timeout = 600)
 	sweep(&(struct mode){.op = H2_FDEV_FLUSH, .err = -ENOSPC});
 }
 
+
+Test(faults, every_read_fails_once, .timeout = 600)
+{
+	sweep(&(struct mode){.op = H2_FDEV_READ, .err = -EIO});
+}
+
+Test(faults, every_read_fails_persistently, .timeout = 600)
+{
+	sweep(&(struct mode){.op = H2_FDEV_READ, .err = -EIO,
+			     .persistent = true});
+}
 
 /* ---------------------------------------------------------------------- */
 /* Regressions found by the sweeps, each on its own.                      */
