@@ -40,7 +40,7 @@
  * fails at most one call of the client, and never makes the store open
  * at an older image, leak, or free what is still used.
  *
- * H2_TEST_QUICK=1 (the sanitizer build) steps N with a stride of 7.
+ * H2_TEST_QUICK=1 (the sanitizer build) steps N with a stride of 4.
  * Debugging: H2_FAULT_N=n runs only fault point n of each sweep;
  * H2_FAULT_DUMP=1 prints the device events of each run and the errors
  * of failed reads.
@@ -996,7 +996,7 @@ static void sweep(const struct mode *md)
 	struct h2_fdev_fault count = {.op = md->op};
 	struct h2_fdev_fault_stats fs;
 	struct figures fig = {0};
-	uint64_t stride = quick() ? 7 : 1, total;
+	uint64_t stride = quick() ? 4 : 1, total;
 	struct timespec t0, t1;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -1476,4 +1476,55 @@ Test(faults, a_root_that_did_not_read_at_open_is_read_again)
 	free(got);
 	free(now);
 	h2_fdev_free(fd);
+}
+
+/*
+ * The same rules with the flusher thread running (every millisecond):
+ * whichever flush meets the failing device, syncs and FUA writes that
+ * need it fail, later writes are refused, close reports the failure, and
+ * what was synced before is there after reopening.
+ */
+Test(faults, flusher_thread_failure_fails_syncs_and_later_writes)
+{
+	struct h2_store_opts o = {.flush_interval_ms = 1};
+	enum h2_fdev_op kinds[2] = {H2_FDEV_WRITE, H2_FDEV_FLUSH};
+
+	for (int k = 0; k < 2; k++) {
+		struct h2_fdev *fd = t_fdev(DEV_SIZE);
+		struct h2_store *st = t_open_opts(fd, &o);
+		struct h2_fdev_fault f = {.op = kinds[k], .nth = 1,
+					  .persistent = true};
+		uint8_t a[BS], b[BS], got[BS];
+		struct h2_vol *v;
+		int r;
+
+		t_fill(a, BS, 1, 0);
+		t_fill(b, BS, 2, 0);
+		cr_assert_eq(h2_vol_create(st, "v", VMAX, NULL), 0);
+		cr_assert_eq(h2_vol_open(st, "v", &v), 0);
+		cr_assert_eq(h2_vol_write(v, a, 0, BS, 0), 0);
+		cr_assert_eq(h2_store_sync(st, NULL), 0);
+		h2_fdev_fault_set(fd, &f);
+		/* Accepted into memory, or refused if the flusher already
+		 * failed; never durable. */
+		r = h2_vol_write(v, b, 0, BS, 0);
+		cr_assert(r == 0 || r == -EIO, "%d", r);
+		cr_assert_lt(h2_store_sync(st, NULL), 0);
+		cr_assert_lt(h2_vol_write(v, b, BS, BS, H2_IO_FUA), 0);
+		cr_assert_eq(h2_vol_write(v, b, 2 * BS, BS, 0), -EIO);
+		cr_assert_lt(h2_snap_create(st, "v", "s", NULL), 0);
+		h2_vol_close(v);
+		cr_assert_lt(h2_store_close(st), 0);
+		h2_fdev_fault_clear(fd);
+		t_check_clean(fd, "after the failure");
+		st = t_open(fd, false);
+		cr_assert_eq(h2_vol_open(st, "v", &v), 0);
+		cr_assert_eq(h2_vol_read(v, got, 0, BS), 0);
+		cr_assert(memcmp(got, a, BS) == 0 || memcmp(got, b, BS) == 0);
+		cr_assert_eq(h2_vol_read(v, got, 2 * BS, BS), 0);
+		cr_assert_eq(got[0], 0, "a refused write is not there");
+		h2_vol_close(v);
+		cr_assert_eq(h2_store_close(st), 0);
+		h2_fdev_free(fd);
+	}
 }
