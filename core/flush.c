@@ -1203,7 +1203,7 @@ void h2_flush_kick(struct h2_store *st)
 /* Wait until epoch is durable (asking for a flush if needed). */
 int h2_flush_wait(struct h2_store *st, uint64_t epoch, uint64_t *tid)
 {
-	int r = 0;
+	int r = 0, was_failed;
 
 	if (!st->flusher_running) {
 		/* No flusher thread: the caller flushes. */
@@ -1218,8 +1218,11 @@ int h2_flush_wait(struct h2_store *st, uint64_t epoch, uint64_t *tid)
 			}
 			pthread_mutex_unlock(&st->flush_lock);
 			if (r < 0)
-				return h2_err(-EIO, "the store failed an "
-						    "earlier flush");
+				return h2_err(-ESHUTDOWN, "the store failed "
+						          "an earlier flush "
+						          "and refuses "
+						          "writes until "
+						          "reopened");
 			r = h2_flush_run_once(st);
 			if (r < 0)
 				return r;
@@ -1239,14 +1242,21 @@ int h2_flush_wait(struct h2_store *st, uint64_t epoch, uint64_t *tid)
 	if (st->sync_target < epoch)
 		st->sync_target = epoch;
 	pthread_cond_signal(&st->flush_cv);
+	was_failed = st->failed;
 	while (st->durable_epoch < epoch && !st->failed)
 		pthread_cond_wait(&st->done_cv, &st->flush_lock);
 	if (st->durable_epoch >= epoch) {
 		if (tid)
 			*tid = st->durable_epoch;
+	} else if (was_failed) {
+		r = h2_err(-ESHUTDOWN, "the store failed an earlier flush "
+				       "and refuses writes until reopened");
 	} else {
-		r = h2_err(-EIO, "sync failed: the store failed a flush and "
-				 "refuses writes until reopened");
+		/* The flush this waited for failed: the device's error. */
+		r = h2_err(st->failed, "sync failed: the device failed "
+				       "(%s); the store refuses writes until "
+				       "reopened",
+			   strerror(-st->failed));
 	}
 	pthread_mutex_unlock(&st->flush_lock);
 	return r;
@@ -1269,7 +1279,9 @@ int h2_store_sync(struct h2_store *st, uint64_t *tid)
 		if (tid)
 			*tid = st->durable_epoch;
 		pthread_mutex_unlock(&st->flush_lock);
-		return st->failed ? h2_err(-EIO, "the store failed a flush")
+		return st->failed ? h2_err(-ESHUTDOWN, "the store failed a "
+						       "flush and refuses "
+						       "writes until reopened")
 				  : 0;
 	}
 	return h2_flush_wait(st, target, tid);
@@ -1320,8 +1332,9 @@ int h2_epoch_begin(struct h2_store *st, uint64_t *epoch)
 	for (;;) {
 		if (st->failed) {
 			pthread_mutex_unlock(&st->txn_lock);
-			return h2_err(-EIO, "the store failed a flush and "
-					    "refuses writes until reopened");
+			return h2_err(-ESHUTDOWN, "the store failed a flush "
+						  "and refuses writes until "
+						  "reopened");
 		}
 		if (st->freeze_pending) {
 			pthread_cond_wait(&st->txn_cv, &st->txn_lock);

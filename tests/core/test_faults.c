@@ -16,6 +16,8 @@
  *   - an operation that started a flush which failed returns an error, and
  *     so does every operation during which a write or flush failed (those
  *     only happen in flushes);
+ *   - once a flush failed, the store refuses every modifying call and
+ *     sync with -ESHUTDOWN until it is reopened;
  *   - a successful sync, FUA write, snapshot create/delete, volume delete,
  *     clone, rollback or close makes its epoch "acknowledged";
  *   - a successful read returns exactly what the model says the volume
@@ -319,6 +321,11 @@ static bool op_end(struct run *r, const struct mark *m, int ret, bool acks,
 		cr_assert_lt(ret, 0, "%s succeeded although a device %s "
 			     "failed under it", what,
 			     r->rule.op == H2_FDEV_WRITE ? "write" : "flush");
+	/* A failed store refuses everything with -ESHUTDOWN (except that a
+	 * missing volume is missing; close reports the failure itself). */
+	if (m->was_failed && ret != -ENOENT && strcmp(what, "close") != 0)
+		cr_assert_eq(ret, -ESHUTDOWN, "%s on a failed store: %d",
+			     what, ret);
 	if (ret < 0)
 		r->errors++;
 	if (ret == 0) {
@@ -1408,7 +1415,7 @@ Test(faults, reads_after_a_failed_data_write_return_the_data)
 			     "write %" PRIu64 " failed: %s", n,
 			     h2_core_errmsg());
 		cr_assert(memcmp(got, img, size) == 0);
-		cr_assert_eq(h2_vol_write(v, img, 0, 1, 0), -EIO,
+		cr_assert_eq(h2_vol_write(v, img, 0, 1, 0), -ESHUTDOWN,
 			     "a failed store refuses writes");
 		h2_vol_close(v);
 		h2_store_close(st);
@@ -1508,10 +1515,10 @@ Test(faults, flusher_thread_failure_fails_syncs_and_later_writes)
 		/* Accepted into memory, or refused if the flusher already
 		 * failed; never durable. */
 		r = h2_vol_write(v, b, 0, BS, 0);
-		cr_assert(r == 0 || r == -EIO, "%d", r);
+		cr_assert(r == 0 || r == -ESHUTDOWN, "%d", r);
 		cr_assert_lt(h2_store_sync(st, NULL), 0);
 		cr_assert_lt(h2_vol_write(v, b, BS, BS, H2_IO_FUA), 0);
-		cr_assert_eq(h2_vol_write(v, b, 2 * BS, BS, 0), -EIO);
+		cr_assert_eq(h2_vol_write(v, b, 2 * BS, BS, 0), -ESHUTDOWN);
 		cr_assert_lt(h2_snap_create(st, "v", "s", NULL), 0);
 		h2_vol_close(v);
 		cr_assert_lt(h2_store_close(st), 0);
@@ -1525,6 +1532,50 @@ Test(faults, flusher_thread_failure_fails_syncs_and_later_writes)
 		cr_assert_eq(got[0], 0, "a refused write is not there");
 		h2_vol_close(v);
 		cr_assert_eq(h2_store_close(st), 0);
+		h2_fdev_free(fd);
+	}
+}
+
+/*
+ * The error codes of a failure (h2core.h): the call whose flush failed
+ * gets the device's error; every later write, sync, FUA write and
+ * snapshot of that store gets -ESHUTDOWN (the store failed and refuses
+ * them until reopened: the servers map it to UNAVAILABLE, or to EIO for
+ * NBD); reads still work.
+ */
+Test(faults, a_failed_store_refuses_with_eshutdown)
+{
+	struct h2_store_opts flusher = {.flush_interval_ms = 1000};
+	struct h2_store_opts caller = {.no_flusher = true};
+	const struct h2_store_opts *opts[2] = {&caller, &flusher};
+
+	for (int k = 0; k < 2; k++) {
+		struct h2_fdev *fd = t_fdev(DEV_SIZE);
+		struct h2_store *st = t_open_opts(fd, opts[k]);
+		struct h2_fdev_fault f = {.op = H2_FDEV_WRITE, .nth = 1,
+					  .err = -ENOSPC};
+		uint8_t buf[BS] = {1}, got[BS];
+		struct h2_vol *v;
+
+		cr_assert_eq(h2_vol_create(st, "v", VMAX, NULL), 0);
+		cr_assert_eq(h2_vol_open(st, "v", &v), 0);
+		cr_assert_eq(h2_vol_write(v, buf, 0, BS, 0), 0);
+		h2_fdev_fault_set(fd, &f);
+		cr_assert_eq(h2_store_sync(st, NULL), -ENOSPC, "%s",
+			     h2_core_errmsg());
+		cr_assert_eq(h2_store_sync(st, NULL), -ESHUTDOWN);
+		cr_assert_eq(h2_vol_write(v, buf, 0, BS, 0), -ESHUTDOWN);
+		cr_assert_eq(h2_vol_write(v, buf, 0, BS, H2_IO_FUA),
+			     -ESHUTDOWN);
+		cr_assert_eq(h2_vol_trim(v, 0, BS, 0), -ESHUTDOWN);
+		cr_assert_eq(h2_snap_create(st, "v", "s", NULL), -ESHUTDOWN);
+		cr_assert_eq(h2_vol_create(st, "w", BS, NULL), -ESHUTDOWN);
+		cr_assert_eq(h2_vol_read(v, got, 0, BS), 0);
+		cr_assert(memcmp(got, buf, BS) == 0);
+		h2_vol_close(v);
+		cr_assert_eq(h2_store_close(st), -ENOSPC, "close reports the "
+			     "failure");
+		t_check_clean(fd, "after the failure");
 		h2_fdev_free(fd);
 	}
 }
