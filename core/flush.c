@@ -56,6 +56,12 @@ struct frozen {
 	int64_t used, excl, snapb;
 };
 
+/* A block this flush freed, with its volume for messages. */
+struct freed_blk {
+	uint64_t blk;
+	uint64_t vol_id;
+};
+
 struct flushctx {
 	struct h2_store *st;
 	uint64_t epoch;
@@ -73,12 +79,9 @@ struct flushctx {
 	uint64_t allocated;	/* blocks this flush allocated */
 	uint64_t freed;
 	uint64_t double_frees;
-	struct freed_blk {	/* freed blocks, cleared in the freemap */
-		uint64_t blk;	/* by release_frees() */
-		uint64_t vol_id;
-	} *fblk;
+	struct freed_blk *fblk; /* cleared in the freemap by release_frees() */
 	size_t nfblk, capfblk;
-	int err;		/* settling frees failed: fail the flush */
+	int err; /* settling frees failed: fail the flush */
 };
 
 static int wq_flush(struct flushctx *fc)
@@ -301,8 +304,8 @@ static void free_block(struct flushctx *fc, uint64_t vol_id,
 	}
 	if (fc->nfblk == fc->capfblk) {
 		fc->capfblk = fc->capfblk ? fc->capfblk * 2 : 256;
-		fc->fblk = h2_xrealloc(fc->fblk,
-				       fc->capfblk * sizeof(*fc->fblk));
+		fc->fblk =
+		    h2_xrealloc(fc->fblk, fc->capfblk * sizeof(*fc->fblk));
 	}
 	fc->fblk[fc->nfblk].blk = blk;
 	fc->fblk[fc->nfblk].vol_id = vol_id;
@@ -327,15 +330,17 @@ static int release_frees(struct flushctx *fc)
 		int r = h2_fm_set(fc->st, blk, false);
 
 		if (r == -EALREADY) {
-			fprintf(stderr, "h2: flush %" PRIu64 ": block %" PRIu64
-					" freed twice (volume id %" PRIu64
-					"); run h2d check\n",
+			fprintf(stderr,
+				"h2: flush %" PRIu64 ": block %" PRIu64
+				" freed twice (volume id %" PRIu64
+				"); run h2d check\n",
 				fc->epoch, blk, fc->fblk[i].vol_id);
 			fc->double_frees++;
 			fc->freed--;
 		} else if (r < 0) {
-			err = h2_err(r, "flush %" PRIu64 ": cannot free block "
-					"%" PRIu64 ": %s",
+			err = h2_err(r,
+				     "flush %" PRIu64 ": cannot free block "
+				     "%" PRIu64 ": %s",
 				     fc->epoch, blk, h2_core_errmsg());
 		}
 	}
@@ -357,16 +362,17 @@ static int release_frees(struct flushctx *fc)
 static bool read_slots(struct flushctx *fc, const struct h2_blockref *b,
 		       struct h2_blockref *buf)
 {
-	int r = buf ? h2_chain_read_block(fc->st, b, buf,
-					  "flush: freed subtree")
-		    : h2_err(-ENOMEM, "out of memory");
+	int r =
+	    buf ? h2_chain_read_block(fc->st, b, buf, "flush: freed subtree")
+		: h2_err(-ENOMEM, "out of memory");
 
 	if (r == 0)
 		return true;
 	if (r == -EBADMSG) {
-		fprintf(stderr, "h2: flush %" PRIu64 ": cannot read an "
-				"indirect block (%s); the blocks below it "
-				"leak until repaired\n",
+		fprintf(stderr,
+			"h2: flush %" PRIu64 ": cannot read an "
+			"indirect block (%s); the blocks below it "
+			"leak until repaired\n",
 			fc->epoch, h2_core_errmsg());
 	} else if (!fc->err) {
 		fc->err = h2_err(r, "flush %" PRIu64 ": settling frees: %s",
@@ -1219,10 +1225,10 @@ int h2_flush_wait(struct h2_store *st, uint64_t epoch, uint64_t *tid)
 			pthread_mutex_unlock(&st->flush_lock);
 			if (r < 0)
 				return h2_err(-ESHUTDOWN, "the store failed "
-						          "an earlier flush "
-						          "and refuses "
-						          "writes until "
-						          "reopened");
+							  "an earlier flush "
+							  "and refuses "
+							  "writes until "
+							  "reopened");
 			r = h2_flush_run_once(st);
 			if (r < 0)
 				return r;
@@ -1253,9 +1259,10 @@ int h2_flush_wait(struct h2_store *st, uint64_t epoch, uint64_t *tid)
 				       "and refuses writes until reopened");
 	} else {
 		/* The flush this waited for failed: the device's error. */
-		r = h2_err(st->failed, "sync failed: the device failed "
-				       "(%s); the store refuses writes until "
-				       "reopened",
+		r = h2_err(st->failed,
+			   "sync failed: the device failed "
+			   "(%s); the store refuses writes until "
+			   "reopened",
 			   strerror(-st->failed));
 	}
 	pthread_mutex_unlock(&st->flush_lock);

@@ -129,8 +129,8 @@ static int hdr_scan(struct h2_dev *dev, struct h2_volhdr *hdr, uint8_t **sel,
 	for (unsigned i = 0; i < n; i++) {
 		struct h2_volhdr h;
 		const char *why;
-		int rr = h2_dev_pread(dev, buf, H2_HDR_REGION,
-				      h2_hdr_offset(i));
+		int rr =
+		    h2_dev_pread(dev, buf, H2_HDR_REGION, h2_hdr_offset(i));
 
 		if (rr < 0) {
 			*unreadable |= 1u << i;
@@ -192,22 +192,24 @@ int h2_hdr_read_best(struct h2_dev *dev, struct h2_volhdr *hdr, uint8_t **sel,
 
 	r = hdr_scan(dev, hdr, sel, copy, valid_mask, &unreadable, &read_err);
 	if (r < 0 && unreadable)
-		return h2_err(read_err, "%s: no readable valid h2 volume "
-				        "header (%u of %u copies could not "
-				        "be read)",
-			      dev->name, (unsigned)__builtin_popcount(
-						  unreadable), n);
+		return h2_err(read_err,
+			      "%s: no readable valid h2 volume "
+			      "header (%u of %u copies could not "
+			      "be read)",
+			      dev->name,
+			      (unsigned)__builtin_popcount(unreadable), n);
 	if (r < 0)
 		return r;
 	next = (unsigned)((hdr->tid + 1) % n);
 	if (unreadable & (1u << next)) {
 		free(*sel);
 		*sel = NULL;
-		return h2_err(read_err, "%s: volume header copy %u could not "
-				        "be read; it may hold a newer flush "
-				        "than copy %d (tid %" PRIu64 "), so "
-				        "the store is not opened at the "
-				        "older one",
+		return h2_err(read_err,
+			      "%s: volume header copy %u could not "
+			      "be read; it may hold a newer flush "
+			      "than copy %d (tid %" PRIu64 "), so "
+			      "the store is not opened at the "
+			      "older one",
 			      dev->name, next, *copy, hdr->tid);
 	}
 	return 0;
@@ -480,8 +482,8 @@ int h2_vol_root_retry(struct h2_vol *v)
 const char *h2_vol_root_why(const struct h2_vol *v)
 {
 	return v->root_err == -EBADMSG
-		       ? "its root block is damaged; run h2d check"
-		       : "its root block could not be read (device error)";
+		   ? "its root block is damaged; run h2d check"
+		   : "its root block could not be read (device error)";
 }
 
 /* Directory loading: each DIR leaf's records become volumes. */

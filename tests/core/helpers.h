@@ -82,8 +82,8 @@ static inline void t_check_clean(struct h2_fdev *fd, const char *when)
 		for (size_t i = 0; i < rep->nproblems; i++)
 			fprintf(stderr, "%s: %s: %s\n", when,
 				rep->problems[i].where, rep->problems[i].what);
-	cr_assert_eq(rep->status, H2_CHECK_CLEAN, "%s: check found %zu "
-		     "problems", when, rep->nproblems);
+	cr_assert_eq(rep->status, H2_CHECK_CLEAN,
+		     "%s: check found %zu problems", when, rep->nproblems);
 	h2_check_report_free(rep);
 }
 

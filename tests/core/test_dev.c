@@ -995,8 +995,8 @@ Test(dev_fault, rule_persistent_fails_until_cleared_with_the_chosen_error)
 {
 	struct h2_fdev *fd = mkfdev(1 << 20);
 	struct h2_dev *dev = h2_fdev_dev(fd);
-	struct h2_fdev_fault f = {.op = H2_FDEV_WRITE, .nth = 2,
-				  .err = -ENOSPC, .persistent = true};
+	struct h2_fdev_fault f = {
+	    .op = H2_FDEV_WRITE, .nth = 2, .err = -ENOSPC, .persistent = true};
 	struct h2_fdev_fault_stats fs;
 	struct h2_dev_stats ds;
 	uint8_t buf[512] = {0};
@@ -1020,8 +1020,8 @@ Test(dev_fault, rule_short_write_applies_and_logs_a_prefix)
 {
 	struct h2_fdev *fd = mkfdev(1 << 20);
 	struct h2_dev *dev = h2_fdev_dev(fd);
-	struct h2_fdev_fault f = {.op = H2_FDEV_WRITE, .nth = 1,
-				  .short_write = true};
+	struct h2_fdev_fault f = {
+	    .op = H2_FDEV_WRITE, .nth = 1, .short_write = true};
 	const struct h2_fdev_event *ev;
 	uint8_t a[3000], b[3000];
 	struct iovec iov[2] = {{a, sizeof(a)}, {b, sizeof(b)}};
@@ -1093,12 +1093,12 @@ Test(dev_fault, rule_fails_flushes_and_reads)
 	cr_assert_eq(h2_dev_flush(dev), 0);
 	h2_fdev_fault_stats(fd, &fs);
 	cr_assert_eq(fs.first_event, 3, "after write, flush, write");
-	cr_assert_eq(h2_fdev_event_count(fd), 4, "the failed flush is not "
-		     "logged");
+	cr_assert_eq(h2_fdev_event_count(fd), 4,
+		     "the failed flush is not logged");
 	cr_assert_eq(h2_fdev_last_flush(fd, 4), 3);
 
-	f = (struct h2_fdev_fault){.op = H2_FDEV_READ, .nth = 2,
-				   .persistent = true};
+	f = (struct h2_fdev_fault){
+	    .op = H2_FDEV_READ, .nth = 2, .persistent = true};
 	h2_fdev_fault_set(fd, &f);
 	cr_assert_eq(h2_dev_pread(dev, buf, 4096, 0), 0);
 	cr_assert(all_eq(buf, 4096, 0x12));

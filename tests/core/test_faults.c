@@ -57,10 +57,10 @@
 #include "helpers.h"
 #include "internal.h"
 
-#define BS 4096u
-#define DEV_SIZE (40 * MiB)
-#define VMAX (512 * 1024)
-#define MEV_MAX 96
+#define BS	  4096u
+#define DEV_SIZE  (40 * MiB)
+#define VMAX	  (512 * 1024)
+#define MEV_MAX	  96
 #define FAILS_MAX 16
 
 /* The objects the workload names. */
@@ -70,8 +70,8 @@ static const struct {
 	const char *name, *vol, *snap;
 	int parent; /* snapshots: their volume */
 } obj[NOBJ] = {
-    {"a", "a", NULL, -1},	 {"b", "b", NULL, -1},
-    {"c", "c", NULL, -1},	 {"d", "d", NULL, -1},
+    {"a", "a", NULL, -1},     {"b", "b", NULL, -1},
+    {"c", "c", NULL, -1},     {"d", "d", NULL, -1},
     {"a@s1", "a", "s1", O_A}, {"a@s2", "a", "s2", O_A},
     {"b@t1", "b", "t1", O_B},
 };
@@ -259,8 +259,8 @@ static void hook(void *arg, enum h2_flush_stage stage)
 
 static bool open_store(struct run *r)
 {
-	struct h2_store_opts o = {.no_flusher = true, .flush_hook = hook,
-				  .flush_hook_arg = r};
+	struct h2_store_opts o = {
+	    .no_flusher = true, .flush_hook = hook, .flush_hook_arg = r};
 	struct h2_store *st;
 	int ret = h2_store_open(h2_fdev_dev(r->fd), &o, &st);
 
@@ -318,14 +318,16 @@ static bool op_end(struct run *r, const struct mark *m, int ret, bool acks,
 		cr_assert_lt(ret, 0, "%s succeeded although its flush failed",
 			     what);
 	if (fs.failed > m->fired && r->rule.op != H2_FDEV_READ)
-		cr_assert_lt(ret, 0, "%s succeeded although a device %s "
-			     "failed under it", what,
+		cr_assert_lt(ret, 0,
+			     "%s succeeded although a device %s "
+			     "failed under it",
+			     what,
 			     r->rule.op == H2_FDEV_WRITE ? "write" : "flush");
 	/* A failed store refuses everything with -ESHUTDOWN (except that a
 	 * missing volume is missing; close reports the failure itself). */
 	if (m->was_failed && ret != -ENOENT && strcmp(what, "close") != 0)
-		cr_assert_eq(ret, -ESHUTDOWN, "%s on a failed store: %d",
-			     what, ret);
+		cr_assert_eq(ret, -ESHUTDOWN, "%s on a failed store: %d", what,
+			     ret);
 	if (ret < 0)
 		r->errors++;
 	if (ret == 0) {
@@ -385,8 +387,8 @@ static void s_txn(struct run *r, int o, const struct mop *ops, int n,
 static void s_write(struct run *r, int o, uint64_t off, uint64_t len,
 		    uint64_t seed, unsigned flags)
 {
-	struct mop op = {.type = H2_OP_WRITE, .off = off, .len = len,
-			 .seed = seed};
+	struct mop op = {
+	    .type = H2_OP_WRITE, .off = off, .len = len, .seed = seed};
 
 	s_txn(r, o, &op, 1, flags);
 }
@@ -485,8 +487,7 @@ static void s_clone(struct run *r, int o, int snap)
 	if (!r->st)
 		return;
 	op_begin(r, &m);
-	ret = h2_clone(r->st, obj[snap].vol, obj[snap].snap, obj[o].name,
-		       NULL);
+	ret = h2_clone(r->st, obj[snap].vol, obj[snap].snap, obj[o].name, NULL);
 	e.epoch = m.epoch;
 	if (op_end(r, &m, ret, true, true, "clone"))
 		ev_add(r, &e);
@@ -494,8 +495,8 @@ static void s_clone(struct run *r, int o, int snap)
 
 static void s_rollback(struct run *r, int snap)
 {
-	struct mev e = {.kind = M_ROLLBACK, .obj = obj[snap].parent,
-			.src = snap};
+	struct mev e = {
+	    .kind = M_ROLLBACK, .obj = obj[snap].parent, .src = snap};
 	struct mark m;
 	int ret;
 
@@ -520,8 +521,10 @@ static void s_sync(struct run *r)
 	ret = h2_store_sync(r->st, &tid);
 	op_end(r, &m, ret, false, false, "sync");
 	if (ret == 0) {
-		cr_assert_geq(tid, ev_max_epoch(r), "sync returned tid %" PRIu64
-			      " before the last change", tid);
+		cr_assert_geq(tid, ev_max_epoch(r),
+			      "sync returned tid %" PRIu64
+			      " before the last change",
+			      tid);
 		if (tid > r->need)
 			r->need = tid;
 	}
@@ -538,8 +541,7 @@ static void s_read(struct run *r, int o)
 		return;
 	ret = open_vol(r, o, &v);
 	if (!r->live.exists[o]) {
-		cr_assert_neq(ret, 0, "%s exists but should not",
-			      obj[o].name);
+		cr_assert_neq(ret, 0, "%s exists but should not", obj[o].name);
 		return;
 	}
 	/* Only a snapshot whose creation failed is missing. */
@@ -553,8 +555,7 @@ static void s_read(struct run *r, int o)
 		r->read_errors++;
 		return;
 	}
-	cr_assert_eq(h2_vol_size(v), r->live.size[o], "%s: size",
-		     obj[o].name);
+	cr_assert_eq(h2_vol_size(v), r->live.size[o], "%s: size", obj[o].name);
 	ret = h2_vol_read(v, got, 0, r->live.size[o]);
 	h2_vol_close(v);
 	/* Only the device's reads fail reads, even in a failed store. */
@@ -657,7 +658,8 @@ static void check_headers(struct run *r, const char *what)
 			if (tid != r->fails[k].epoch || i >= r->fails[k].events)
 				continue;
 			next_flush_failed = r->rule.op == H2_FDEV_FLUSH &&
-					    fs.failed && fs.first_event == i + 1;
+					    fs.failed &&
+					    fs.first_event == i + 1;
 			cr_assert(next_flush_failed,
 				  "%s: flush %" PRIu64 " failed but wrote a "
 				  "valid header for itself (event %zu)",
@@ -683,9 +685,10 @@ static void check_state(struct run *r, struct h2_store *st, struct mstate *s,
 		int ret = h2_vol_open(st, obj[o].name, &v);
 
 		if (!s->exists[o]) {
-			cr_assert_eq(ret, -ENOENT, "%s: %s exists at tid "
-				     "%" PRIu64, what, obj[o].name,
-				     ss.durable_tid);
+			cr_assert_eq(ret, -ENOENT,
+				     "%s: %s exists at tid "
+				     "%" PRIu64,
+				     what, obj[o].name, ss.durable_tid);
 			continue;
 		}
 		if (obj[o].snap)
@@ -713,8 +716,7 @@ static void check_state(struct run *r, struct h2_store *st, struct mstate *s,
 	}
 	cr_assert_eq(h2_vol_list(st, &vi, &nv), 0);
 	cr_assert_eq(h2_snap_list(st, NULL, &si, &ns), 0);
-	cr_assert_eq(nv, want_v, "%s: %zu volumes, want %zu", what, nv,
-		     want_v);
+	cr_assert_eq(nv, want_v, "%s: %zu volumes, want %zu", what, nv, want_v);
 	cr_assert_eq(ns, want_s, "%s: %zu snapshots, want %zu", what, ns,
 		     want_s);
 	free(vi);
@@ -728,21 +730,26 @@ static void check_state(struct run *r, struct h2_store *st, struct mstate *s,
 static void check_tid(struct run *r, uint64_t tid, bool failed,
 		      const char *what)
 {
-	uint64_t top = r->base_tid > ev_max_epoch(r) ? r->base_tid
-						      : ev_max_epoch(r);
+	uint64_t top =
+	    r->base_tid > ev_max_epoch(r) ? r->base_tid : ev_max_epoch(r);
 
-	cr_assert_geq(tid, r->need, "%s: opened at tid %" PRIu64 " but "
+	cr_assert_geq(tid, r->need,
+		      "%s: opened at tid %" PRIu64 " but "
 		      "epoch %" PRIu64 " was acknowledged durable",
 		      what, tid, r->need);
-	cr_assert_geq(tid, r->durable, "%s: opened at tid %" PRIu64 " but "
-		      "header %" PRIu64 " was durable", what, tid,
-		      r->durable);
-	cr_assert_leq(tid, top, "%s: opened at tid %" PRIu64 " past the "
-		      "last change (epoch %" PRIu64 ")", what, tid, top);
+	cr_assert_geq(tid, r->durable,
+		      "%s: opened at tid %" PRIu64 " but "
+		      "header %" PRIu64 " was durable",
+		      what, tid, r->durable);
+	cr_assert_leq(tid, top,
+		      "%s: opened at tid %" PRIu64 " past the "
+		      "last change (epoch %" PRIu64 ")",
+		      what, tid, top);
 	if (failed)
 		cr_assert_leq(tid, r->fails[r->nfails - 1].epoch,
-			      "%s: opened at tid %" PRIu64 " past the failed "
-			      "flush", what, tid);
+			      "%s: opened at tid %" PRIu64
+			      " past the failed flush",
+			      what, tid);
 }
 
 /* Close and reopen in the middle, as a client restarting would. */
@@ -774,7 +781,9 @@ static void workload(struct run *r)
 	struct mop t1[3] = {
 	    {.type = H2_OP_WRITE, .off = 100000, .len = 9000, .seed = 3},
 	    {.type = H2_OP_TRIM, .off = 0, .len = 8192},
-	    {.type = H2_OP_ZERO, .flags = H2_IO_NO_HOLE, .off = 20000,
+	    {.type = H2_OP_ZERO,
+	     .flags = H2_IO_NO_HOLE,
+	     .off = 20000,
 	     .len = 3000},
 	};
 	struct mop t2[4] = {
@@ -860,8 +869,9 @@ static void run_one(struct h2_fdev *base, const struct h2_fdev_fault *rule,
 	bool failed;
 
 	snprintf(what, sizeof(what), "%s fault on %s #%" PRIu64 "%s",
-		 rule->short_write ? "short" :
-		 rule->err == -ENOSPC ? "ENOSPC" : "EIO",
+		 rule->short_write	? "short"
+		 : rule->err == -ENOSPC ? "ENOSPC"
+					: "EIO",
 		 rule->op == H2_FDEV_READ    ? "read"
 		 : rule->op == H2_FDEV_WRITE ? "write"
 					     : "flush",
@@ -879,15 +889,18 @@ static void run_one(struct h2_fdev *base, const struct h2_fdev_fault *rule,
 	if (r->st)
 		s_close(r);
 	if (rule->nth && rule->nth != UINT64_MAX)
-		cr_assert_geq(fs.failed, 1, "%s: never fired (%" PRIu64
+		cr_assert_geq(fs.failed, 1,
+			      "%s: never fired (%" PRIu64
 			      " seen): the workload is not deterministic",
 			      what, fs.seen);
 	if (getenv("H2_FAULT_DUMP"))
 		for (size_t i = 0; i < h2_fdev_event_count(r->fd); i++) {
-			const struct h2_fdev_event *ev = h2_fdev_event(r->fd, i);
+			const struct h2_fdev_event *ev =
+			    h2_fdev_event(r->fd, i);
 
-			fprintf(stderr, "ev %zu: %s off %" PRIu64 " len %" PRIu64
-				"\n", i, ev->op == H2_FDEV_FLUSH ? "FLUSH" : "write",
+			fprintf(stderr,
+				"ev %zu: %s off %" PRIu64 " len %" PRIu64 "\n",
+				i, ev->op == H2_FDEV_FLUSH ? "FLUSH" : "write",
 				ev->off, ev->len);
 		}
 	check_headers(r, what);
@@ -908,8 +921,10 @@ static void run_one(struct h2_fdev *base, const struct h2_fdev_fault *rule,
 	}
 	h2_check_report_free(rep);
 	failed = r->failed;
-	cr_assert(open_store(r), "%s: the store does not open after the "
-		  "fault: %s", what, h2_core_errmsg());
+	cr_assert(open_store(r),
+		  "%s: the store does not open after the "
+		  "fault: %s",
+		  what, h2_core_errmsg());
 	h2_store_stat(r->st, &ss);
 	check_tid(r, ss.durable_tid, failed, what);
 	check_state(r, r->st, s, what);
@@ -925,8 +940,10 @@ static void run_one(struct h2_fdev *base, const struct h2_fdev_fault *rule,
 		cr_assert_eq(h2_vol_open(r->st, "z", &v), 0);
 		cr_assert_eq(h2_vol_write(v, buf, 12345, sizeof(buf), 0), 0);
 		h2_vol_close(v);
-		cr_assert_eq(h2_store_sync(r->st, NULL), 0, "%s: sync after "
-			     "the fault: %s", what, h2_core_errmsg());
+		cr_assert_eq(h2_store_sync(r->st, NULL), 0,
+			     "%s: sync after "
+			     "the fault: %s",
+			     what, h2_core_errmsg());
 		cr_assert_eq(h2_store_close(r->st), 0);
 		r->st = NULL;
 	}
@@ -983,7 +1000,8 @@ Test(faults, workload_without_faults_is_exact_and_counted)
 	cr_assert_gt(fs[0].seen, 20);
 	cr_assert_gt(fs[1].seen, 50);
 	cr_assert_gt(fs[2].seen, 20);
-	fprintf(stderr, "faults: the workload makes %" PRIu64 " reads, "
+	fprintf(stderr,
+		"faults: the workload makes %" PRIu64 " reads, "
 		"%" PRIu64 " writes, %" PRIu64 " flushes\n",
 		fs[0].seen, fs[1].seen, fs[2].seen);
 	h2_fdev_free(base);
@@ -1015,7 +1033,8 @@ static void sweep(const struct mode *md)
 
 		if (only && *only && strtoull(only, NULL, 10) != n)
 			continue;
-		struct h2_fdev_fault f = {.op = md->op, .nth = n,
+		struct h2_fdev_fault f = {.op = md->op,
+					  .nth = n,
 					  .err = md->err,
 					  .persistent = md->persistent,
 					  .short_write = md->short_write,
@@ -1025,19 +1044,23 @@ static void sweep(const struct mode *md)
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	cr_assert_eq(fig.fired, fig.runs);
-	fprintf(stderr, "faults: %-5s %-6s %-10s %-8s: %u fault points of "
+	fprintf(stderr,
+		"faults: %-5s %-6s %-10s %-8s: %u fault points of "
 		"%" PRIu64 " (%u flushes failed, %u opens refused, %u torn "
 		"headers, %" PRIu64 " errors returned, %" PRIu64
 		" read errors) in %.1f s\n",
-		md->op == H2_FDEV_READ ? "read" :
-		md->op == H2_FDEV_WRITE ? "write" : "flush",
+		md->op == H2_FDEV_READ	  ? "read"
+		: md->op == H2_FDEV_WRITE ? "write"
+					  : "flush",
 		md->err == -ENOSPC ? "ENOSPC" : "EIO",
 		md->persistent ? "persistent" : "once",
-		md->short_len ? "1 sector" : md->short_write ? "short" : "",
+		md->short_len	  ? "1 sector"
+		: md->short_write ? "short"
+				  : "",
 		fig.runs, total, fig.flush_failed, fig.open_failed, fig.torn,
 		fig.errors, fig.read_errors,
 		(double)(t1.tv_sec - t0.tv_sec) +
-			(double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+		    (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	h2_fdev_free(base);
 }
 
@@ -1048,8 +1071,8 @@ Test(faults, every_write_fails_once_with_eio, .timeout = 600)
 
 Test(faults, every_write_fails_persistently, .timeout = 600)
 {
-	sweep(&(struct mode){.op = H2_FDEV_WRITE, .err = -EIO,
-			     .persistent = true});
+	sweep(&(struct mode){
+	    .op = H2_FDEV_WRITE, .err = -EIO, .persistent = true});
 }
 
 Test(faults, every_write_fails_once_with_enospc, .timeout = 600)
@@ -1059,15 +1082,17 @@ Test(faults, every_write_fails_once_with_enospc, .timeout = 600)
 
 Test(faults, every_write_is_short_once, .timeout = 600)
 {
-	sweep(&(struct mode){.op = H2_FDEV_WRITE, .err = -EIO,
-			     .short_write = true});
+	sweep(&(struct mode){
+	    .op = H2_FDEV_WRITE, .err = -EIO, .short_write = true});
 }
 
 /* Only the first sector lands: a header keeps its old selector bits. */
 Test(faults, every_write_lands_one_sector_once, .timeout = 600)
 {
-	sweep(&(struct mode){.op = H2_FDEV_WRITE, .err = -EIO,
-			     .short_write = true, .short_len = 512});
+	sweep(&(struct mode){.op = H2_FDEV_WRITE,
+			     .err = -EIO,
+			     .short_write = true,
+			     .short_len = 512});
 }
 
 Test(faults, every_flush_fails_once, .timeout = 600)
@@ -1077,15 +1102,14 @@ Test(faults, every_flush_fails_once, .timeout = 600)
 
 Test(faults, every_flush_fails_persistently, .timeout = 600)
 {
-	sweep(&(struct mode){.op = H2_FDEV_FLUSH, .err = -EIO,
-			     .persistent = true});
+	sweep(&(struct mode){
+	    .op = H2_FDEV_FLUSH, .err = -EIO, .persistent = true});
 }
 
 Test(faults, every_flush_fails_once_with_enospc, .timeout = 600)
 {
 	sweep(&(struct mode){.op = H2_FDEV_FLUSH, .err = -ENOSPC});
 }
-
 
 Test(faults, every_read_fails_once, .timeout = 600)
 {
@@ -1094,8 +1118,8 @@ Test(faults, every_read_fails_once, .timeout = 600)
 
 Test(faults, every_read_fails_persistently, .timeout = 600)
 {
-	sweep(&(struct mode){.op = H2_FDEV_READ, .err = -EIO,
-			     .persistent = true});
+	sweep(&(struct mode){
+	    .op = H2_FDEV_READ, .err = -EIO, .persistent = true});
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1185,13 +1209,13 @@ Test(faults, unreadable_newest_header_never_opens_an_older_image)
 	cr_assert_eq(h2_store_close(st), 0);
 
 	/* Open reads the copies in order: copy i is read number i + 1. */
-	h2_fdev_fault_set(fd, &(struct h2_fdev_fault){
-				  .op = H2_FDEV_READ,
-				  .nth = tid % copies + 1});
+	h2_fdev_fault_set(fd, &(struct h2_fdev_fault){.op = H2_FDEV_READ,
+						      .nth = tid % copies + 1});
 	r = h2_store_open(h2_fdev_dev(fd), &o, &st);
 	if (r == 0) {
 		h2_store_stat(st, &s);
-		cr_assert_eq(s.durable_tid, tid, "opened at tid %" PRIu64
+		cr_assert_eq(s.durable_tid, tid,
+			     "opened at tid %" PRIu64
 			     ", the newest header is %" PRIu64,
 			     s.durable_tid, tid);
 		h2_store_close(st);
@@ -1355,9 +1379,9 @@ Test(faults, reads_failing_while_frees_settle_fail_the_flush)
 			for (int k = 0; k < 4; k++) {
 				static const char *const nm[] = {"v@s1", "v@s2",
 								 "v", "w"};
-				const uint8_t *want = k == 0 ? s1
+				const uint8_t *want = k == 0   ? s1
 						      : k == 1 ? s2
-								: vv;
+							       : vv;
 
 				if (strcmp(nm[k], gone) == 0)
 					continue;
@@ -1405,8 +1429,9 @@ Test(faults, reads_after_a_failed_data_write_return_the_data)
 		t_fill(img, size, n, 0);
 		/* The flush's first, then its second device write fails. */
 		cr_assert_eq(h2_vol_write(v, img, 0, size / 2, 0), 0);
-		cr_assert_eq(h2_vol_write(v, img + size - 8192, size - 8192,
-					  8192, 0), 0);
+		cr_assert_eq(
+		    h2_vol_write(v, img + size - 8192, size - 8192, 8192, 0),
+		    0);
 		h2_fdev_fault_set(fd, &f);
 		cr_assert_lt(h2_store_sync(st, NULL), 0);
 		h2_fdev_fault_clear(fd);
@@ -1439,8 +1464,8 @@ Test(faults, a_root_that_did_not_read_at_open_is_read_again)
 	uint64_t size = 256 * 1024;
 	uint8_t *img = malloc(size), *got = malloc(size), *now = malloc(size);
 	struct h2_fdev *fd = snapshot_holding_everything(img, size);
-	struct h2_fdev_fault persist = {.op = H2_FDEV_READ, .nth = 1,
-					.persistent = true};
+	struct h2_fdev_fault persist = {
+	    .op = H2_FDEV_READ, .nth = 1, .persistent = true};
 	struct h2_store *st;
 	struct h2_vol *v;
 	uint8_t b;
@@ -1499,8 +1524,8 @@ Test(faults, flusher_thread_failure_fails_syncs_and_later_writes)
 	for (int k = 0; k < 2; k++) {
 		struct h2_fdev *fd = t_fdev(DEV_SIZE);
 		struct h2_store *st = t_open_opts(fd, &o);
-		struct h2_fdev_fault f = {.op = kinds[k], .nth = 1,
-					  .persistent = true};
+		struct h2_fdev_fault f = {
+		    .op = kinds[k], .nth = 1, .persistent = true};
 		uint8_t a[BS], b[BS], got[BS];
 		struct h2_vol *v;
 		int r;
@@ -1552,8 +1577,8 @@ Test(faults, a_failed_store_refuses_with_eshutdown)
 	for (int k = 0; k < 2; k++) {
 		struct h2_fdev *fd = t_fdev(DEV_SIZE);
 		struct h2_store *st = t_open_opts(fd, opts[k]);
-		struct h2_fdev_fault f = {.op = H2_FDEV_WRITE, .nth = 1,
-					  .err = -ENOSPC};
+		struct h2_fdev_fault f = {
+		    .op = H2_FDEV_WRITE, .nth = 1, .err = -ENOSPC};
 		uint8_t buf[BS] = {1}, got[BS];
 		struct h2_vol *v;
 
@@ -1573,8 +1598,8 @@ Test(faults, a_failed_store_refuses_with_eshutdown)
 		cr_assert_eq(h2_vol_read(v, got, 0, BS), 0);
 		cr_assert(memcmp(got, buf, BS) == 0);
 		h2_vol_close(v);
-		cr_assert_eq(h2_store_close(st), -ENOSPC, "close reports the "
-			     "failure");
+		cr_assert_eq(h2_store_close(st), -ENOSPC,
+			     "close reports the failure");
 		t_check_clean(fd, "after the failure");
 		h2_fdev_free(fd);
 	}

@@ -20,8 +20,8 @@
 
 #include "helpers.h"
 
-#define BS 4096u
-#define DEV (40 * MiB)
+#define BS   4096u
+#define DEV  (40 * MiB)
 #define SIZE (2 * MiB)
 #define MARK "H2SECRET"
 
@@ -53,8 +53,8 @@ static void put_secret(struct h2_store *st, const char *name, uint64_t off,
 
 	cr_assert_eq(h2_vol_open(st, name, &v), 0);
 	for (uint64_t at = off; at < off + len; at += 64 * 1024) {
-		uint64_t n = off + len - at < 64 * 1024 ? off + len - at
-							: 64 * 1024;
+		uint64_t n =
+		    off + len - at < 64 * 1024 ? off + len - at : 64 * 1024;
 
 		secret_fill(buf, n, at);
 		cr_assert_eq(h2_vol_write(v, buf, at, n, 0), 0);
@@ -67,7 +67,7 @@ struct probe {
 	struct h2_store *st;
 	struct h2_fdev *fd;
 	const char *name;
-	uint8_t *model;  /* what name must read as */
+	uint8_t *model; /* what name must read as */
 	uint8_t *got;
 	uint64_t lo, hi; /* where the partial writes go */
 	uint64_t rs;
@@ -99,7 +99,8 @@ static int hole_cb(void *arg, uint64_t off, uint64_t len, bool hole)
 		for (uint64_t i = 0; i < len; i++)
 			cr_assert_eq(p->model[off + i], 0,
 				     "%s: hole reported at %" PRIu64
-				     " over written data", p->name, off + i);
+				     " over written data",
+				     p->name, off + i);
 	return 0;
 }
 
@@ -177,8 +178,8 @@ static uint64_t secret_blocks(struct h2_fdev *fd)
 static struct probe probe_new(struct h2_fdev *fd, struct h2_store *st,
 			      const char *name, uint64_t seed)
 {
-	struct probe p = {.st = st, .fd = fd, .name = name, .lo = 0,
-			  .hi = SIZE, .rs = seed};
+	struct probe p = {
+	    .st = st, .fd = fd, .name = name, .lo = 0, .hi = SIZE, .rs = seed};
 
 	p.before = secret_blocks(fd);
 	cr_assert_gt(p.before, 0);
@@ -237,8 +238,10 @@ Test(isolation, a_deleted_volume_never_shows_through_a_new_one)
 	partial_writes(&p, 400);
 	whole_store_clean(&p);
 	cr_assert_eq(h2_store_close(p.st), 0);
-	fprintf(stderr, "isolation: deleted volume: %u partial writes, %u "
-		"reads\n", p.writes, p.reads);
+	fprintf(stderr,
+		"isolation: deleted volume: %u partial writes, %u "
+		"reads\n",
+		p.writes, p.reads);
 	probe_free(&p);
 	h2_fdev_free(fd);
 }
@@ -291,8 +294,8 @@ Test(isolation, a_trimmed_range_reads_zeros_and_never_the_old_data)
 	 * outside the range, zeros inside. */
 	cr_assert_eq(h2_vol_trim(v, 1000, SIZE - 3000, 0), 0);
 	cr_assert_eq(h2_vol_write_zeroes(v, 0, 1000, 0), 0);
-	cr_assert_eq(h2_vol_write_zeroes(v, SIZE - 2000, 2000,
-					 H2_IO_NO_HOLE), 0);
+	cr_assert_eq(h2_vol_write_zeroes(v, SIZE - 2000, 2000, H2_IO_NO_HOLE),
+		     0);
 	h2_vol_close(v);
 	st = settle(fd, st);
 	cr_assert_eq(h2_vol_create(st, "b", SIZE, NULL), 0);
