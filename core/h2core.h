@@ -104,7 +104,7 @@ int h2_store_sync(struct h2_store *st, uint64_t *tid);
 
 struct h2_vol_info {
 	uint64_t id;
-	char name[128];
+	char name[256];	      /* "VOLUME" or, for a snapshot, "VOLUME@SNAP" */
 	uint64_t size;	      /* bytes */
 	uint64_t ctime_ns;
 	uint64_t create_tid;
