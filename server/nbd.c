@@ -97,7 +97,10 @@ struct nbd_conn {
 	char identity[256];
 	char peer[64];
 	struct h2_vol *vol; /* the export, from GO until freed */
-	char export[128];
+	char export[256];   /* "VOLUME" or "VOLUME@SNAP" */
+	/* The volume a GO opened (or is opening) for writing, else "":
+	 * a rollback is refused while it is (h2_nbdsrv_writing). */
+	char rw_volume[128];
 	/* A write whose payload has not all arrived yet. */
 	bool pending;
 	struct h2_nbd_cmd pending_cmd;
@@ -118,7 +121,8 @@ struct nbd_job {
 	struct nbd_conn *c;
 	struct h2_store *st;
 	/* NJ_LOOKUP */
-	char name[128];
+	char name[256]; /* what h2_vol_open takes: "VOLUME[@SNAP]" */
+	char vname[128], sname[128]; /* its parts (sname "": a volume) */
 	bool go, read_only;
 	uint64_t size;
 	/* NJ_LIST */
@@ -352,6 +356,7 @@ static void job_run(struct h2_job *job)
 {
 	struct nbd_job *j = (struct nbd_job *)job;
 	struct h2_vol_info info;
+	struct h2_snap_info si;
 	int r = 0;
 
 	switch (j->kind) {
@@ -360,6 +365,10 @@ static void job_run(struct h2_job *job)
 			r = h2_vol_open(j->st, j->name, &j->vol);
 			if (r == 0)
 				j->size = h2_vol_size(j->vol);
+		} else if (j->sname[0]) {
+			r = h2_snap_info(j->st, j->vname, j->sname, &si);
+			if (r == 0)
+				j->size = si.size;
 		} else {
 			r = h2_vol_info(j->st, j->name, &info);
 			if (r == 0)
@@ -408,6 +417,8 @@ static void done_lookup(struct nbd_conn *c, struct nbd_job *j)
 			 j->name);
 	r = h2_nbd_lookup_done(c->proto, j->err, j->err ? NULL : &ex,
 			       j->err ? j->msg : NULL);
+	if (j->go && !j->read_only && r != H2_NBD_TRANSMIT)
+		c->rw_volume[0] = '\0';
 	if (r == H2_NBD_TRANSMIT) {
 		c->vol = j->vol;
 		j->vol = NULL;
@@ -545,18 +556,8 @@ static void do_lookup(struct nbd_conn *c, const char *name, bool go)
 		h2_nbd_lookup_done(c->proto, -ENOENT, NULL, msg);
 		return;
 	}
-	if (snap[0]) {
-		/*
-		 * Snapshot exports: VOLUME@SNAPSHOT, always read-only.  The
-		 * store has no snapshots yet; when it does, look the
-		 * snapshot up here and set j->read_only = true (an open
-		 * handle on the snapshot then goes to NJ_LOOKUP like a
-		 * volume's).
-		 */
-		snprintf(msg, sizeof(msg),
-			 "no export named \"%.200s\": snapshots are not "
-			 "served yet",
-			 name);
+	if (snap[0] && !h2_vol_name_valid(snap)) {
+		snprintf(msg, sizeof(msg), "no export named \"%.200s\"", name);
 		h2_nbd_lookup_done(c->proto, -ENOENT, NULL, msg);
 		return;
 	}
@@ -565,9 +566,16 @@ static void do_lookup(struct nbd_conn *c, const char *name, bool go)
 		h2_nbd_lookup_done(c->proto, -ENOMEM, NULL, "out of memory");
 		return;
 	}
-	snprintf(j->name, sizeof(j->name), "%s", vol);
+	/* VOLUME@SNAP: a snapshot, always read-only (read right on the
+	 * volume suffices, as in the native protocol). */
+	snprintf(j->vname, sizeof(j->vname), "%s", vol);
+	snprintf(j->sname, sizeof(j->sname), "%s", snap);
+	snprintf(j->name, sizeof(j->name), "%s%s%s", vol, snap[0] ? "@" : "",
+		 snap);
 	j->go = go;
-	j->read_only = right < H2_RIGHT_WRITE;
+	j->read_only = snap[0] || right < H2_RIGHT_WRITE;
+	if (go && !j->read_only)
+		snprintf(c->rw_volume, sizeof(c->rw_volume), "%s", vol);
 	job_submit(j);
 }
 
@@ -1052,6 +1060,16 @@ void h2_nbdsrv_teardown_all(struct h2_server *srv)
 		conn_teardown(ns->conns, false);
 	if (outer)
 		ns->closing_all = false;
+}
+
+bool h2_nbdsrv_writing(const struct h2_server *srv, const char *volume)
+{
+	if (!srv->nbd)
+		return false;
+	for (const struct nbd_conn *c = srv->nbd->conns; c; c = c->next)
+		if (strcmp(c->rw_volume, volume) == 0)
+			return true;
+	return false;
 }
 
 unsigned h2_nbdsrv_conns(const struct h2_server *srv)

@@ -18,6 +18,7 @@
 #ifndef H2D_NBD_H
 #define H2D_NBD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct h2_server;
@@ -40,6 +41,12 @@ void h2_nbdsrv_close_all(struct h2_server *srv);
 
 /* Tear every connection down at once (clients that do not read). */
 void h2_nbdsrv_teardown_all(struct h2_server *srv);
+
+/*
+ * Whether an NBD client has volume open for writing or is opening it so
+ * (its GO is running).  Loop thread.
+ */
+bool h2_nbdsrv_writing(const struct h2_server *srv, const char *volume);
 
 /* Open NBD connections (0 when the frontend is off). */
 unsigned h2_nbdsrv_conns(const struct h2_server *srv);
