@@ -86,6 +86,7 @@ enum {
 	H2_ECLOSED = -18,      /* the connection is gone */
 	H2_ENOMEM = -19,       /* out of memory here */
 	H2_ETIMEDOUT = -20,    /* no answer in time */
+	H2_EDEPENDENTS = -21,  /* snapshots or clones depend on it */
 };
 
 /* Name and description of an error code ("no such volume").  Thread-safe. */
@@ -137,14 +138,28 @@ typedef struct h2_volume_info {
 	char name[128];
 	uint64_t id;
 	uint64_t size;
-	uint64_t used_bytes;
+	uint64_t used_bytes; /* blocks its tree references, shared included */
 	uint64_t ctime_ns;
 	bool can_read, can_write, can_admin;
+	uint32_t snapshots;  /* snapshots of this volume */
+	uint64_t snap_bytes; /* held by its snapshots and not by it */
+	char origin[256];    /* a clone: "VOLUME@SNAP" it came from, else "" */
 } h2_volume_info;
 
 /* Volume management; names are 1..127 bytes.  Thread-safe. */
 H2_PUBLIC int h2_volume_create(h2_client *c, const char *name, uint64_t size);
+/* A volume with snapshots is refused with H2_EDEPENDENTS. */
 H2_PUBLIC int h2_volume_delete(h2_client *c, const char *name);
+
+enum h2_delete_flags {
+	/* Also delete the volume's snapshots and the clones made from
+	 * them (recursively): needs admin on every volume deleted. */
+	H2_DELETE_RECURSIVE = 1u << 0,
+};
+
+/* h2_volume_delete with flags (H2_DELETE_RECURSIVE).  Thread-safe. */
+H2_PUBLIC int h2_volume_delete_flags(h2_client *c, const char *name,
+				     unsigned flags);
 H2_PUBLIC int h2_volume_resize(h2_client *c, const char *name, uint64_t size);
 H2_PUBLIC int h2_volume_info_get(h2_client *c, const char *name,
 				 h2_volume_info *out);
@@ -156,7 +171,11 @@ enum h2_open_flags {
 	H2_OPEN_RW = 1,
 };
 
-/* Open a volume for I/O on this connection.  Thread-safe. */
+/*
+ * Open a volume for I/O on this connection.  name "VOLUME@SNAP" opens a
+ * snapshot: H2_OPEN_RO only (H2_OPEN_RW is H2_EROFS), read right on
+ * VOLUME suffices.  Thread-safe.
+ */
 H2_PUBLIC int h2_volume_open(h2_client *c, const char *name, unsigned flags,
 			     h2_volume **out);
 /*
@@ -220,10 +239,69 @@ typedef struct h2_stats {
 	uint64_t flushes, flush_ns_total, durable_tid;
 	uint64_t dev_bytes_written, client_bytes_written, client_bytes_read;
 	uint64_t volumes, connections, requests, errors;
+	uint64_t snapshots, snapshot_bytes; /* held only by snapshots */
 } h2_stats;
 
 /* Server statistics.  Thread-safe. */
 H2_PUBLIC int h2_stat(h2_client *c, h2_stats *out);
+
+/*
+ * Snapshots and clones.  A snapshot is a read-only image of a volume,
+ * taken at once without copying data; it holds the blocks the volume
+ * overwrites after it.  Snapshot names follow volume names (1..127
+ * bytes) and are unique per volume.  Creating, deleting, cloning and
+ * rolling back need the admin right on the volume; listing needs read.
+ * Errors beyond the usual: H2_EDEPENDENTS when a clone depends on the
+ * snapshot (delete, rollback past newer snapshots); h2_last_error()
+ * says what.  All thread-safe.
+ */
+typedef struct h2_snapshot_info {
+	char volume[128];
+	char name[128];
+	uint64_t ctime_ns;
+	uint64_t tid;	      /* the store transaction it is the image of */
+	uint64_t size;	      /* the volume's size then */
+	uint64_t refer_bytes; /* blocks it references */
+	uint64_t excl_bytes;  /* held by it alone: freed by deleting it */
+	uint32_t clones;      /* volumes cloned from it */
+} h2_snapshot_info;
+
+/* Snapshot volume as name; out (may be NULL) describes it. */
+H2_PUBLIC int h2_snapshot_create(h2_client *c, const char *volume,
+				 const char *name, h2_snapshot_info *out);
+/*
+ * The snapshots of volume (NULL: of every volume the caller can see),
+ * sorted by volume, then age.  *out: array of *count, freed with
+ * h2_snapshot_list_free (NULL when *count is 0).
+ */
+H2_PUBLIC int h2_snapshot_list(h2_client *c, const char *volume,
+			       h2_snapshot_info **out, size_t *count);
+H2_PUBLIC void h2_snapshot_list_free(h2_snapshot_info *list);
+/* Its space comes back once the deletion is durable. */
+H2_PUBLIC int h2_snapshot_delete(h2_client *c, const char *volume,
+				 const char *name);
+/*
+ * A new writable volume new_volume sharing every block of
+ * volume@snapshot (needs admin on volume and on the new name); out (may
+ * be NULL) describes it.  The snapshot cannot be deleted while the clone
+ * exists.
+ */
+H2_PUBLIC int h2_clone(h2_client *c, const char *volume, const char *snapshot,
+		       const char *new_volume, h2_volume_info *out);
+
+enum h2_rollback_flags {
+	/* Even while a client has the volume open for writing. */
+	H2_ROLLBACK_FORCE = 1u << 0,
+};
+
+/*
+ * Make volume's contents snapshot's (its newest snapshot: delete newer
+ * ones first, else H2_EDEPENDENTS).  H2_EBUSY while any client of the
+ * server has the volume open for writing, unless H2_ROLLBACK_FORCE;
+ * handles still open then read the snapshot's data.
+ */
+H2_PUBLIC int h2_rollback(h2_client *c, const char *volume,
+			  const char *snapshot, unsigned flags);
 
 /*
  * Asynchronous I/O: submit many requests, get callbacks as replies come

@@ -147,6 +147,28 @@ static bool fake_in_range(uint64_t off, uint64_t len)
 	return off <= FAKE_DISK && len <= FAKE_DISK - off;
 }
 
+/* The fake's snapshots: vm1@a, vm1@b (a clone's origin), vm2@c. */
+static const struct {
+	const char *volume, *name;
+	uint64_t tid;
+} fake_snaps[] = {{"vm1", "a", 10}, {"vm1", "b", 20}, {"vm2", "c", 5}};
+#define FAKE_NSNAPS (sizeof(fake_snaps) / sizeof(fake_snaps[0]))
+
+/* After the SnapshotList cursor q (volume, tid order; none: all)? */
+static bool fake_snap_after(const H2__SnapshotList *q, size_t i)
+{
+	int r;
+
+	if (!q->after_volume[0])
+		return true;
+	r = strcmp(fake_snaps[i].volume, q->after_volume);
+	if (r)
+		return r > 0;
+	if (fake_snaps[i].tid != q->after_tid)
+		return fake_snaps[i].tid > q->after_tid;
+	return strcmp(fake_snaps[i].name, q->after_name) > 0;
+}
+
 /* Answer one logged request. */
 static int fake_reply(struct fake *f, SSL *ssl, size_t idx)
 {
@@ -162,8 +184,11 @@ static int fake_reply(struct fake *f, SSL *ssl, size_t idx)
 	H2__StatResult st = H2__STAT_RESULT__INIT;
 	H2__FlushResult fr = H2__FLUSH_RESULT__INIT;
 	H2__TxnResult tr = H2__TXN_RESULT__INIT;
+	H2__SnapshotInfo si[FAKE_NSNAPS];
+	H2__SnapshotInfo *sip[FAKE_NSNAPS];
+	H2__SnapshotListResult sl = H2__SNAPSHOT_LIST_RESULT__INIT;
 	struct h2_frame_buf out = {0};
-	char cn[128], msg[256] = "";
+	char cn[128], msg[256] = "", origin[300];
 	const struct fake_rec *rec;
 	const H2__Request *rq;
 	const uint8_t *payload = NULL;
@@ -202,6 +227,9 @@ static int fake_reply(struct fake *f, SSL *ssl, size_t idx)
 		vi[0].ctime_ns = 1700000000000000000ull;
 		vi[0].can_read = true;
 		vi[0].can_admin = true;
+		vi[0].snapshots = 3;
+		vi[0].snap_bytes = 1u << 20;
+		vi[0].origin = "base@gold";
 		r.result_case = H2__RESPONSE__RESULT_VOLUME_INFO;
 		r.volume_info = &vi[0];
 		break;
@@ -217,7 +245,15 @@ static int fake_reply(struct fake *f, SSL *ssl, size_t idx)
 		r.volume_list = &vl;
 		break;
 	case H2__REQUEST__OP_VOLUME_OPEN:
-		if (strcmp(rq->volume_open->name, "vm1") != 0) {
+		/* A snapshot of vm1 opens (read-only, as h2d would). */
+		if (strncmp(rq->volume_open->name, "vm1@", 4) == 0 &&
+		    rq->volume_open->write) {
+			r.status = H2__STATUS__READ_ONLY;
+			snprintf(msg, sizeof(msg), "snapshot is read-only");
+			break;
+		}
+		if (strcmp(rq->volume_open->name, "vm1") != 0 &&
+		    strncmp(rq->volume_open->name, "vm1@", 4) != 0) {
 			r.status = H2__STATUS__NOT_FOUND;
 			snprintf(msg, sizeof(msg), "volume '%s' does not exist",
 				 rq->volume_open->name);
@@ -325,6 +361,68 @@ static int fake_reply(struct fake *f, SSL *ssl, size_t idx)
 		st.errors = 14;
 		r.result_case = H2__RESPONSE__RESULT_STAT;
 		r.stat = &st;
+		break;
+	case H2__REQUEST__OP_SNAPSHOT_CREATE:
+		h2__snapshot_info__init(&si[0]);
+		si[0].volume = rq->snapshot_create->volume;
+		si[0].name = rq->snapshot_create->name;
+		si[0].ctime_ns = 1700000000000000001ull;
+		si[0].tid = 77;
+		si[0].size = 1u << 30;
+		si[0].refer_bytes = 4096;
+		r.result_case = H2__RESPONSE__RESULT_SNAPSHOT_INFO;
+		r.snapshot_info = &si[0];
+		break;
+	case H2__REQUEST__OP_SNAPSHOT_LIST:
+		/* Two per reply at most: the client must ask again. */
+		for (i = 0, pos = 0; i < FAKE_NSNAPS; i++) {
+			if ((rq->snapshot_list->volume[0] &&
+			     strcmp(rq->snapshot_list->volume,
+				    fake_snaps[i].volume)) ||
+			    !fake_snap_after(rq->snapshot_list, i))
+				continue;
+			if (pos == 2) {
+				sl.truncated = true;
+				break;
+			}
+			h2__snapshot_info__init(&si[pos]);
+			si[pos].volume = (char *)fake_snaps[i].volume;
+			si[pos].name = (char *)fake_snaps[i].name;
+			si[pos].tid = fake_snaps[i].tid;
+			si[pos].excl_bytes = 1000 * (i + 1);
+			si[pos].clones = strcmp(fake_snaps[i].name, "b") == 0;
+			sip[pos] = &si[pos];
+			pos++;
+		}
+		sl.n_snapshots = pos;
+		sl.snapshots = sip;
+		r.result_case = H2__RESPONSE__RESULT_SNAPSHOT_LIST;
+		r.snapshot_list = &sl;
+		break;
+	case H2__REQUEST__OP_SNAPSHOT_DELETE:
+		if (strcmp(rq->snapshot_delete->name, "b") == 0) {
+			r.status = H2__STATUS__HAS_DEPENDENTS;
+			snprintf(msg, sizeof(msg),
+				 "snapshot \"vm1@b\" has a clone");
+		}
+		break;
+	case H2__REQUEST__OP_CLONE:
+		vi[0].name = rq->clone->new_volume;
+		vi[0].size = 1u << 30;
+		vi[0].can_admin = vi[0].can_write = vi[0].can_read = true;
+		snprintf(origin, sizeof(origin), "%s@%s", rq->clone->volume,
+			 rq->clone->snapshot);
+		vi[0].origin = origin;
+		r.result_case = H2__RESPONSE__RESULT_VOLUME_INFO;
+		r.volume_info = &vi[0];
+		break;
+	case H2__REQUEST__OP_ROLLBACK:
+		if (!rq->rollback->force) {
+			r.status = H2__STATUS__BUSY;
+			snprintf(msg, sizeof(msg),
+				 "volume \"%s\" is open for writing",
+				 rq->rollback->volume);
+		}
 		break;
 	default:
 		r.status = H2__STATUS__UNSUPPORTED;

@@ -3,7 +3,10 @@
  *
  * One thread accepts TLS connections on 127.0.0.1 (port 0) and serves
  * them one at a time with blocking I/O and proto/frame.h.  It keeps a
- * toy volume "vm1" (handle FAKE_HANDLE, FAKE_DISK bytes) in memory and
+ * toy volume "vm1" (handle FAKE_HANDLE, FAKE_DISK bytes) in memory, whose
+ * snapshots "vm1@..." open read-only on the same handle, three snapshots
+ * to list (vm1@a, vm1@b, vm2@c; two per reply, so that the client must
+ * page; deleting vm1@b is HAS_DEPENDENTS), and
  * logs every request it receives, so tests can check what the client put
  * on the wire.  The mode decides how it answers:
  *
