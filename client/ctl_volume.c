@@ -55,7 +55,11 @@ static cJSON *volume_json(const h2_volume_info *vi)
 			   : cJSON_AddNullToObject(o, "created")) ||
 	    !cJSON_AddBoolToObject(o, "can_read", vi->can_read) ||
 	    !cJSON_AddBoolToObject(o, "can_write", vi->can_write) ||
-	    !cJSON_AddBoolToObject(o, "can_admin", vi->can_admin)) {
+	    !cJSON_AddBoolToObject(o, "can_admin", vi->can_admin) ||
+	    !ctl_json_u64(o, "snapshots", vi->snapshots) ||
+	    !ctl_json_u64(o, "snap_bytes", vi->snap_bytes) ||
+	    !(vi->origin[0] ? cJSON_AddStringToObject(o, "origin", vi->origin)
+			    : cJSON_AddNullToObject(o, "origin"))) {
 		cJSON_Delete(o);
 		return NULL;
 	}
@@ -131,10 +135,11 @@ static int list_json(const h2_volume_info *v, size_t n)
 /* Print the volumes as an aligned table. */
 static int list_table(const h2_volume_info *v, size_t n)
 {
-	static const char *const head[] = {"NAME", "SIZE", "USED", "CREATED",
-					   "RIGHTS"};
-	static const enum ctl_align align[] = {CTL_LEFT, CTL_RIGHT, CTL_RIGHT,
-					       CTL_LEFT, CTL_LEFT};
+	static const char *const head[] = {"NAME",    "SIZE",	"USED",
+					   "SNAPS",   "CREATED", "RIGHTS"};
+	static const enum ctl_align align[] = {CTL_LEFT,  CTL_RIGHT,
+					       CTL_RIGHT, CTL_RIGHT,
+					       CTL_LEFT,  CTL_LEFT};
 	struct ctl_table *t;
 
 	if (n == 0) {
@@ -142,15 +147,16 @@ static int list_table(const h2_volume_info *v, size_t n)
 		       "NAME SIZE\")\n");
 		return ctl_stdout_done();
 	}
-	t = ctl_table_new(5, head, align);
+	t = ctl_table_new(6, head, align);
 	if (!t)
 		return ctl_fail("out of memory");
 	for (size_t i = 0; i < n; i++) {
-		char size[32], used[32], when[40], r[4];
+		char size[32], used[32], snaps[16], when[40], r[4];
 
+		snprintf(snaps, sizeof(snaps), "%" PRIu32, v[i].snapshots);
 		if (!ctl_table_addv(
 			t, v[i].name, ctl_size(v[i].size, size, sizeof(size)),
-			ctl_size(v[i].used_bytes, used, sizeof(used)),
+			ctl_size(v[i].used_bytes, used, sizeof(used)), snaps,
 			ctl_time(v[i].ctime_ns, when, sizeof(when)),
 			rights(&v[i], r))) {
 			ctl_table_free(t);
@@ -196,7 +202,8 @@ int ctl_volume_info(struct ctl *ctl, int argc, char **argv)
 {
 	h2_volume_info vi;
 	struct ctl_table *t;
-	char a[64], b[64], c[24], when[40], r4[4];
+	char a[64], b[64], c[24], when[40], r4[4], sn[96], hs[32];
+	bool ok;
 	int rc, n, r;
 
 	if ((rc = ctl_positional(ctl, argc, argv, 1, 1, &n)) ||
@@ -214,12 +221,17 @@ int ctl_volume_info(struct ctl *ctl, int argc, char **argv)
 	bytes(vi.used_bytes, b, sizeof(b));
 	snprintf(c, sizeof(c), "%" PRIu64, vi.id);
 	rights(&vi, r4);
-	if (!ctl_table_addv(t, "name", vi.name) ||
-	    !ctl_table_addv(t, "id", c) || !ctl_table_addv(t, "size", a) ||
-	    !ctl_table_addv(t, "used", b) ||
-	    !ctl_table_addv(t, "created",
-			    ctl_time(vi.ctime_ns, when, sizeof(when))) ||
-	    !ctl_table_addv(t, "rights", r4)) {
+	snprintf(sn, sizeof(sn), "%" PRIu32 " (holding %s only they use)",
+		 vi.snapshots, ctl_size(vi.snap_bytes, hs, sizeof(hs)));
+	ok = ctl_table_addv(t, "name", vi.name) &&
+	     ctl_table_addv(t, "id", c) && ctl_table_addv(t, "size", a) &&
+	     ctl_table_addv(t, "used", b) &&
+	     ctl_table_addv(t, "snapshots", sn) &&
+	     (!vi.origin[0] || ctl_table_addv(t, "clone of", vi.origin)) &&
+	     ctl_table_addv(t, "created",
+			    ctl_time(vi.ctime_ns, when, sizeof(when))) &&
+	     ctl_table_addv(t, "rights", r4);
+	if (!ok) {
 		ctl_table_free(t);
 		return ctl_fail("out of memory");
 	}
@@ -230,18 +242,21 @@ int ctl_volume_info(struct ctl *ctl, int argc, char **argv)
 
 int ctl_volume_delete(struct ctl *ctl, int argc, char **argv)
 {
+	bool rec = ctl_take_flag(&argc, argv, "--recursive");
 	int rc, n, r;
 
 	if ((rc = ctl_positional(ctl, argc, argv, 1, 1, &n)) ||
 	    (rc = check_name(ctl, argv[0])) || (rc = ctl_connect(ctl)))
 		return rc;
-	r = h2_volume_delete(ctl->client, argv[0]);
+	r = h2_volume_delete_flags(ctl->client, argv[0],
+				   rec ? H2_DELETE_RECURSIVE : 0);
 	if (r < 0)
 		return ctl_fail_h2(ctl, r, "cannot delete volume \"%s\"",
 				   argv[0]);
 	if (ctl->json)
 		return print_name_size(argv[0], NULL, "deleted");
-	printf("deleted volume \"%s\"\n", argv[0]);
+	printf("deleted volume \"%s\"%s\n", argv[0],
+	       rec ? " with its snapshots and clones" : "");
 	return ctl_stdout_done();
 }
 
@@ -348,7 +363,9 @@ static int stat_json(const struct ctl *ctl, const h2_stats *s)
 	     ctl_json_u64(o, "volumes", s->volumes) &&
 	     ctl_json_u64(o, "connections", s->connections) &&
 	     ctl_json_u64(o, "requests", s->requests) &&
-	     ctl_json_u64(o, "errors", s->errors);
+	     ctl_json_u64(o, "errors", s->errors) &&
+	     ctl_json_u64(o, "snapshots", s->snapshots) &&
+	     ctl_json_u64(o, "snapshot_bytes", s->snapshot_bytes);
 	/* null rather than a division by zero before any client write. */
 	ok = ok &&
 	     (s->client_bytes_written
@@ -368,7 +385,7 @@ int ctl_stat(struct ctl *ctl, int argc, char **argv)
 	const char *id;
 	struct ctl_table *t;
 	h2_stats s;
-	char v[13][64];
+	char v[14][64], hs[32];
 	bool ok;
 	int rc, np, r;
 
@@ -399,6 +416,8 @@ int ctl_stat(struct ctl *ctl, int argc, char **argv)
 		snprintf(v[8], sizeof(v[8]), "-");
 	snprintf(v[9], sizeof(v[9]), "%" PRIu64, s.durable_tid);
 	snprintf(v[10], sizeof(v[10]), "%" PRIu64, s.volumes);
+	snprintf(v[13], sizeof(v[13]), "%" PRIu64 " (holding %s only they use)",
+		 s.snapshots, ctl_size(s.snapshot_bytes, hs, sizeof(hs)));
 	snprintf(v[5], sizeof(v[5]), "%" PRIu64, s.connections);
 	snprintf(v[11], sizeof(v[11]), "%" PRIu64 " (%" PRIu64 " errors)",
 		 s.requests, s.errors);
@@ -418,6 +437,7 @@ int ctl_stat(struct ctl *ctl, int argc, char **argv)
 			    bytes(s.dev_bytes_written, v[7], 64)) &&
 	     ctl_table_addv(t, "write amplification", v[8]) &&
 	     ctl_table_addv(t, "volumes", v[10]) &&
+	     ctl_table_addv(t, "snapshots", v[13]) &&
 	     ctl_table_addv(t, "connections", v[5]) &&
 	     ctl_table_addv(t, "requests", v[11]);
 	if (ok)
