@@ -425,6 +425,7 @@ void h2_free_add(struct h2_txctx *tx, enum h2_free_kind kind,
 	memset(f, 0, sizeof(*f));
 	f->kind = kind;
 	f->vol_id = tx->vol_id;
+	f->origin_tid = tx->origin_tid;
 	if (bref)
 		f->bref = *bref;
 	if (chain) {

@@ -42,12 +42,14 @@ struct wq {
 	struct h2_chain *chain[WQ_MAX];
 };
 
-/* A frozen volume: what the flush writes for it. */
+/* A frozen volume or snapshot: what the flush writes for it. */
 struct frozen {
 	struct h2_vol *vol;
 	struct h2_volrec rec;	/* as of the freeze; root filled in */
 	struct h2_chain *root;	/* referenced, or NULL */
-	int64_t delta;		/* blocks gained (-lost) in this flush */
+	bool capture;		/* a snapshot taking its volume's image */
+	/* Space in blocks (struct h2_volrec), updated as the flush goes. */
+	int64_t used, excl, snapb;
 };
 
 struct flushctx {
@@ -58,6 +60,10 @@ struct flushctx {
 	uint32_t nfz;
 	uint32_t nslots;	/* st->nslots at the freeze */
 	struct h2_freelist frees;
+	struct frozen **snaps;	/* durable snapshots by (volume, tid) */
+	uint32_t nsnaps;
+	uint64_t *gone;		/* snapshots whose deletion was settled */
+	size_t ngone;
 	struct h2_chain **l1;	/* written level-1 chains, to evict from */
 	size_t nl1, capl1;
 	uint64_t allocated;	/* blocks this flush allocated */
@@ -139,7 +145,7 @@ static void account(struct flushctx *fc, uint64_t vol_id, int64_t blocks)
 	struct frozen *f = vol_id ? fz_find(fc, vol_id) : NULL;
 
 	if (f)
-		f->delta += blocks;
+		f->used += blocks;
 }
 
 /*
@@ -193,6 +199,9 @@ static int write_chain(struct flushctx *fc, struct h2_chain *c)
 			}
 			h2_bref_set_child_slot(c, i, &ch->bref);
 		}
+		b.blocks = 1;
+		for (unsigned i = 0; i < H2_FANOUT; i++)
+			b.blocks += ((struct h2_blockref *)c->data)[i].blocks;
 		pthread_mutex_unlock(&c->lock);
 		if (data_children && c->level == 1) {
 			if (fc->nl1 == fc->capl1) {
@@ -216,6 +225,8 @@ static int write_chain(struct flushctx *fc, struct h2_chain *c)
 	b.data_off = blk * H2_BLOCK_SIZE | H2_BLOCK_RADIX;
 	b.birth_tid = fc->epoch;
 	b.check = h2_check64(c->data, H2_BLOCK_SIZE);
+	if (!b.blocks)
+		b.blocks = 1;
 	pthread_mutex_lock(&c->lock);
 	c->bref = b;
 	c->flags = H2_CHAIN_ONDISK;
@@ -287,44 +298,344 @@ static void free_block(struct flushctx *fc, uint64_t vol_id,
 		return;
 	}
 	fc->freed++;
-	account(fc, vol_id, -1);
 }
 
-/* Free the block b names and, for an indirect block, all below it. */
-static void free_tree(struct flushctx *fc, uint64_t vol_id,
-		      const struct h2_blockref *b)
+/*
+ * The 64 slots of indirect block b, read into buf; false (and a message:
+ * what lies below leaks until repaired, nothing is lost) on failure.
+ */
+static bool read_slots(struct flushctx *fc, const struct h2_blockref *b,
+		       struct h2_blockref *buf)
 {
-	if (b->type == H2_BREF_EMPTY)
-		return;
-	if (b->type == H2_BREF_INDIRECT) {
-		struct h2_blockref *slots = malloc(H2_BLOCK_SIZE);
+	if (h2_chain_read_block(fc->st, b, buf, "flush: freed subtree") == 0)
+		return true;
+	fprintf(stderr, "h2: flush %" PRIu64 ": cannot read an indirect "
+			"block (%s); the blocks below it leak until "
+			"repaired\n",
+		fc->epoch, h2_core_errmsg());
+	return false;
+}
 
-		if (!slots ||
-		    h2_chain_read_block(fc->st, b, slots, "freed subtree") < 0) {
-			/* Its children stay allocated: leaked, not lost. */
-			fprintf(stderr, "h2: flush %" PRIu64 ": cannot read "
-					"a freed indirect block (%s); the "
-					"blocks below it leak until "
-					"repaired\n",
-				fc->epoch, h2_core_errmsg());
-			free(slots);
-			free_block(fc, vol_id, b);
-			return;
-		}
-		for (unsigned i = 0; i < H2_FANOUT; i++)
-			free_tree(fc, vol_id, &slots[i]);
-		free(slots);
+/* ---------------------------------------------------------------------- */
+/* Shared blocks.                                                          */
+/*
+ * Trees of one volume's lineage (the volume, its snapshots) share
+ * subtrees.  Birth tids say who holds what without reference counts: a
+ * block the volume stops referencing (a kill) was in snapshot S iff it
+ * was born at or before S's tid, and then it is in the newest snapshot L
+ * too.  So a kill born after L (and after the clone origin, which holds
+ * everything born before it) is freed, anything older stays with L.
+ *
+ * Deleting snapshot S (P before it, N after it: the next snapshot or the
+ * volume) frees the blocks of S that N lacks and that were born after P,
+ * found by walking S and N side by side and skipping equal blockrefs
+ * (shared subtrees) and blocks born at or before P: time in proportion to
+ * what is freed.
+ *
+ * Order makes this exact: a flush first settles its deleted snapshots
+ * against the lineage as the previous flush left it (volume roots from
+ * dir_disk), then the kills of its epoch against the snapshots that
+ * remain.  Each step moves the set of referenced blocks from one exact
+ * state to the next.
+ */
+
+/* What a walk does with the blocks it visits. */
+struct sharew {
+	struct flushctx *fc;
+	uint64_t vol_id;
+	uint64_t lo;	     /* do not visit blocks born at or before */
+	uint64_t free_above; /* free those born after (UINT64_MAX: none) */
+	uint64_t cnt_lo, cnt_hi; /* count those born in (cnt_lo, cnt_hi] */
+	uint64_t counted;
+};
+
+static bool bref_is_empty(const struct h2_blockref *b)
+{
+	return !b || b->type == H2_BREF_EMPTY;
+}
+
+static void visit(struct sharew *w, const struct h2_blockref *a)
+{
+	if (a->birth_tid > w->cnt_lo && a->birth_tid <= w->cnt_hi)
+		w->counted++;
+	if (a->birth_tid > w->free_above)
+		free_block(w->fc, w->vol_id, a);
+}
+
+/*
+ * Visit the blocks of subtree a that subtree b (same keys, possibly
+ * taller: its slot-0 path covers a's range) does not reference.
+ */
+static void diff(struct sharew *w, const struct h2_blockref *a,
+		 const struct h2_blockref *b)
+{
+	struct h2_blockref *as, *bs = NULL, bb;
+	bool b_lower = false;
+
+	if (bref_is_empty(a) || a->birth_tid <= w->lo)
+		return;
+	if (!bref_is_empty(b) && b->level > a->level) {
+		struct h2_blockref *tmp = malloc(H2_BLOCK_SIZE);
+
+		bb = *b;
+		while (tmp && bb.type == H2_BREF_INDIRECT &&
+		       bb.level > a->level && read_slots(w->fc, &bb, tmp))
+			bb = tmp[0];
+		if (!tmp || bb.level != a->level)
+			memset(&bb, 0, sizeof(bb));
+		free(tmp);
+		b = &bb;
 	}
-	free_block(fc, vol_id, b);
+	if (!bref_is_empty(b) && b->level == a->level &&
+	    H2_BREF_OFFSET(a) == H2_BREF_OFFSET(b))
+		return; /* shared */
+	visit(w, a);
+	if (a->type != H2_BREF_INDIRECT)
+		return;
+	as = malloc(2 * H2_BLOCK_SIZE);
+	if (!as || !read_slots(w->fc, a, as)) {
+		free(as);
+		return;
+	}
+	if (!bref_is_empty(b) && b->type == H2_BREF_INDIRECT) {
+		if (b->level == a->level) {
+			bs = as + H2_FANOUT;
+			if (!read_slots(w->fc, b, bs))
+				bs = NULL;
+		} else if (b->level < a->level) {
+			b_lower = true;
+		}
+	}
+	for (unsigned i = 0; i < H2_FANOUT; i++)
+		diff(w, &as[i], bs ? &bs[i] : (b_lower && i == 0) ? b : NULL);
+	free(as);
+}
+
+/* Snapshots of volume vol_id in fz, oldest first: [*first, *end). */
+static void lineage(struct flushctx *fc, uint64_t vol_id, uint32_t *first,
+		    uint32_t *end)
+{
+	uint32_t lo = 0, hi = fc->nsnaps;
+
+	while (lo < hi) {
+		uint32_t mid = (lo + hi) / 2;
+
+		if (fc->snaps[mid]->rec.parent_id < vol_id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*first = lo;
+	while (lo < fc->nsnaps && fc->snaps[lo]->rec.parent_id == vol_id)
+		lo++;
+	*end = lo;
+}
+
+static int snap_cmp(const void *a, const void *b)
+{
+	const struct frozen *x = *(struct frozen *const *)a;
+	const struct frozen *y = *(struct frozen *const *)b;
+
+	if (x->rec.parent_id != y->rec.parent_id)
+		return x->rec.parent_id < y->rec.parent_id ? -1 : 1;
+	return x->rec.snap_tid < y->rec.snap_tid ? -1
+	       : x->rec.snap_tid > y->rec.snap_tid;
+}
+
+static bool gone(struct flushctx *fc, uint64_t id)
+{
+	for (size_t i = 0; i < fc->ngone; i++)
+		if (fc->gone[i] == id)
+			return true;
+	return false;
+}
+
+static int rec_tid_cmp(const void *a, const void *b)
+{
+	const struct h2_volrec *x = *(struct h2_volrec *const *)a;
+	const struct h2_volrec *y = *(struct h2_volrec *const *)b;
+
+	return x->snap_tid < y->snap_tid ? -1 : x->snap_tid > y->snap_tid;
+}
+
+/* Settle the deletion of a snapshot (see "Shared blocks"). */
+static void settle_snapshot(struct flushctx *fc, const struct h2_free *f)
+{
+	struct h2_store *st = fc->st;
+	const struct h2_volrec *head = &st->dir_disk[f->head_slot];
+	const struct h2_volrec **l, *s = NULL, *p, *pp, *n, *nn;
+	struct h2_blockref head_root = {0};
+	struct frozen *fh, *fp, *fn;
+	uint64_t origin = f->origin_tid, lo, lo_p, freed0;
+	size_t k = 0, at = 0;
+	struct sharew w;
+
+	if (head->id == f->vol_id && (head->flags & H2_VOLREC_USED) &&
+	    !(head->flags & H2_VOLREC_SNAPSHOT)) {
+		head_root = head->root;
+		origin = head->origin_tid;
+	}
+	l = h2_xcalloc(fc->nslots + 1, sizeof(*l));
+	for (uint32_t i = 0; i < fc->nslots; i++) {
+		const struct h2_volrec *r = &st->dir_disk[i];
+
+		if ((r->flags & H2_VOLREC_USED) &&
+		    (r->flags & H2_VOLREC_SNAPSHOT) &&
+		    r->parent_id == f->vol_id && !gone(fc, r->id))
+			l[k++] = r;
+	}
+	qsort(l, k, sizeof(*l), rec_tid_cmp);
+	for (size_t i = 0; i < k; i++)
+		if (l[i]->id == f->snap_id) {
+			s = l[i];
+			at = i;
+		}
+	if (!s) {
+		/* Created and deleted before any flush wrote it. */
+		free(l);
+		return;
+	}
+	p = at >= 1 ? l[at - 1] : NULL;
+	pp = at >= 2 ? l[at - 2] : NULL;
+	n = at + 1 < k ? l[at + 1] : NULL;
+	nn = at + 2 < k ? l[at + 2] : NULL;
+	lo = p ? p->snap_tid : origin;
+	lo_p = p ? (pp ? pp->snap_tid : origin) : lo;
+	fh = fz_find(fc, f->vol_id);
+	fp = p ? fz_find(fc, p->id) : NULL;
+	fn = n ? fz_find(fc, n->id) : NULL;
+
+	/* S's blocks that N lacks: born after P they are freed, born in
+	 * P's own interval they become P's alone. */
+	w = (struct sharew){.fc = fc, .vol_id = f->vol_id, .lo = lo_p,
+			    .free_above = lo, .cnt_lo = lo_p, .cnt_hi = lo};
+	freed0 = fc->freed;
+	diff(&w, &s->root, n ? &n->root : &head_root);
+	if (fp)
+		fp->excl += (int64_t)w.counted;
+	if (fh)
+		fh->snapb -= (int64_t)(fc->freed - freed0);
+	if (fc->freed - freed0 != s->excl_blocks)
+		fprintf(stderr, "h2: flush %" PRIu64 ": snapshot id %" PRIu64
+				" held %" PRIu64 " blocks alone, its record "
+				"said %" PRIu64 "; run h2d check\n",
+			fc->epoch, s->id, fc->freed - freed0, s->excl_blocks);
+	/* N's blocks born after P and at or before S that the one after N
+	 * lacks were shared with S only: now N's alone. */
+	if (n && fn) {
+		w = (struct sharew){.fc = fc, .vol_id = f->vol_id, .lo = lo,
+				    .free_above = UINT64_MAX, .cnt_lo = lo,
+				    .cnt_hi = s->snap_tid};
+		diff(&w, &n->root, nn ? &nn->root : &head_root);
+		fn->excl += (int64_t)w.counted;
+	}
+	if (fc->ngone % 16 == 0)
+		fc->gone = h2_xrealloc(fc->gone,
+				       (fc->ngone + 16) * sizeof(*fc->gone));
+	fc->gone[fc->ngone++] = f->snap_id;
+	free(l);
+}
+
+/* Count the blocks of subtree b born after lo (b itself included). */
+static uint64_t count_after(struct flushctx *fc, const struct h2_blockref *b,
+			    uint64_t lo)
+{
+	struct sharew w = {.fc = fc, .lo = lo, .free_above = UINT64_MAX,
+			   .cnt_lo = lo, .cnt_hi = UINT64_MAX};
+
+	diff(&w, b, NULL);
+	return w.counted;
+}
+
+/* How kills of one volume are settled: its newest snapshot and bounds. */
+struct killctx {
+	struct frozen *head;   /* NULL: the volume is gone */
+	struct frozen *last;   /* its newest snapshot, or NULL */
+	uint64_t floor;	       /* born at or before: someone else holds it */
+	uint64_t last_lo;      /* born after: the newest snapshot's alone */
+};
+
+static void kill_ctx(struct flushctx *fc, const struct h2_free *f,
+		     struct killctx *kc)
+{
+	uint32_t a, e;
+
+	memset(kc, 0, sizeof(*kc));
+	kc->floor = f->origin_tid;
+	kc->last_lo = f->origin_tid;
+	if (!f->vol_id)
+		return;
+	kc->head = fz_find(fc, f->vol_id);
+	lineage(fc, f->vol_id, &a, &e);
+	if (e > a) {
+		kc->last = fc->snaps[e - 1];
+		kc->floor = kc->last->rec.snap_tid;
+		if (e - 1 > a)
+			kc->last_lo = fc->snaps[e - 2]->rec.snap_tid;
+	}
+}
+
+/* The volume stopped referencing b (and, if tree, all below it). */
+static void kill(struct flushctx *fc, const struct h2_free *f,
+		 struct killctx *kc, const struct h2_blockref *b, bool tree)
+{
+	struct h2_blockref *slots;
+
+	if (bref_is_empty(b))
+		return;
+	if (b->birth_tid > kc->floor) {
+		free_block(fc, f->vol_id, b);
+		if (!tree || b->type != H2_BREF_INDIRECT)
+			return;
+		slots = malloc(H2_BLOCK_SIZE);
+		if (slots && read_slots(fc, b, slots))
+			for (unsigned i = 0; i < H2_FANOUT; i++)
+				kill(fc, f, kc, &slots[i], true);
+		free(slots);
+		return;
+	}
+	if (!kc->last)
+		return; /* the clone origin holds it */
+	/* Now held by snapshots only; the newest one alone if born after
+	 * the one before it. */
+	if (kc->head)
+		kc->head->snapb += tree ? (int64_t)b->blocks : 1;
+	if (b->birth_tid > kc->last_lo)
+		kc->last->excl += tree ? (int64_t)count_after(fc, b,
+							      kc->last_lo)
+				       : 1;
 }
 
 /* Settle the epoch's frees (step 4). */
 static int apply_frees(struct flushctx *fc)
 {
+	/* Deleted snapshots first, against the previous image. */
+	for (size_t i = 0; i < fc->frees.n; i++)
+		if (fc->frees.v[i].kind == H2_FREE_SNAP)
+			settle_snapshot(fc, &fc->frees.v[i]);
 	for (size_t i = 0; i < fc->frees.n; i++) {
 		struct h2_free *f = &fc->frees.v[i];
 		struct h2_blockref b = f->bref;
+		struct killctx kc;
+		bool tree;
 
+		if (f->kind == H2_FREE_SNAP)
+			continue;
+		kill_ctx(fc, f, &kc);
+		if (f->kind == H2_FREE_ROLLBACK) {
+			/* The volume's tree was discarded just before this
+			 * entry (its kills came first) and is now the
+			 * snapshot's: every block of it is the volume's
+			 * again. */
+			struct frozen *l = fz_find(fc, f->snap_id);
+
+			if (kc.head && l) {
+				kc.head->snapb -= l->used;
+				kc.head->used = l->used;
+				l->excl = 0;
+			}
+			continue;
+		}
 		if (f->chain) {
 			pthread_mutex_lock(&f->chain->lock);
 			b = f->chain->bref;
@@ -337,10 +648,10 @@ static int apply_frees(struct flushctx *fc)
 					      "(key %" PRIu64 ") has no block",
 					      f->chain->key);
 		}
-		if (f->kind == H2_FREE_BLOCK || f->kind == H2_FREE_CHAIN)
-			free_block(fc, f->vol_id, &b);
-		else
-			free_tree(fc, f->vol_id, &b);
+		tree = f->kind == H2_FREE_TREE || f->kind == H2_FREE_CHAIN_TREE;
+		if (kc.head)
+			kc.head->used -= tree ? (int64_t)b.blocks : 1;
+		kill(fc, f, &kc, &b, tree);
 	}
 	return 0;
 }
@@ -445,6 +756,12 @@ static bool freeze(struct flushctx *fc)
 		f->vol = v;
 		f->rec = v->rec;
 		f->rec.levels = v->tree.levels;
+		f->used = (int64_t)v->used_blocks;
+		f->excl = (int64_t)v->excl_blocks;
+		f->snapb = (int64_t)v->snap_blocks;
+		f->capture = v->pending;
+		if (f->capture)
+			continue; /* takes its volume's root, below */
 		f->root = v->tree.root;
 		if (f->root)
 			h2_chain_ref(f->root);
@@ -457,6 +774,30 @@ static bool freeze(struct flushctx *fc)
 	pthread_cond_broadcast(&st->txn_cv);
 	pthread_mutex_unlock(&st->txn_lock);
 	qsort(fc->fz, fc->nfz, sizeof(*fc->fz), fz_cmp);
+	/* New snapshots take their volume's image of this epoch; the
+	 * durable ones, by volume and age, tell kills who holds a block. */
+	fc->snaps = h2_xcalloc(fc->nfz + 1, sizeof(*fc->snaps));
+	for (uint32_t i = 0; i < fc->nfz; i++) {
+		struct frozen *f = &fc->fz[i], *h;
+
+		if (!(f->rec.flags & H2_VOLREC_SNAPSHOT))
+			continue;
+		if (!f->capture) {
+			fc->snaps[fc->nsnaps++] = f;
+			continue;
+		}
+		h = fz_find(fc, f->rec.parent_id);
+		if (!h) /* cannot happen: a volume with snapshots stays */
+			continue;
+		f->root = h->root;
+		if (f->root)
+			h2_chain_ref(f->root);
+		f->rec.root = h->rec.root;
+		f->rec.levels = h->rec.levels;
+		f->rec.size = h->rec.size;
+		f->rec.snap_tid = fc->epoch;
+	}
+	qsort(fc->snaps, fc->nsnaps, sizeof(*fc->snaps), snap_cmp);
 	return true;
 }
 
@@ -501,10 +842,17 @@ static int flush_frozen(struct flushctx *fc)
 		return r;
 	h2_freelist_clear(&fc->frees);
 	for (uint32_t i = 0; i < fc->nfz; i++) {
-		struct frozen *f = &fc->fz[i];
-		int64_t used = (int64_t)f->vol->used_blocks + f->delta;
+		struct frozen *f = &fc->fz[i], *h;
 
-		f->rec.used_blocks = used > 0 ? (uint64_t)used : 0;
+		if (f->capture && (h = fz_find(fc, f->rec.parent_id))) {
+			/* The volume's image as of this flush: every block
+			 * of it is the volume's too. */
+			f->used = h->used;
+			f->excl = 0;
+		}
+		f->rec.used_blocks = f->used > 0 ? (uint64_t)f->used : 0;
+		f->rec.excl_blocks = f->excl > 0 ? (uint64_t)f->excl : 0;
+		f->rec.snap_blocks = f->snapb > 0 ? (uint64_t)f->snapb : 0;
 	}
 	r = write_directory(fc, &dir_root);
 	if (r < 0)
@@ -545,9 +893,35 @@ static int flush_frozen(struct flushctx *fc)
 	st->hdr_tid = fc->epoch;
 	st->lifetime_flushes++;
 	pthread_mutex_lock(&st->dir_lock);
-	for (uint32_t i = 0; i < fc->nfz; i++)
-		fc->fz[i].vol->used_blocks = fc->fz[i].rec.used_blocks;
+	for (uint32_t i = 0; i < fc->nfz; i++) {
+		struct frozen *f = &fc->fz[i];
+		struct h2_vol *v = f->vol;
+
+		v->used_blocks = f->rec.used_blocks;
+		v->excl_blocks = f->rec.excl_blocks;
+		v->snap_blocks = f->rec.snap_blocks;
+		if (f->capture)
+			v->rec = f->rec; /* published below */
+	}
 	pthread_mutex_unlock(&st->dir_lock);
+	for (uint32_t i = 0; i < fc->nfz; i++) {
+		struct frozen *f = &fc->fz[i];
+		struct h2_vol *v = f->vol;
+
+		if (!f->capture)
+			continue;
+		pthread_rwlock_wrlock(&v->lock);
+		v->tree.root_bref = f->rec.root;
+		v->tree.levels = f->rec.levels;
+		v->root_err = h2_tree_load_root(st, &v->tree);
+		if (v->root_err == 0)
+			memset(&v->tree.root_bref, 0,
+			       sizeof(v->tree.root_bref));
+		pthread_rwlock_unlock(&v->lock);
+		pthread_mutex_lock(&st->dir_lock);
+		v->pending = false;
+		pthread_mutex_unlock(&st->dir_lock);
+	}
 out:
 	free(sel);
 	return r;
@@ -611,6 +985,8 @@ int h2_flush_run_once(struct h2_store *st)
 		h2_vol_drop(fc.fz[i].vol);
 	}
 	free(fc.fz);
+	free(fc.snaps);
+	free(fc.gone);
 	h2_freelist_clear(&fc.frees);
 	for (int i = 0; i < fc.wq.n; i++)
 		h2_chain_drop(fc.wq.chain[i]);

@@ -91,13 +91,24 @@ enum h2_free_kind {
 	H2_FREE_TREE,	    /* bref's block and everything below it */
 	H2_FREE_CHAIN,	    /* chain's block, once the flusher wrote it */
 	H2_FREE_CHAIN_TREE, /* chain's subtree, once written */
+	H2_FREE_SNAP,	    /* a deleted snapshot (bref: its root) */
+	H2_FREE_ROLLBACK,   /* vol_id's tree became snapshot snap_id's */
 };
 
+/*
+ * A free entry.  The flusher settles them in order, deleted snapshots
+ * first (against the lineage as the previous flush left it), then the
+ * rest against the snapshots that remain: see flush.c, "Shared blocks".
+ */
 struct h2_free {
 	uint8_t kind;
-	uint64_t vol_id;
+	uint64_t vol_id;	/* the volume whose tree lost it */
+	uint64_t origin_tid;	/* that volume's clone origin (0: none) */
 	struct h2_blockref bref;
 	struct h2_chain *chain; /* holds a reference */
+	uint64_t snap_id;	/* SNAP: the snapshot; ROLLBACK: its target */
+	uint64_t snap_tid;	/* SNAP */
+	uint32_t head_slot;	/* SNAP: the volume's directory slot */
 };
 
 struct h2_freelist {
@@ -116,7 +127,17 @@ struct h2_vol {
 	int refs;		 /* __atomic; table + handles + flush */
 	bool deleted;		 /* under st->dir_lock */
 	int root_err;		 /* root block unreadable: I/O refused */
-	uint64_t used_blocks;	 /* as of the last flush (dir_lock) */
+	/* Space as of the last flush (dir_lock); see struct h2_volrec. */
+	uint64_t used_blocks;
+	uint64_t excl_blocks;
+	uint64_t snap_blocks;
+	char full[2 * H2_NAME_MAX + 2]; /* "name" or "volume@snapshot" */
+	bool snap;		 /* a snapshot (read-only) */
+	bool pending;		 /* snapshot not durable yet (dir_lock) */
+	/* Deleting a snapshot of this lineage waits until this epoch is
+	 * durable: set by rollbacks (volume) and by deleting a clone
+	 * (snapshot), whose frees must settle first (dir_lock). */
+	uint64_t barrier_epoch;
 };
 
 /* Freemap: one in-memory page per on-disk freemap page, loaded lazily. */
@@ -215,6 +236,7 @@ struct h2_txctx {
 	struct h2_store *st;
 	uint64_t epoch;
 	uint64_t vol_id;
+	uint64_t origin_tid;	   /* the volume's clone origin, 0: none */
 	uint64_t created;	   /* MODIFIED chains created */
 	struct h2_freelist *frees; /* what the tree stopped referencing */
 };
