@@ -80,19 +80,17 @@ const char *ctl_h2_hint(const struct ctl *ctl, int err, char *buf, size_t n)
 {
 	switch (err) {
 	case H2_ENOENT:
-		if (ctl && ctl->cmd &&
+		/* A snapshot command can miss the snapshot, not the volume. */
+		if (ctl && ctl->cmd && !is_cmd(ctl, "snapshot", "list") &&
 		    ((ctl->cmd->group && !strcmp(ctl->cmd->group, "snapshot")) ||
 		     is_cmd(ctl, NULL, "clone") || is_cmd(ctl, NULL, "rollback")))
 			return " (see \"h2ctl snapshot list\")";
 		return " (see \"h2ctl volume list\")";
 	case H2_EDEPENDENTS:
+		/* The server's sentence says what depends on what. */
 		if (is_cmd(ctl, "volume", "delete"))
-			return " (see \"h2ctl snapshot list\"; --recursive "
-			       "deletes the snapshots and their clones too)";
-		if (is_cmd(ctl, "snapshot", "delete"))
-			return " (delete the clones made from it first: see "
-			       "\"h2ctl volume info\")";
-		return " (see \"h2ctl snapshot list\")";
+			return " (--recursive deletes them too)";
+		return "";
 	case H2_EBUSY:
 		if (is_cmd(ctl, NULL, "rollback"))
 			return " (--force rolls back anyway)";
