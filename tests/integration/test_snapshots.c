@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -540,4 +541,50 @@ Test(snapshots, rights_limit_every_snapshot_operation)
 	h2_disconnect(rd);
 	h2_disconnect(op);
 	h2_disconnect(admin);
+}
+
+/* More snapshots than one reply can carry: the server cuts the list
+ * short and the library asks again from where it stopped. */
+Test(snapshots, long_snapshot_list_comes_whole_in_several_replies)
+{
+	enum { N = 450 };
+	h2_snapshot_info *list = NULL;
+	uint64_t before;
+	h2_stats st;
+	char name[128];
+	size_t n = 0;
+	h2_client *c;
+
+	h2t_start(&srv, NULL);
+	c = h2t_connect(&srv);
+	create(c, "many", MiB);
+	create(c, "few", MiB);
+	snap(c, "few", "only");
+	for (int i = 0; i < N; i++) {
+		/* 120-byte names: ~170 bytes each on the wire, 75 KiB in
+		 * all, more than a 64 KiB frame header. */
+		snprintf(name, sizeof(name), "%04d-%0116d", i, 0);
+		snap(c, "many", name);
+	}
+	cr_assert_eq(h2_stat(c, &st), 0);
+	before = st.requests;
+	cr_assert_eq(h2_snapshot_list(c, NULL, &list, &n), 0, "%s",
+		     h2_last_error());
+	cr_assert_eq(h2_stat(c, &st), 0);
+	/* This Stat, and more than one SnapshotList. */
+	cr_assert_geq(st.requests - before, 3, "the list came in one reply");
+	cr_assert_eq(n, N + 1);
+	cr_assert_str_eq(list[0].volume, "few");
+	for (int i = 0; i < N; i++) {
+		snprintf(name, sizeof(name), "%04d-%0116d", i, 0);
+		cr_assert_str_eq(list[i + 1].volume, "many");
+		cr_assert_str_eq(list[i + 1].name, name, "entry %d", i);
+		if (i)
+			cr_assert_gt(list[i + 1].tid, list[i].tid);
+	}
+	h2_snapshot_list_free(list);
+	cr_assert_eq(h2_snapshot_list(c, "many", &list, &n), 0);
+	cr_assert_eq(n, N);
+	h2_snapshot_list_free(list);
+	h2_disconnect(c);
 }
