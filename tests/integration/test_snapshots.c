@@ -28,6 +28,12 @@ static void stop_server(void)
 
 TestSuite(snapshots, .fini = stop_server, .timeout = 300);
 
+/* SIGTERM: h2d must exit 0 (in sanitizer builds: no leak, no error). */
+static void stop_clean(void)
+{
+	cr_assert_eq(h2t_stop(&srv, SIGTERM), 0, "h2d did not stop cleanly");
+}
+
 static h2_volume *open_vol(h2_client *c, const char *name, unsigned flags)
 {
 	h2_volume *v = NULL;
@@ -254,6 +260,7 @@ Test(snapshots, snapshot_under_a_writer_is_an_exact_cut)
 	expect(c, "busy@s1", NBLK * WBLK, 64 * KiB, 0);
 	h2_disconnect(wc);
 	h2_disconnect(c);
+	stop_clean();
 }
 
 Test(snapshots, snapshot_is_read_only_and_survives_a_restart)
@@ -328,6 +335,7 @@ Test(snapshots, snapshot_is_read_only_and_survives_a_restart)
 	cr_assert_eq(h2_volume_open(c, "ro@mon", H2_OPEN_RO, &v), H2_ENOENT);
 	cr_assert_eq(h2_snapshot_delete(c, "ro", "mon"), H2_ENOENT);
 	h2_disconnect(c);
+	stop_clean();
 }
 
 Test(snapshots, clone_is_writable_and_independent)
@@ -379,6 +387,7 @@ Test(snapshots, clone_is_writable_and_independent)
 		     h2_last_error());
 	expect(c, "base", 0, MiB, 3);
 	h2_disconnect(c);
+	stop_clean();
 }
 
 Test(snapshots, rollback_refused_while_written_unless_forced)
@@ -430,6 +439,7 @@ Test(snapshots, rollback_refused_while_written_unless_forced)
 	cr_assert_eq(h2_rollback(c, "rb", "nope", 0), H2_ENOENT);
 	h2_disconnect(other);
 	h2_disconnect(c);
+	stop_clean();
 }
 
 Test(snapshots, volume_with_snapshots_deletes_only_recursively)
@@ -469,6 +479,7 @@ Test(snapshots, volume_with_snapshots_deletes_only_recursively)
 	create(c, "old", MiB);
 	expect(c, "old", 0, MiB, 0);
 	h2_disconnect(c);
+	stop_clean();
 }
 
 Test(snapshots, rights_limit_every_snapshot_operation)
@@ -541,6 +552,7 @@ Test(snapshots, rights_limit_every_snapshot_operation)
 	h2_disconnect(rd);
 	h2_disconnect(op);
 	h2_disconnect(admin);
+	stop_clean();
 }
 
 /* More snapshots than one reply can carry: the server cuts the list
@@ -587,4 +599,5 @@ Test(snapshots, long_snapshot_list_comes_whole_in_several_replies)
 	cr_assert_eq(n, N);
 	h2_snapshot_list_free(list);
 	h2_disconnect(c);
+	stop_clean();
 }
