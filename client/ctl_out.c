@@ -82,8 +82,10 @@ const char *ctl_h2_hint(const struct ctl *ctl, int err, char *buf, size_t n)
 	case H2_ENOENT:
 		/* A snapshot command can miss the snapshot, not the volume. */
 		if (ctl && ctl->cmd && !is_cmd(ctl, "snapshot", "list") &&
-		    ((ctl->cmd->group && !strcmp(ctl->cmd->group, "snapshot")) ||
-		     is_cmd(ctl, NULL, "clone") || is_cmd(ctl, NULL, "rollback")))
+		    ((ctl->cmd->group &&
+		      !strcmp(ctl->cmd->group, "snapshot")) ||
+		     is_cmd(ctl, NULL, "clone") ||
+		     is_cmd(ctl, NULL, "rollback")))
 			return " (see \"h2ctl snapshot list\")";
 		return " (see \"h2ctl volume list\")";
 	case H2_EDEPENDENTS:

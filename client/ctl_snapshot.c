@@ -71,13 +71,15 @@ int ctl_snapshot_create(struct ctl *ctl, int argc, char **argv)
 		return rc;
 	r = h2_snapshot_create(ctl->client, argv[0], argv[1], &s);
 	if (r < 0)
-		return ctl_fail_h2(ctl, r, "cannot snapshot volume \"%s\" as "
-					   "\"%s\"",
+		return ctl_fail_h2(ctl, r,
+				   "cannot snapshot volume \"%s\" as "
+				   "\"%s\"",
 				   argv[0], argv[1]);
 	if (ctl->json)
 		return ctl_json_print(snap_json(&s));
 	printf("created snapshot \"%s@%s\" (tid %" PRIu64 ", %s referenced)\n",
-	       s.volume, s.name, s.tid, ctl_size(s.refer_bytes, ex, sizeof(ex)));
+	       s.volume, s.name, s.tid,
+	       ctl_size(s.refer_bytes, ex, sizeof(ex)));
 	return ctl_stdout_done();
 }
 
@@ -106,8 +108,8 @@ static int list_json(const h2_snapshot_info *s, size_t n)
 /* Print the snapshots as an aligned table. */
 static int list_table(const h2_snapshot_info *s, size_t n, const char *vol)
 {
-	static const char *const head[] = {"VOLUME", "SNAPSHOT",  "CREATED",
-					   "TID",    "SIZE",      "EXCLUSIVE",
+	static const char *const head[] = {"VOLUME", "SNAPSHOT", "CREATED",
+					   "TID",    "SIZE",	 "EXCLUSIVE",
 					   "CLONES"};
 	static const enum ctl_align align[] = {CTL_LEFT,  CTL_LEFT,  CTL_LEFT,
 					       CTL_RIGHT, CTL_RIGHT, CTL_RIGHT,
@@ -221,8 +223,9 @@ int ctl_clone(struct ctl *ctl, int argc, char **argv)
 				 "list\")",
 				 argv[0]);
 	if ((size_t)(at - argv[0]) > SNAP_NAME_MAX)
-		return ctl_usage(ctl, "volume name too long (at most %zu "
-				      "bytes)",
+		return ctl_usage(ctl,
+				 "volume name too long (at most %zu "
+				 "bytes)",
 				 SNAP_NAME_MAX);
 	memcpy(vol, argv[0], (size_t)(at - argv[0]));
 	vol[at - argv[0]] = '\0';

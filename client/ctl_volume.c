@@ -135,11 +135,10 @@ static int list_json(const h2_volume_info *v, size_t n)
 /* Print the volumes as an aligned table. */
 static int list_table(const h2_volume_info *v, size_t n)
 {
-	static const char *const head[] = {"NAME",    "SIZE",	"USED",
-					   "SNAPS",   "CREATED", "RIGHTS"};
-	static const enum ctl_align align[] = {CTL_LEFT,  CTL_RIGHT,
-					       CTL_RIGHT, CTL_RIGHT,
-					       CTL_LEFT,  CTL_LEFT};
+	static const char *const head[] = {"NAME",  "SIZE",    "USED",
+					   "SNAPS", "CREATED", "RIGHTS"};
+	static const enum ctl_align align[] = {CTL_LEFT,  CTL_RIGHT, CTL_RIGHT,
+					       CTL_RIGHT, CTL_LEFT,  CTL_LEFT};
 	struct ctl_table *t;
 
 	if (n == 0) {
@@ -223,9 +222,8 @@ int ctl_volume_info(struct ctl *ctl, int argc, char **argv)
 	rights(&vi, r4);
 	snprintf(sn, sizeof(sn), "%" PRIu32 " (holding %s only they use)",
 		 vi.snapshots, ctl_size(vi.snap_bytes, hs, sizeof(hs)));
-	ok = ctl_table_addv(t, "name", vi.name) &&
-	     ctl_table_addv(t, "id", c) && ctl_table_addv(t, "size", a) &&
-	     ctl_table_addv(t, "used", b) &&
+	ok = ctl_table_addv(t, "name", vi.name) && ctl_table_addv(t, "id", c) &&
+	     ctl_table_addv(t, "size", a) && ctl_table_addv(t, "used", b) &&
 	     ctl_table_addv(t, "snapshots", sn) &&
 	     (!vi.origin[0] || ctl_table_addv(t, "clone of", vi.origin)) &&
 	     ctl_table_addv(t, "created",

@@ -67,8 +67,7 @@ static const struct ctl_cmd cmds[] = {
      "(export name VOLUME@SNAPSHOT, read-only).\n"
      "With --json: the snapshot's object as in \"snapshot list "
      "--json\".\n"},
-    {"snapshot", "list", ctl_snapshot_list, "[VOLUME]",
-     "list snapshots",
+    {"snapshot", "list", ctl_snapshot_list, "[VOLUME]", "list snapshots",
      "List the snapshots of VOLUME, or of every volume you can see:\n"
      "name, creation time, transaction id (TID), the volume's size then,\n"
      "the space the snapshot alone holds (freed by deleting it) and the\n"

@@ -162,8 +162,9 @@ static int ops_check_len(const char *fn, const char *what, const char *name,
 		return h2_ops_fail(H2_EINVAL, "%s: %s is NULL", fn, what);
 	n = strlen(name);
 	if (n == 0 || n > max)
-		return h2_ops_fail(H2_EINVAL, "%s: %s must be 1..%zu bytes, not %zu",
-				   fn, what, max, n);
+		return h2_ops_fail(H2_EINVAL,
+				   "%s: %s must be 1..%zu bytes, not %zu", fn,
+				   what, max, n);
 	return 0;
 }
 
@@ -469,7 +470,8 @@ int h2_snapshot_list(h2_client *c, const char *volume, h2_snapshot_info **out,
 		/* A truncated reply that brings nothing would loop forever. */
 		more = sl->truncated && sl->n_snapshots > 0;
 		if (sl->n_snapshots > 0) {
-			grown = reallocarray(a, n + sl->n_snapshots, sizeof(*a));
+			grown =
+			    reallocarray(a, n + sl->n_snapshots, sizeof(*a));
 			if (!grown) {
 				h2_frame_response_free(resp);
 				rc = h2_ops_fail(H2_ENOMEM, "out of memory");

@@ -244,10 +244,9 @@ static void job_run(struct h2_job *job)
 				     q->volume_create->size, &j->info);
 		break;
 	case J_DELETE:
-		r = h2_vol_delete_flags(st, q->volume_delete->name,
-					q->volume_delete->recursive
-						? H2_DEL_RECURSIVE
-						: 0);
+		r = h2_vol_delete_flags(
+		    st, q->volume_delete->name,
+		    q->volume_delete->recursive ? H2_DEL_RECURSIVE : 0);
 		break;
 	case J_DELETE_PLAN:
 		r = h2_vol_list(st, &j->list, &j->nlist);
@@ -360,8 +359,8 @@ static void job_run(struct h2_job *job)
 	case J_SNAP_LIST:
 		r = h2_snap_list(st,
 				 q->snapshot_list->volume[0]
-					 ? q->snapshot_list->volume
-					 : NULL,
+				     ? q->snapshot_list->volume
+				     : NULL,
 				 &j->slist, &j->nslist);
 		break;
 	case J_SNAP_DELETE:
@@ -437,8 +436,8 @@ static enum h2_right rights(struct h2_conn *c, const char *volume)
 }
 
 /* Order of snapshots in a SnapshotList reply: volume, tid, name. */
-static int snap_cmp(const char *va, uint64_t ta, const char *na,
-		    const char *vb, uint64_t tb, const char *nb)
+static int snap_cmp(const char *va, uint64_t ta, const char *na, const char *vb,
+		    uint64_t tb, const char *nb)
 {
 	int r = strcmp(va, vb);
 
@@ -453,8 +452,7 @@ static int snap_qsort(const void *a, const void *b)
 {
 	const struct h2_snap_info *x = a, *y = b;
 
-	return snap_cmp(x->volume, x->tid, x->name, y->volume, y->tid,
-			y->name);
+	return snap_cmp(x->volume, x->tid, x->name, y->volume, y->tid, y->name);
 }
 
 /*
@@ -534,8 +532,8 @@ static bool delete_plan_done(struct rjob *j)
 			const char *o = j->list[i].origin;
 			const char *at = strchr(o, '@');
 			size_t n = at ? (size_t)(at - o) : 0;
-			bool from = n && strlen(name) == n &&
-				    memcmp(o, name, n) == 0;
+			bool from =
+			    n && strlen(name) == n && memcmp(o, name, n) == 0;
 
 			for (size_t k = 0; !from && n && k < j->nlist; k++)
 				from = doomed[k] &&
@@ -543,16 +541,17 @@ static bool delete_plan_done(struct rjob *j)
 				       memcmp(o, j->list[k].name, n) == 0;
 			if (from && !doomed[i]) {
 				doomed[i] = grew = true;
-				if (rights(c, j->list[i].name) < H2_RIGHT_ADMIN) {
+				if (rights(c, j->list[i].name) <
+				    H2_RIGHT_ADMIN) {
 					char m[1024];
 
-					snprintf(m, sizeof(m),
-						 "deleting \"%.127s\" recursively "
-						 "would delete its clone "
-						 "\"%s\", on which identity "
-						 "\"%s\" has no admin right",
-						 name, j->list[i].name,
-						 c->identity);
+					snprintf(
+					    m, sizeof(m),
+					    "deleting \"%.127s\" recursively "
+					    "would delete its clone "
+					    "\"%s\", on which identity "
+					    "\"%s\" has no admin right",
+					    name, j->list[i].name, c->identity);
 					free(doomed);
 					h2_conn_reply_error(c, j->id, -EACCES,
 							    m);
@@ -890,8 +889,8 @@ static int open_check(struct h2_conn *c, const H2__VolumeOpen *o,
 }
 
 /* Rollback's checks: admin, and nobody writing unless forced. */
-static int rollback_check(struct h2_conn *c, const H2__Rollback *rb,
-			  char *msg, size_t len)
+static int rollback_check(struct h2_conn *c, const H2__Rollback *rb, char *msg,
+			  size_t len)
 {
 	char who[400];
 	int err = need(c, rb->volume, H2_RIGHT_ADMIN, msg, len);

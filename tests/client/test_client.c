@@ -526,7 +526,8 @@ Test(client, snapshot_ops_marshal_their_fields)
 	cr_assert(vi.can_write);
 
 	cr_assert_eq(h2_rollback(c, "vm1", "b", 0), H2_EBUSY);
-	cr_assert_not(fake_last(&F, H2__REQUEST__OP_ROLLBACK)->rq->rollback->force);
+	cr_assert_not(
+	    fake_last(&F, H2__REQUEST__OP_ROLLBACK)->rq->rollback->force);
 	cr_assert_str_eq(h2_last_error(), "volume \"vm1\" is open for writing");
 	cr_assert_eq(h2_rollback(c, "vm1", "b", H2_ROLLBACK_FORCE), 0);
 	r = fake_last(&F, H2__REQUEST__OP_ROLLBACK);
@@ -558,9 +559,9 @@ Test(client, snapshot_ops_marshal_their_fields)
 	cr_assert_eq(h2_snapshot_list(c, "vm2", &list, &n), 0);
 	cr_assert_eq(n, 1);
 	cr_assert_str_eq(list[0].name, "c");
-	cr_assert_str_eq(
-	    fake_last(&F, H2__REQUEST__OP_SNAPSHOT_LIST)->rq->snapshot_list->volume,
-	    "vm2");
+	cr_assert_str_eq(fake_last(&F, H2__REQUEST__OP_SNAPSHOT_LIST)
+			     ->rq->snapshot_list->volume,
+			 "vm2");
 	h2_snapshot_list_free(list);
 	cr_assert_eq(h2_snapshot_list(c, "none", &list, &n), 0);
 	cr_assert_eq(n, 0);
@@ -582,13 +583,13 @@ Test(client, snapshot_opens_read_only_with_a_long_name)
 	memset(name, 's', sizeof(name));
 	memcpy(name, "vm1@", 4);
 	name[255] = '\0';
-	cr_assert_eq(h2_volume_open(c, name, H2_OPEN_RO, &v), 0,
-		     "%s", h2_last_error());
-	cr_assert_str_eq(fake_last(&F, H2__REQUEST__OP_VOLUME_OPEN)
-			     ->rq->volume_open->name,
-			 name);
-	cr_assert_not(fake_last(&F, H2__REQUEST__OP_VOLUME_OPEN)
-			  ->rq->volume_open->write);
+	cr_assert_eq(h2_volume_open(c, name, H2_OPEN_RO, &v), 0, "%s",
+		     h2_last_error());
+	cr_assert_str_eq(
+	    fake_last(&F, H2__REQUEST__OP_VOLUME_OPEN)->rq->volume_open->name,
+	    name);
+	cr_assert_not(
+	    fake_last(&F, H2__REQUEST__OP_VOLUME_OPEN)->rq->volume_open->write);
 	cr_assert_eq(h2_pread(v, b, sizeof(b), 0), 0);
 	cr_assert_eq(b[1], disk_byte(1));
 	cr_assert_eq(h2_volume_close(v), 0);

@@ -370,8 +370,8 @@ Test(h2ctl, snapshot_commands_tables_json_and_export)
 	cJSON_Delete(j);
 	run_free(&r);
 	r = ctl("volume", "info", "copy", NULL);
-	cr_assert(strstr(r.out, "clone of") && strstr(r.out, "vm@monday"),
-		  "%s", r.out);
+	cr_assert(strstr(r.out, "clone of") && strstr(r.out, "vm@monday"), "%s",
+		  r.out);
 	run_free(&r);
 	r = ctl("snapshot", "delete", "vm", "monday", NULL);
 	cr_assert_eq(r.status, 1);

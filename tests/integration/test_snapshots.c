@@ -56,8 +56,8 @@ static void snap(h2_client *c, const char *vol, const char *name)
 {
 	int r = h2_snapshot_create(c, vol, name, NULL);
 
-	cr_assert_eq(r, 0, "snapshot %s@%s: %s (%s)", vol, name,
-		     h2_strerror(r), h2_last_error());
+	cr_assert_eq(r, 0, "snapshot %s@%s: %s (%s)", vol, name, h2_strerror(r),
+		     h2_last_error());
 }
 
 /* Write len bytes of pattern seed at off of volume name. */
@@ -282,8 +282,7 @@ Test(snapshots, snapshot_is_read_only_and_survives_a_restart)
 	put(c, "ro", 0, MiB, 2);
 
 	cr_assert_eq(h2_volume_open(c, "ro@mon", H2_OPEN_RW, &v), H2_EROFS);
-	cr_assert(strstr(h2_last_error(), "read-only"), "%s",
-		  h2_last_error());
+	cr_assert(strstr(h2_last_error(), "read-only"), "%s", h2_last_error());
 	v = open_vol(c, "ro@mon", H2_OPEN_RO);
 	cr_assert_eq(h2_volume_size(v), 4 * MiB);
 	cr_assert_eq(h2_pwrite(v, b, sizeof(b), 0, 0), H2_EROFS);
@@ -484,9 +483,8 @@ Test(snapshots, volume_with_snapshots_deletes_only_recursively)
 
 Test(snapshots, rights_limit_every_snapshot_operation)
 {
-	static const char *const extra[] = {
-	    "--access", "reader=read:pub-*", "--access", "op=admin:pub-*",
-	    NULL};
+	static const char *const extra[] = {"--access", "reader=read:pub-*",
+					    "--access", "op=admin:pub-*", NULL};
 	h2_snapshot_info *list = NULL;
 	h2_client *admin, *rd, *op;
 	h2_volume *v;
@@ -530,8 +528,7 @@ Test(snapshots, rights_limit_every_snapshot_operation)
 
 	/* An operator with admin on pub-*: clones inside it only. */
 	cr_assert_eq(h2_clone(op, "pub-1", "s", "elsewhere", NULL), H2_EPERM);
-	cr_assert_eq(h2_clone(op, "secret", "hidden", "pub-3", NULL),
-		     H2_EPERM);
+	cr_assert_eq(h2_clone(op, "secret", "hidden", "pub-3", NULL), H2_EPERM);
 	cr_assert_eq(h2_clone(op, "pub-1", "s", "pub-2", NULL), 0, "%s",
 		     h2_last_error());
 	cr_assert_eq(h2_snapshot_create(op, "pub-1", "t", NULL), 0);
@@ -541,8 +538,7 @@ Test(snapshots, rights_limit_every_snapshot_operation)
 	cr_assert_eq(h2_clone(admin, "pub-1", "s", "other", NULL), 0);
 	cr_assert_eq(h2_volume_delete_flags(op, "pub-1", H2_DELETE_RECURSIVE),
 		     H2_EPERM);
-	cr_assert(strstr(h2_last_error(), "\"other\""), "%s",
-		  h2_last_error());
+	cr_assert(strstr(h2_last_error(), "\"other\""), "%s", h2_last_error());
 	expect(op, "pub-2", 0, 64 * KiB, 1);
 	expect(admin, "other", 0, 64 * KiB, 1);
 	cr_assert_eq(h2_volume_delete(admin, "other"), 0);

@@ -517,16 +517,15 @@ Test(nbd_interop, list_shows_only_the_volumes_the_client_may_see,
 
 /* A write sent to a read-only export anyway (libnbd's own checks off),
  * so that the server is what refuses it. */
-static const char nbdsh_ro_write[] =
-    "import os\n"
-    "h.set_uri_allow_local_file(True)\n"
-    "h.set_strict_mode(0)\n"
-    "h.connect_uri(os.environ['H2_URI'])\n"
-    "try:\n"
-    "    h.pwrite(b'x' * 4096, 0)\n"
-    "    print('write accepted')\n"
-    "except nbd.Error as e:\n"
-    "    print('refused', e.errno)\n";
+static const char nbdsh_ro_write[] = "import os\n"
+				     "h.set_uri_allow_local_file(True)\n"
+				     "h.set_strict_mode(0)\n"
+				     "h.connect_uri(os.environ['H2_URI'])\n"
+				     "try:\n"
+				     "    h.pwrite(b'x' * 4096, 0)\n"
+				     "    print('write accepted')\n"
+				     "except nbd.Error as e:\n"
+				     "    print('refused', e.errno)\n";
 
 /* Run script (text) with nbdsh on the export URI u; its output. */
 static char *nbdsh_run(const char *script, const char *u)
@@ -693,16 +692,18 @@ Test(nbd_interop, rollback_is_refused_while_an_nbd_client_writes,
 		up = strstr(line, "connected") != NULL;
 	cr_assert(up, "the NBD client did not connect: %s", line);
 
-	cr_assert_eq(sh(&out, "H2_SERVER=%s H2_TLS_DIR=%s timeout 60 %s "
-			      "rollback disk s",
+	cr_assert_eq(sh(&out,
+			"H2_SERVER=%s H2_TLS_DIR=%s timeout 60 %s "
+			"rollback disk s",
 			srv.addr, srv.tls, H2CTL_PATH),
 		     1, "%s", out);
 	cr_assert(strstr(out, "open for writing by an NBD client") &&
 		      strstr(out, "--force"),
 		  "%s", out);
 	free(out);
-	cr_assert_eq(sh(&out, "H2_SERVER=%s H2_TLS_DIR=%s timeout 60 %s "
-			      "rollback --force disk s",
+	cr_assert_eq(sh(&out,
+			"H2_SERVER=%s H2_TLS_DIR=%s timeout 60 %s "
+			"rollback --force disk s",
 			srv.addr, srv.tls, H2CTL_PATH),
 		     0, "%s", out);
 	free(out);
