@@ -73,7 +73,8 @@ static void fold(const struct h2_msnap *s, struct prom_op *out)
 		memcpy(d->errors, o->errors, sizeof(d->errors));
 		for (unsigned i = 0; i < H2_HIST_BUCKETS - 1; i++) {
 			cum += o->lat.bucket[i];
-			if (h2_hist_upper(i) == 1ull << (H2_HIST_MIN_SHIFT + k))
+			if (k < PROM_LE &&
+			    h2_hist_upper(i) == 1ull << (H2_HIST_MIN_SHIFT + k))
 				d->le[k++] = cum;
 		}
 		d->count = o->lat.count;
@@ -227,10 +228,9 @@ static void w_server(FILE *f, const struct h2_prom_input *in,
 {
 	const struct h2_store_stats *st = in->st;
 	struct h2_mconn_snap cs;
-	struct lbl l = {.le = NULL};
+	struct lbl l = {0};
 
 	family(f, "h2_build_info", "gauge", "h2d's version (always 1).");
-	l.code = NULL;
 	fputs("h2_build_info{version=\"", f);
 	h2_prom_label_value(f, in->version);
 	fputs("\"} 1\n", f);

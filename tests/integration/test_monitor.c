@@ -387,3 +387,28 @@ Test(monitor, prometheus_endpoint_refuses_other_paths_and_methods)
 	/* And the server still stops cleanly. */
 	cr_assert_eq(h2t_stop(&srv, SIGTERM), 0);
 }
+
+Test(monitor, metrics_port_in_use_stops_the_start_with_a_clear_error)
+{
+	char dir[] = "/tmp/h2-mon-XXXXXX", cmd[1024], line[512];
+	bool said = false;
+	FILE *f;
+	int st;
+
+	cr_assert_not_null(mkdtemp(dir));
+	/* The running server holds srv.metrics. */
+	snprintf(cmd, sizeof(cmd),
+		 "cd '%s' && '%s' serve --dev --listen 127.0.0.1:0 "
+		 "--nbd-listen '' --metrics-listen %s 2>&1",
+		 dir, H2D_PATH, srv.metrics);
+	f = popen(cmd, "r");
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f))
+		said = said || strstr(line, "cannot listen for metrics on");
+	st = pclose(f);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) != 0,
+		  "h2d started without its metrics port");
+	cr_assert(said, "no error naming the metrics address");
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	cr_assert_eq(system(cmd), 0);
+}
