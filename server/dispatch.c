@@ -8,8 +8,15 @@
  * the engine's sentence as the message.
  *
  * Rights: a volume the client has no right to does not exist for it
- * (NOT_FOUND, hidden from lists); a weaker right than needed is
- * PERMISSION_DENIED.  Writes need a handle opened for writing.
+ * (NOT_FOUND, hidden from lists and from per-volume statistics); a weaker
+ * right than needed is PERMISSION_DENIED.  Writes need a handle opened
+ * for writing.  Server-wide statistics (Stat) are for every verified
+ * client: they name no volume.
+ *
+ * Every request is counted once, when its reply is queued (or would be,
+ * on a connection already gone): account() with its operation, status,
+ * bytes and arrival time, and with the volume of its handle, whose
+ * counters the handle caches from when it was opened.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -19,6 +26,7 @@
 
 #include "log.h"
 #include "srv.h"
+#include "stat_reply.h"
 
 /*
  * Extents per BlockStatus reply.  An Extent costs up to 26 bytes on the
@@ -49,6 +57,7 @@ enum job_kind {
 struct vhandle {
 	int refs; /* loop thread */
 	struct h2_vol *vol;
+	struct h2_vmetrics *vm; /* its counters; NULL if out of memory */
 	bool write;
 	uint64_t id;
 	char name[256];
@@ -69,6 +78,9 @@ struct rjob {
 	uint64_t payload_len;
 	uint64_t account;	/* bytes counted in flight */
 	struct vhandle *h;	/* I/O jobs */
+	enum h2_mop mop;	/* for the counters */
+	uint64_t mbytes;
+	uint64_t start_ns;
 	/* results */
 	int err;
 	char msg[400];
@@ -83,6 +95,71 @@ struct rjob {
 	size_t next;
 	struct h2_store_stats stats;
 };
+
+/* Count a finished request (see the top of the file). */
+static void account(struct h2_conn *c, const struct vhandle *h,
+		    enum h2_mop op, int err, uint64_t bytes, uint64_t start_ns)
+{
+	h2_metrics_request(c->srv->metrics, h ? h->vm : NULL,
+			   H2_MPROTO_NATIVE, op,
+			   (unsigned)h2_status_from_errno(err), bytes,
+			   start_ns);
+}
+
+/* The operation a request counts as. */
+static enum h2_mop request_op(const H2__Request *req)
+{
+	switch (req ? req->op_case : H2__REQUEST__OP__NOT_SET) {
+	case H2__REQUEST__OP_READ:
+		return H2_MOP_READ;
+	case H2__REQUEST__OP_WRITE:
+		return H2_MOP_WRITE;
+	case H2__REQUEST__OP_TRIM:
+		return H2_MOP_TRIM;
+	case H2__REQUEST__OP_WRITE_ZEROES:
+		return H2_MOP_WRITE_ZEROES;
+	case H2__REQUEST__OP_TXN:
+		return H2_MOP_TXN;
+	case H2__REQUEST__OP_FLUSH:
+		return H2_MOP_FLUSH;
+	case H2__REQUEST__OP_BLOCK_STATUS:
+		return H2_MOP_BLOCK_STATUS;
+	default:
+		return H2_MOP_OTHER;
+	}
+}
+
+/* The bytes a request covers (counted if it succeeds): the data of a
+ * write, the range of the rest, a transaction's ops summed. */
+static uint64_t request_bytes(const H2__Request *req, uint64_t payload_len)
+{
+	uint64_t n = 0;
+
+	switch (req->op_case) {
+	case H2__REQUEST__OP_READ:
+		return req->read->length;
+	case H2__REQUEST__OP_WRITE:
+		return payload_len;
+	case H2__REQUEST__OP_TRIM:
+		return req->trim->length;
+	case H2__REQUEST__OP_WRITE_ZEROES:
+		return req->write_zeroes->length;
+	case H2__REQUEST__OP_BLOCK_STATUS:
+		return req->block_status->length;
+	case H2__REQUEST__OP_TXN:
+		for (size_t i = 0; i < req->txn->n_ops; i++)
+			n += req->txn->ops[i]->length;
+		return n;
+	default:
+		return 0;
+	}
+}
+
+void h2_dispatch_count_failed(struct h2_conn *c, const H2__Request *req,
+			      int err)
+{
+	account(c, NULL, request_op(req), err, 0, h2_metrics_now());
+}
 
 /* ---------------------------------------------------------------------- */
 /* Handles.                                                               */
@@ -105,6 +182,10 @@ static void handle_unref(struct vhandle *h)
 	if (--h->refs > 0)
 		return;
 	h2_vol_close(h->vol);
+	if (h->vm) {
+		h2_metrics_volume_handle(h->vm, false);
+		h2_metrics_volume_put(h->vm);
+	}
 	free(h);
 }
 
@@ -130,6 +211,9 @@ static int handle_add(struct h2_conn *c, struct h2_vol *vol, bool write,
 	h->write = write;
 	h->id = c->next_handle++;
 	snprintf(h->name, sizeof(h->name), "%s", name);
+	h->vm = h2_metrics_volume_get(c->srv->metrics, name);
+	if (h->vm)
+		h2_metrics_volume_handle(h->vm, true);
 	handles(c)[c->nhandles++] = h;
 	*id = h->id;
 	return 0;
@@ -284,7 +368,16 @@ static void job_run(struct h2_job *job)
 			r = 0;
 		break;
 	case J_STAT:
+		/* The engine's numbers, and the volumes' sizes for the
+		 * per-volume entries. */
 		h2_store_stat(st, &j->stats);
+		if (*q->stat->volume) {
+			r = h2_vol_info(st, q->stat->volume, &j->info);
+		} else {
+			r = h2_vol_list(st, &j->list, &j->nlist);
+			if (r == 0)
+				h2_stat_sort_vols(j->list, j->nlist);
+		}
 		break;
 	}
 	if (r < 0)
@@ -325,10 +418,44 @@ static void job_free(struct rjob *j)
 	free(j);
 }
 
+/* h2_stat_query.visible: what the connection's client may see. */
+static bool stat_visible(void *arg, const char *volume)
+{
+	struct h2_conn *c = arg;
+
+	return rights(c, volume) != H2_RIGHT_NONE;
+}
+
+/* A StatResult for the client; NULL (and *err) if out of memory. */
+static struct h2_stat_reply *stat_reply(struct h2_conn *c, struct rjob *j,
+					int *err)
+{
+	const H2__StatReq *q = j->req->stat;
+	struct h2_stat_query sq = {
+	    .m = c->srv->metrics,
+	    .st = &j->stats,
+	    .vols = *q->volume ? &j->info : j->list,
+	    .nvols = *q->volume ? 1 : j->nlist,
+	    .volume = *q->volume ? q->volume : NULL,
+	    .after = *q->after ? q->after : NULL,
+	    .visible = stat_visible,
+	    .arg = c,
+	    /* The Response around it takes a few bytes: id, result tag and
+	     * length. */
+	    .budget = H2_FRAME_MAX_HEADER - 64,
+	};
+	struct h2_stat_reply *r = NULL;
+
+	*err = h2_stat_reply_build(&sq, &r);
+	return r;
+}
+
 static void job_done(struct h2_job *job)
 {
 	struct rjob *j = (struct rjob *)job;
 	struct h2_conn *c = j->c;
+	struct h2_stat_reply *srep = NULL;
+	int err = j->err;
 	H2__Response resp = H2__RESPONSE__INIT;
 	H2__VolumeInfo vi;
 	H2__VolumeOpenResult vor = H2__VOLUME_OPEN_RESULT__INIT;
@@ -336,7 +463,6 @@ static void job_done(struct h2_job *job)
 	H2__FlushResult fr = H2__FLUSH_RESULT__INIT;
 	H2__TxnResult tr = H2__TXN_RESULT__INIT;
 	H2__BlockStatusResult bsr = H2__BLOCK_STATUS_RESULT__INIT;
-	H2__StatResult sr = H2__STAT_RESULT__INIT;
 	H2__VolumeInfo *vis = NULL, **vip = NULL;
 	H2__Extent *exs = NULL, **exp = NULL;
 	const void *payload = NULL;
@@ -367,6 +493,7 @@ static void job_done(struct h2_job *job)
 			       j->info.name, &hid);
 		if (r < 0) {
 			h2_vol_close(j->vol);
+			err = r;
 			h2_conn_reply_error(c, j->id, r, "out of memory");
 			goto out;
 		}
@@ -383,7 +510,8 @@ static void job_done(struct h2_job *job)
 		vis = calloc(j->nlist + 1, sizeof(*vis));
 		vip = calloc(j->nlist + 1, sizeof(*vip));
 		if (!vis || !vip) {
-			h2_conn_reply_error(c, j->id, -ENOMEM, "out of memory");
+			err = -ENOMEM;
+			h2_conn_reply_error(c, j->id, err, "out of memory");
 			goto out;
 		}
 		for (size_t i = 0; i < j->nlist; i++) {
@@ -419,7 +547,8 @@ static void job_done(struct h2_job *job)
 		exs = calloc(j->next + 1, sizeof(*exs));
 		exp = calloc(j->next + 1, sizeof(*exp));
 		if (!exs || !exp) {
-			h2_conn_reply_error(c, j->id, -ENOMEM, "out of memory");
+			err = -ENOMEM;
+			h2_conn_reply_error(c, j->id, err, "out of memory");
 			goto out;
 		}
 		for (size_t i = 0; i < j->next; i++) {
@@ -434,29 +563,28 @@ static void job_done(struct h2_job *job)
 		resp.result_case = H2__RESPONSE__RESULT_BLOCK_STATUS;
 		resp.block_status = &bsr;
 		break;
+	case J_DELETE:
+		/* Its counters go with it (a new volume of that name starts
+		 * from zero). */
+		h2_metrics_volume_forget(c->srv->metrics,
+					 j->req->volume_delete->name);
+		break;
 	case J_STAT:
-		sr.total_bytes = j->stats.total_bytes;
-		sr.used_bytes = j->stats.used_bytes;
-		sr.free_bytes = j->stats.free_bytes;
-		sr.dirty_bytes = j->stats.dirty_bytes;
-		sr.flushes = j->stats.flushes;
-		sr.flush_ns_total = j->stats.flush_ns_total;
-		sr.durable_tid = j->stats.durable_tid;
-		sr.dev_bytes_written = j->stats.dev_bytes_written;
-		sr.client_bytes_written = j->stats.client_bytes_written;
-		sr.client_bytes_read = j->stats.client_bytes_read;
-		sr.volumes = j->stats.volumes;
-		sr.connections = c->srv->nconns;
-		sr.requests = c->srv->requests;
-		sr.errors = c->srv->errors;
+		srep = stat_reply(c, j, &err);
+		if (!srep) {
+			h2_conn_reply_error(c, j->id, err, "out of memory");
+			goto out;
+		}
 		resp.result_case = H2__RESPONSE__RESULT_STAT;
-		resp.stat = &sr;
+		resp.stat = h2_stat_reply_result(srep);
 		break;
 	default:
 		break;
 	}
 	h2_conn_reply(c, &resp, payload, plen);
 out:
+	account(c, j->h, j->mop, err, j->mbytes, j->start_ns);
+	h2_stat_reply_free(srep);
 	free(vis);
 	free(vip);
 	free(exs);
@@ -469,9 +597,10 @@ out:
 /* ---------------------------------------------------------------------- */
 /* Validation (loop thread).                                              */
 
-/* Answer a request without a job. */
+/* Answer a request without a job; h: the handle it named, if found. */
 static void answer_now(struct h2_conn *c, H2__Request *req, uint8_t *payload,
-		       uint64_t account, int err, const char *msg)
+		       uint64_t inflight, const struct vhandle *h,
+		       uint64_t start_ns, int err, const char *msg)
 {
 	H2__Response resp = H2__RESPONSE__INIT;
 
@@ -481,12 +610,14 @@ static void answer_now(struct h2_conn *c, H2__Request *req, uint8_t *payload,
 		resp.id = req->id;
 		h2_conn_reply(c, &resp, NULL, 0);
 	}
+	account(c, h, request_op(req), err, 0, start_ns);
 	h2_frame_request_free(req);
 	free(payload);
-	h2_conn_request_done(c, account);
+	h2_conn_request_done(c, inflight);
 }
 
-static void hello(struct h2_conn *c, H2__Request *req)
+/* Answer Hello; 0 or the error it was answered with. */
+static int hello(struct h2_conn *c, H2__Request *req)
 {
 	H2__Response resp = H2__RESPONSE__INIT;
 	H2__HelloResult hr = H2__HELLO_RESULT__INIT;
@@ -497,14 +628,14 @@ static void hello(struct h2_conn *c, H2__Request *req)
 		h2_conn_reply_error(c, req->id, -EPROTO,
 				    "Hello was already done on this "
 				    "connection");
-		return;
+		return -EPROTO;
 	}
 	if (req->hello->version < 1) {
 		h2_conn_reply_error(c, req->id, -EOPNOTSUPP,
 				    "protocol version 0 is not supported; "
 				    "this server speaks version 1");
 		h2_conn_close(c, "unsupported protocol version");
-		return;
+		return -EOPNOTSUPP;
 	}
 	snprintf(name, sizeof(name), "h2d %s", H2_CORE_VERSION);
 	hr.version = H2_PROTO_VERSION;
@@ -519,6 +650,7 @@ static void hello(struct h2_conn *c, H2__Request *req)
 	resp.hello = &hr;
 	h2_conn_reply(c, &resp, NULL, 0);
 	c->state = H2_CONN_READY;
+	return 0;
 }
 
 /* Rights check: 0, or an error with msg filled. */
@@ -578,17 +710,18 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 	/* A decoded header costs up to ~56 bytes of heap per wire byte
 	 * (proto/frame.h): charge it, so that max_inflight_bytes bounds the
 	 * memory of a connection that sends large headers. */
-	uint64_t account = payload_len + (uint64_t)hdr_bytes * 56;
-	uint64_t charged = account;
+	uint64_t inflight = payload_len + (uint64_t)hdr_bytes * 56;
+	uint64_t charged = inflight;
+	uint64_t start_ns = h2_metrics_now();
 	char msg[400] = "";
 	bool takes_payload = false;
 	int err = 0;
 
 	c->inflight++;
-	c->inflight_bytes += account;
+	c->inflight_bytes += inflight;
 	if (req->op_case != H2__REQUEST__OP_HELLO &&
 	    c->state != H2_CONN_READY) {
-		answer_now(c, req, payload, account, -EPROTO,
+		answer_now(c, req, payload, inflight, NULL, start_ns, -EPROTO,
 			   "the first request must be Hello");
 		h2_conn_close(c, "request before Hello");
 		return;
@@ -599,9 +732,10 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 			err = -EINVAL;
 			break;
 		}
-		hello(c, req);
+		err = hello(c, req);
+		account(c, NULL, H2_MOP_OTHER, err, 0, start_ns);
 		h2_frame_request_free(req);
-		h2_conn_request_done(c, account);
+		h2_conn_request_done(c, inflight);
 		return;
 	case H2__REQUEST__OP_PING:
 		break;
@@ -660,7 +794,7 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 				 req->read->length, c->lim.max_payload);
 		}
 		if (!err)
-			account += req->read->length;
+			inflight += req->read->length;
 		break;
 	case H2__REQUEST__OP_WRITE:
 		kind = J_WRITE;
@@ -718,8 +852,11 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 	}
 	case H2__REQUEST__OP_FLUSH:
 		kind = J_FLUSH;
-		if (req->flush->handle &&
-		    !handle_find(c, req->flush->handle)) {
+		/* The flush covers the whole store; one naming a handle
+		 * counts for that volume. */
+		h = req->flush->handle ? handle_find(c, req->flush->handle)
+				       : NULL;
+		if (req->flush->handle && !h) {
 			err = -EINVAL;
 			snprintf(msg, sizeof(msg),
 				 "no open volume with handle %" PRIu64,
@@ -733,10 +870,13 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 		break;
 	case H2__REQUEST__OP_STAT:
 		kind = J_STAT;
+		if (*req->stat->volume)
+			err = need(c, req->stat->volume, H2_RIGHT_READ, msg,
+				   sizeof(msg));
 		break;
 	default:
-		answer_now(c, req, payload, account, -EOPNOTSUPP,
-			   "unknown operation");
+		answer_now(c, req, payload, inflight, NULL, start_ns,
+			   -EOPNOTSUPP, "unknown operation");
 		return;
 	}
 	if (!err && payload_len && !takes_payload) {
@@ -745,15 +885,16 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 	}
 	if (err || req->op_case == H2__REQUEST__OP_PING ||
 	    req->op_case == H2__REQUEST__OP_VOLUME_CLOSE) {
-		answer_now(c, req, payload, account, err, msg);
+		answer_now(c, req, payload, inflight, h, start_ns, err, msg);
 		return;
 	}
 	j = calloc(1, sizeof(*j));
 	if (!j) {
-		answer_now(c, req, payload, account, -ENOMEM, "out of memory");
+		answer_now(c, req, payload, inflight, h, start_ns, -ENOMEM,
+			   "out of memory");
 		return;
 	}
-	c->inflight_bytes += account - charged;
+	c->inflight_bytes += inflight - charged;
 	j->job.run = job_run;
 	j->job.done = job_done;
 	j->kind = kind;
@@ -762,7 +903,10 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 	j->id = req->id;
 	j->payload = payload;
 	j->payload_len = payload_len;
-	j->account = account;
+	j->account = inflight;
+	j->mop = request_op(req);
+	j->mbytes = request_bytes(req, payload_len);
+	j->start_ns = start_ns;
 	if (h) {
 		h->refs++;
 		j->h = h;
