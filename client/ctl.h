@@ -3,13 +3,13 @@
  *
  * h2ctl.c parses the global flags, resolves the server address and TLS
  * files, and dispatches to one subcommand of the table it owns.  Each
- * subcommand group lives in its own file (ctl_volume.c: volume, sync,
- * stat; ctl_snapshot.c: snapshot, clone, rollback; ctl_io.c: read,
- * write, import, export; ctl_bench.c: bench) and
- * every command has the same shape: parse and check its arguments first,
- * so that a usage error exits 2 without touching the network, then
- * ctl_connect(), then do the work.  ctl_out.c holds the output helpers
- * (tables, JSON, progress bar, error messages).
+ * subcommand group lives in its own file (ctl_volume.c: volume, sync;
+ * ctl_stat.c: stat; ctl_snapshot.c: snapshot, clone, rollback; ctl_io.c:
+ * read, write, import, export; ctl_bench.c: bench) and every command has
+ * the same shape: parse and check its arguments first, so that a usage
+ * error exits 2 without touching the network, then ctl_connect(), then
+ * do the work.  ctl_out.c holds the output helpers (tables, JSON,
+ * progress bar, error messages).
  *
  * Exit codes: CTL_EXIT_OK, CTL_EXIT_FAIL (the operation failed; a message
  * on stderr names what failed), CTL_EXIT_USAGE (bad command line; a
@@ -105,6 +105,8 @@ int ctl_volume_info(struct ctl *ctl, int argc, char **argv);
 int ctl_volume_delete(struct ctl *ctl, int argc, char **argv);
 int ctl_volume_resize(struct ctl *ctl, int argc, char **argv);
 int ctl_sync(struct ctl *ctl, int argc, char **argv);
+
+/* Subcommands (ctl_stat.c). */
 int ctl_stat(struct ctl *ctl, int argc, char **argv);
 
 /* Subcommands (ctl_snapshot.c). */

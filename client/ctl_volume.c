@@ -1,6 +1,6 @@
 /*
  * ctl_volume.c - h2ctl's volume management and server commands: volume
- * create, list, info, delete, resize; sync; stat.
+ * create, list, info, delete, resize; sync (stat is ctl_stat.c's).
  *
  * The JSON of a volume is the same object everywhere (list, info) so
  * that scripts can reuse one parser; byte counts and timestamps are
@@ -336,110 +336,4 @@ int ctl_sync(struct ctl *ctl, int argc, char **argv)
 		printf("synced all volumes in %.1f ms\n",
 		       ctl_elapsed(&t0, &t1) * 1e3);
 	return ctl_stdout_done();
-}
-
-/* stat as JSON: every counter exact, plus server and identity. */
-static int stat_json(const struct ctl *ctl, const h2_stats *s)
-{
-	const char *id = h2_client_identity(ctl->client);
-	cJSON *o = cJSON_CreateObject();
-	bool ok = o != NULL;
-
-	ok = ok && cJSON_AddStringToObject(o, "server", ctl->server);
-	ok = ok && (id ? cJSON_AddStringToObject(o, "identity", id)
-		       : cJSON_AddNullToObject(o, "identity"));
-	ok = ok && ctl_json_u64(o, "total_bytes", s->total_bytes) &&
-	     ctl_json_u64(o, "used_bytes", s->used_bytes) &&
-	     ctl_json_u64(o, "free_bytes", s->free_bytes) &&
-	     ctl_json_u64(o, "dirty_bytes", s->dirty_bytes) &&
-	     ctl_json_u64(o, "flushes", s->flushes) &&
-	     ctl_json_u64(o, "flush_ns_total", s->flush_ns_total) &&
-	     ctl_json_u64(o, "durable_tid", s->durable_tid) &&
-	     ctl_json_u64(o, "dev_bytes_written", s->dev_bytes_written) &&
-	     ctl_json_u64(o, "client_bytes_written", s->client_bytes_written) &&
-	     ctl_json_u64(o, "client_bytes_read", s->client_bytes_read) &&
-	     ctl_json_u64(o, "volumes", s->volumes) &&
-	     ctl_json_u64(o, "connections", s->connections) &&
-	     ctl_json_u64(o, "requests", s->requests) &&
-	     ctl_json_u64(o, "errors", s->errors) &&
-	     ctl_json_u64(o, "snapshots", s->snapshots) &&
-	     ctl_json_u64(o, "snapshot_bytes", s->snapshot_bytes);
-	/* null rather than a division by zero before any client write. */
-	ok = ok &&
-	     (s->client_bytes_written
-		  ? cJSON_AddNumberToObject(o, "write_amplification",
-					    (double)s->dev_bytes_written /
-						(double)s->client_bytes_written)
-		  : cJSON_AddNullToObject(o, "write_amplification"));
-	if (!ok) {
-		cJSON_Delete(o);
-		o = NULL;
-	}
-	return ctl_json_print(o);
-}
-
-int ctl_stat(struct ctl *ctl, int argc, char **argv)
-{
-	const char *id;
-	struct ctl_table *t;
-	h2_stats s;
-	char v[14][64], hs[32];
-	bool ok;
-	int rc, np, r;
-
-	if ((rc = ctl_positional(ctl, argc, argv, 0, 0, &np)) ||
-	    (rc = ctl_connect(ctl)))
-		return rc;
-	r = h2_stat(ctl->client, &s);
-	if (r < 0)
-		return ctl_fail_h2(ctl, r, "cannot get statistics from %s",
-				   ctl->server);
-	if (ctl->json)
-		return stat_json(ctl, &s);
-	id = h2_client_identity(ctl->client);
-	t = ctl_table_new(2, NULL, NULL);
-	if (!t)
-		return ctl_fail("out of memory");
-	if (s.flushes)
-		snprintf(v[4], sizeof(v[4]), "%" PRIu64 " (average %.2f ms)",
-			 s.flushes,
-			 (double)s.flush_ns_total / (double)s.flushes / 1e6);
-	else
-		snprintf(v[4], sizeof(v[4]), "0");
-	if (s.client_bytes_written)
-		snprintf(v[8], sizeof(v[8]), "%.2f",
-			 (double)s.dev_bytes_written /
-			     (double)s.client_bytes_written);
-	else
-		snprintf(v[8], sizeof(v[8]), "-");
-	snprintf(v[9], sizeof(v[9]), "%" PRIu64, s.durable_tid);
-	snprintf(v[10], sizeof(v[10]), "%" PRIu64, s.volumes);
-	snprintf(v[13], sizeof(v[13]), "%" PRIu64 " (holding %s only they use)",
-		 s.snapshots, ctl_size(s.snapshot_bytes, hs, sizeof(hs)));
-	snprintf(v[5], sizeof(v[5]), "%" PRIu64, s.connections);
-	snprintf(v[11], sizeof(v[11]), "%" PRIu64 " (%" PRIu64 " errors)",
-		 s.requests, s.errors);
-	ok = ctl_table_addv(t, "server", ctl->server) &&
-	     ctl_table_addv(t, "identity", id ? id : "-") &&
-	     ctl_table_addv(t, "total", bytes(s.total_bytes, v[0], 64)) &&
-	     ctl_table_addv(t, "used", bytes(s.used_bytes, v[1], 64)) &&
-	     ctl_table_addv(t, "free", bytes(s.free_bytes, v[2], 64)) &&
-	     ctl_table_addv(t, "dirty", bytes(s.dirty_bytes, v[3], 64)) &&
-	     ctl_table_addv(t, "durable tid", v[9]) &&
-	     ctl_table_addv(t, "flushes", v[4]) &&
-	     ctl_table_addv(t, "client written",
-			    bytes(s.client_bytes_written, v[12], 64)) &&
-	     ctl_table_addv(t, "client read",
-			    bytes(s.client_bytes_read, v[6], 64)) &&
-	     ctl_table_addv(t, "device written",
-			    bytes(s.dev_bytes_written, v[7], 64)) &&
-	     ctl_table_addv(t, "write amplification", v[8]) &&
-	     ctl_table_addv(t, "volumes", v[10]) &&
-	     ctl_table_addv(t, "snapshots", v[13]) &&
-	     ctl_table_addv(t, "connections", v[5]) &&
-	     ctl_table_addv(t, "requests", v[11]);
-	if (ok)
-		ctl_table_print(t, stdout);
-	ctl_table_free(t);
-	return ok ? ctl_stdout_done() : ctl_fail("out of memory");
 }

@@ -234,16 +234,108 @@ H2_PUBLIC int h2_txn_trim(h2_txn *t, uint64_t off, uint64_t len);
 H2_PUBLIC int h2_txn_commit(h2_txn *t, unsigned flags); /* frees t */
 H2_PUBLIC void h2_txn_abort(h2_txn *t); /* frees t; NULL is a no-op */
 
+/*
+ * Statistics.  h2_stat fills the server-wide totals; h2_stat_report_get
+ * gives everything: totals, connections, requests, bytes, errors and
+ * latency per operation, and the same per volume.
+ *
+ * Server-wide numbers are for every client (they name no volume); a
+ * volume's entry only for volumes the client has a right to.  The
+ * operations are "read", "write", "trim", "write_zeroes", "flush", "txn",
+ * "block_status" and "other" (Hello, Ping, volume admin, statistics...),
+ * counting requests of both protocols ("native": this library, "nbd": the
+ * NBD frontend).  bytes are what successful requests covered: data read
+ * or written, the range trimmed, zeroed or mapped, a txn's ops summed.
+ * Latency runs from a request's arrival at the server to its reply being
+ * queued; percentiles are within 12.5% (log-linear buckets).
+ *
+ * ABI: h2_stats, h2_latency and h2_error_stats never change.  Fields are
+ * only ever added at the end of h2_stat_report, h2_op_stats and
+ * h2_volume_stats, which the library allocates; arrays are arrays of
+ * pointers.  A program built against a newer header checks
+ * H2_STAT_HAS(report, field) before reading a field a library older than
+ * its header may not have filled.
+ */
 typedef struct h2_stats {
 	uint64_t total_bytes, used_bytes, free_bytes, dirty_bytes;
 	uint64_t flushes, flush_ns_total, durable_tid;
 	uint64_t dev_bytes_written, client_bytes_written, client_bytes_read;
 	uint64_t volumes, connections, requests, errors;
-	uint64_t snapshots, snapshot_bytes; /* held only by snapshots */
 } h2_stats;
 
-/* Server statistics.  Thread-safe. */
+/* Server statistics (totals only).  Thread-safe. */
 H2_PUBLIC int h2_stat(h2_client *c, h2_stats *out);
+
+typedef struct h2_latency {
+	uint64_t count; /* requests measured */
+	uint64_t sum_ns, mean_ns, p50_ns, p99_ns, p999_ns;
+} h2_latency;
+
+typedef struct h2_op_stats {
+	const char *op;	   /* "read", ... (see above) */
+	uint64_t requests; /* native + nbd */
+	uint64_t native_requests, nbd_requests;
+	uint64_t bytes;
+	uint64_t errors;
+	h2_latency latency;
+} h2_op_stats;
+
+typedef struct h2_error_stats {
+	const char *code; /* the status as in h2.proto: "OUT_OF_RANGE" */
+	int err;	  /* the H2_E* code it becomes in this library */
+	uint64_t count;
+} h2_error_stats;
+
+typedef struct h2_volume_stats {
+	const char *name;
+	uint64_t size, used_bytes; /* used: as of the last flush */
+	uint64_t open_handles;	   /* handles and NBD exports open now */
+	uint64_t requests, errors; /* over its operations */
+	size_t nops;		   /* the operations it has seen */
+	h2_op_stats **ops;
+	size_t nerrors; /* codes with a non-zero count */
+	h2_error_stats **errors_by_code;
+} h2_volume_stats;
+
+typedef struct h2_stat_report {
+	size_t size;	 /* bytes of this struct the library filled */
+	h2_stats totals; /* what h2_stat gives */
+	uint64_t last_flush_ns, dev_bytes_read, dev_flushes;
+	uint64_t write_waits;  /* writers held at the dirty hard limit */
+	uint64_t cached_bytes; /* metadata and dirty data in memory */
+	uint64_t block_size;
+	uint64_t native_connections, nbd_connections; /* open now */
+	uint64_t native_connections_total, nbd_connections_total;
+	uint64_t connections_refused, tls_handshake_failures;
+	uint64_t start_time_ns; /* when the server started (Unix time) */
+	size_t nops;		/* every operation, server-wide */
+	h2_op_stats **ops;
+	size_t nerrors; /* codes with a non-zero count, server-wide */
+	h2_error_stats **errors_by_code;
+	size_t nvolumes;
+	h2_volume_stats **volumes; /* sorted by name */
+	uint64_t snapshots;	   /* in the store */
+	uint64_t snapshot_bytes;   /* held only by snapshots */
+} h2_stat_report;
+
+/* Whether report r carries field (see "ABI" above). */
+#define H2_STAT_HAS(r, field)                                                  \
+	((r)->size >= offsetof(h2_stat_report, field) + sizeof((r)->field))
+
+/*
+ * Everything in one report.  volume NULL: every volume used since the
+ * server started (opened by a handle or an NBD export) that this client
+ * may see (asked for page by page when there are many); else only that
+ * volume, used or not (H2_ENOENT if it does not exist or the client has
+ * no right to it).  *out is freed with h2_stat_report_free.  Thread-safe.
+ */
+H2_PUBLIC int h2_stat_report_get(h2_client *c, const char *volume,
+				 h2_stat_report **out);
+/* NULL is a no-op. */
+H2_PUBLIC void h2_stat_report_free(h2_stat_report *r);
+/* An operation's entry in an array (NULL if absent).  Thread-safe. */
+H2_PUBLIC const h2_op_stats *h2_op_stats_find(h2_op_stats *const *ops, size_t n,
+					      const char *op);
 
 /*
  * Snapshots and clones.  A snapshot is a read-only image of a volume,

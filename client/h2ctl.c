@@ -99,10 +99,21 @@ static const struct ctl_cmd cmds[] = {
      "Make every write the server acknowledged so far durable: on VOLUME,\n"
      "or on every volume of the store when VOLUME is not given.\n"
      "With --json: {\"volume\": NAME or null, \"seconds\": S}.\n"},
-    {NULL, "stat", ctl_stat, "", "show the server's statistics",
+    {NULL, "stat", ctl_stat, "[VOLUME]", "show the server's statistics",
      "Show the server's space (total, used, free, dirty), flushes, write\n"
      "amplification (device bytes written / client bytes written),\n"
-     "volumes, connections, requests and errors.\n"},
+     "connections, requests and errors by status code; then, per operation\n"
+     "(read, write, trim, write_zeroes, flush, txn, block_status, other),\n"
+     "requests, NBD requests, errors, bytes and latency (mean, p50, p99,\n"
+     "p99.9, from a request's arrival at the server to its reply); then the\n"
+     "volumes used since the server started that you may see.  With VOLUME:\n"
+     "that volume's numbers and operations.  Counters count both the native\n"
+     "protocol and NBD, since the server started.\n"
+     "With --json: one object with every counter (sizes in bytes, times in\n"
+     "ns), \"ops\" keyed by operation, \"errors_by_code\" keyed by status,\n"
+     "and \"volume_stats\": [{\"name\", \"size\", \"used_bytes\",\n"
+     "\"open_handles\", \"requests\", \"errors\", \"errors_by_code\",\n"
+     "\"ops\"}, ...] (\"volumes\" is the number of volumes in the store).\n"},
     {NULL, "write", ctl_write, "VOLUME OFFSET [FILE|-]",
      "write a file or stdin into a volume",
      "Write the bytes of FILE (\"-\" or no FILE: standard input, until end\n"

@@ -1,7 +1,7 @@
 /*
  * lib_ops.c - libh2client's operations: volume management, snapshots
- * and clones, synchronous I/O, batches (h2_txn), statistics, and the
- * error codes and sentences.
+ * and clones, synchronous I/O, batches (h2_txn), and the error codes and
+ * sentences (statistics are lib_stat.c's).
  *
  * Every operation checks its arguments here, before anything is queued,
  * and answers H2_EINVAL / H2_ERANGE / H2_ETOOBIG with a sentence in the
@@ -1054,49 +1054,4 @@ void h2_txn_abort(h2_txn *t)
 {
 	if (t)
 		ops_txn_release(t);
-}
-
-/*
- * Statistics.
- */
-
-int h2_stat(h2_client *c, h2_stats *out)
-{
-	H2__Request rq = H2__REQUEST__INIT;
-	H2__StatReq m = H2__STAT_REQ__INIT;
-	const H2__StatResult *s;
-	H2__Response *resp = NULL;
-	int rc;
-
-	if (!c || !out)
-		return h2_ops_fail(H2_EINVAL, "h2_stat: %s is NULL",
-				   !c ? "c" : "out");
-	rq.op_case = H2__REQUEST__OP_STAT;
-	rq.stat = &m;
-	rc = ops_msg(c, &rq, NULL, 0, &resp);
-	if (rc < 0)
-		return rc;
-	if (resp->result_case != H2__RESPONSE__RESULT_STAT)
-		return ops_bad_reply(resp, "Stat");
-	s = resp->stat;
-	*out = (h2_stats){
-	    .total_bytes = s->total_bytes,
-	    .used_bytes = s->used_bytes,
-	    .free_bytes = s->free_bytes,
-	    .dirty_bytes = s->dirty_bytes,
-	    .flushes = s->flushes,
-	    .flush_ns_total = s->flush_ns_total,
-	    .durable_tid = s->durable_tid,
-	    .dev_bytes_written = s->dev_bytes_written,
-	    .client_bytes_written = s->client_bytes_written,
-	    .client_bytes_read = s->client_bytes_read,
-	    .volumes = s->volumes,
-	    .connections = s->connections,
-	    .requests = s->requests,
-	    .errors = s->errors,
-	    .snapshots = s->snapshots,
-	    .snapshot_bytes = s->snapshot_bytes,
-	};
-	h2_frame_response_free(resp);
-	return 0;
 }

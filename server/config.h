@@ -12,6 +12,7 @@
  *   [server]
  *   listen = 127.0.0.1:7410
  *   nbd_listen = 127.0.0.1:10809   ; NBD frontend; empty: off
+ *   metrics_listen = 127.0.0.1:9410 ; Prometheus GET /metrics; default off
  *   workers = 4
  *   max_connections = 1024
  *   max_inflight = 64              ; requests read ahead per connection
@@ -47,6 +48,8 @@ struct h2_config {
 
 	char *listen;		/* "HOST:PORT"; port 0 = any free port */
 	char *nbd_listen;	/* NBD frontend "HOST:PORT"; "" = off */
+	char *metrics_listen;	/* plain HTTP GET /metrics "HOST:PORT";
+				   NULL or "" = off */
 	unsigned workers;
 	unsigned max_connections;
 	unsigned max_inflight;
@@ -67,7 +70,8 @@ struct h2_config {
 /*
  * Defaults: no device, flush every 1000 ms, dirty_max 256M, dirty_hard 0
  * (= twice dirty_max, as the engine does), cache_max 512M, listen
- * 127.0.0.1:7410, nbd_listen 127.0.0.1:10809, 4 workers, 1024 connections, 64 requests and 64M in
+ * 127.0.0.1:7410, nbd_listen 127.0.0.1:10809, no metrics_listen, 4 workers,
+ * 1024 connections, 64 requests and 64M in
  * flight per connection, 10 s handshake timeout, log level info, no
  * ready file, no TLS files, TLS 1.3 only, acl NULL (no rules), not dev.
  * Overwrites all of c (call it first); aborts if out of memory.
@@ -87,7 +91,8 @@ int h2_config_load(struct h2_config *c, const char *path, char *err,
 /*
  * Apply `h2d serve` flags (argv without the subcommand).  Recognized:
  * --config PATH (loaded first, before the other flags apply), --device,
- * --listen, --nbd-listen ("" turns NBD off), --ca, --cert, --key, --allow-tls12, --access ID=SPEC
+ * --listen, --nbd-listen ("" turns NBD off), --metrics-listen, --ca, --cert,
+ * --key, --allow-tls12, --access ID=SPEC
  * (repeatable), --flush-interval MS, --dirty-max SIZE, --dirty-hard SIZE,
  * --cache-max SIZE, --workers N, --max-connections N, --max-inflight N,
  * --max-inflight-bytes SIZE, --log-level L, --ready-file PATH, --dev.

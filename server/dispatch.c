@@ -8,8 +8,16 @@
  * the engine's sentence as the message.
  *
  * Rights: a volume the client has no right to does not exist for it
- * (NOT_FOUND, hidden from lists); a weaker right than needed is
- * PERMISSION_DENIED.  Writes need a handle opened for writing.
+ * (NOT_FOUND, hidden from lists and from per-volume statistics); a weaker
+ * right than needed is PERMISSION_DENIED.  Writes need a handle opened
+ * for writing.  Server-wide statistics (Stat) are for every verified
+ * client: they name no volume.
+ *
+ * Every request is counted once, when its reply is queued (or would be,
+ * on a connection already gone): account() with its operation, status,
+ * bytes and arrival time, and with the volume of its handle, whose
+ * counters the handle caches from when it was opened (a snapshot's
+ * handle counts under its volume).
  *
  * Snapshots ("VOLUME@SNAP"): opening one needs read on VOLUME and is
  * always read-only; listing them needs read; creating, deleting,
@@ -33,6 +41,7 @@
 #include "log.h"
 #include "nbd.h"
 #include "srv.h"
+#include "stat_reply.h"
 
 /*
  * Extents per BlockStatus reply.  An Extent costs up to 26 bytes on the
@@ -74,7 +83,8 @@ enum job_kind {
 /* A refcounted open volume (table + jobs using it). */
 struct vhandle {
 	int refs; /* loop thread */
-	struct h2_vol *vol; /* NULL while its VolumeOpen runs */
+	struct h2_vol *vol;	/* NULL while its VolumeOpen runs */
+	struct h2_vmetrics *vm; /* its counters; NULL if out of memory */
 	bool write;
 	bool snap; /* a snapshot: read-only */
 	uint64_t id;
@@ -96,6 +106,9 @@ struct rjob {
 	uint64_t payload_len;
 	uint64_t account;	/* bytes counted in flight */
 	struct vhandle *h;	/* I/O jobs */
+	enum h2_mop mop;	/* for the counters */
+	uint64_t mbytes;
+	uint64_t start_ns;
 	/* results */
 	int err;
 	char msg[400];
@@ -115,7 +128,73 @@ struct rjob {
 	struct h2_snap_info snap;
 	struct h2_snap_info *slist;
 	size_t nslist;
+	bool *doomed; /* recursive delete: the clones in list it deletes */
 };
+
+/* Count a finished request (see the top of the file). */
+static void account(struct h2_conn *c, const struct vhandle *h,
+		    enum h2_mop op, int err, uint64_t bytes, uint64_t start_ns)
+{
+	h2_metrics_request(c->srv->metrics, h ? h->vm : NULL,
+			   H2_MPROTO_NATIVE, op,
+			   (unsigned)h2_status_from_errno(err), bytes,
+			   start_ns);
+}
+
+/* The operation a request counts as. */
+static enum h2_mop request_op(const H2__Request *req)
+{
+	switch (req ? req->op_case : H2__REQUEST__OP__NOT_SET) {
+	case H2__REQUEST__OP_READ:
+		return H2_MOP_READ;
+	case H2__REQUEST__OP_WRITE:
+		return H2_MOP_WRITE;
+	case H2__REQUEST__OP_TRIM:
+		return H2_MOP_TRIM;
+	case H2__REQUEST__OP_WRITE_ZEROES:
+		return H2_MOP_WRITE_ZEROES;
+	case H2__REQUEST__OP_TXN:
+		return H2_MOP_TXN;
+	case H2__REQUEST__OP_FLUSH:
+		return H2_MOP_FLUSH;
+	case H2__REQUEST__OP_BLOCK_STATUS:
+		return H2_MOP_BLOCK_STATUS;
+	default:
+		return H2_MOP_OTHER;
+	}
+}
+
+/* The bytes a request covers (counted if it succeeds): the data of a
+ * write, the range of the rest, a transaction's ops summed. */
+static uint64_t request_bytes(const H2__Request *req, uint64_t payload_len)
+{
+	uint64_t n = 0;
+
+	switch (req->op_case) {
+	case H2__REQUEST__OP_READ:
+		return req->read->length;
+	case H2__REQUEST__OP_WRITE:
+		return payload_len;
+	case H2__REQUEST__OP_TRIM:
+		return req->trim->length;
+	case H2__REQUEST__OP_WRITE_ZEROES:
+		return req->write_zeroes->length;
+	case H2__REQUEST__OP_BLOCK_STATUS:
+		return req->block_status->length;
+	case H2__REQUEST__OP_TXN:
+		for (size_t i = 0; i < req->txn->n_ops; i++)
+			n += req->txn->ops[i]->length;
+		return n;
+	default:
+		return 0;
+	}
+}
+
+void h2_dispatch_count_failed(struct h2_conn *c, const H2__Request *req,
+			      int err)
+{
+	account(c, NULL, request_op(req), err, 0, h2_metrics_now());
+}
 
 /* ---------------------------------------------------------------------- */
 /* Handles.                                                               */
@@ -139,6 +218,10 @@ static void handle_unref(struct vhandle *h)
 	if (--h->refs > 0)
 		return;
 	h2_vol_close(h->vol);
+	if (h->vm) {
+		h2_metrics_volume_handle(h->vm, false);
+		h2_metrics_volume_put(h->vm);
+	}
 	free(h);
 }
 
@@ -168,6 +251,17 @@ static int handle_add(struct h2_conn *c, bool write, bool snap,
 	handles(c)[c->nhandles++] = h;
 	*out = h;
 	return 0;
+}
+
+/* Its open finished: the volume, and the counters of volume (for a
+ * snapshot, its volume's). */
+static void handle_opened(struct h2_conn *c, struct vhandle *h,
+			  struct h2_vol *vol, const char *volume)
+{
+	h->vol = vol;
+	h->vm = h2_metrics_volume_get(c->srv->metrics, volume);
+	if (h->vm)
+		h2_metrics_volume_handle(h->vm, true);
 }
 
 static void handle_remove(struct h2_conn *c, struct vhandle *h)
@@ -350,7 +444,16 @@ static void job_run(struct h2_job *job)
 			r = 0;
 		break;
 	case J_STAT:
+		/* The engine's numbers, and the volumes' sizes for the
+		 * per-volume entries. */
 		h2_store_stat(st, &j->stats);
+		if (*q->stat->volume) {
+			r = h2_vol_info(st, q->stat->volume, &j->info);
+		} else {
+			r = h2_vol_list(st, &j->list, &j->nlist);
+			if (r == 0)
+				h2_stat_sort_vols(j->list, j->nlist);
+		}
 		break;
 	case J_SNAP_CREATE:
 		r = h2_snap_create(st, q->snapshot_create->volume,
@@ -501,6 +604,7 @@ static void job_free(struct rjob *j)
 	free(j->list);
 	free(j->ext);
 	free(j->slist);
+	free(j->doomed);
 	free(j);
 }
 
@@ -508,8 +612,9 @@ static void job_free(struct rjob *j)
  * A recursive delete's plan is back (every volume, j->list): the clones
  * it would delete are the volumes whose origin is a snapshot of the
  * volume or, in turn, of such a clone.  The client needs admin on each.
- * Returns true if the delete was submitted (the job lives on), false
- * with j->err set (or the connection gone) if not.
+ * Returns true if the delete was submitted (the job lives on, j->doomed
+ * marking the clones in j->list), false with j->err set (answered) or
+ * the connection gone if not.
  */
 static bool delete_plan_done(struct rjob *j)
 {
@@ -523,7 +628,8 @@ static bool delete_plan_done(struct rjob *j)
 		return false;
 	}
 	if (!doomed) {
-		h2_conn_reply_error(c, j->id, -ENOMEM, "out of memory");
+		j->err = -ENOMEM;
+		h2_conn_reply_error(c, j->id, j->err, "out of memory");
 		return false;
 	}
 	while (grew) {
@@ -553,26 +659,58 @@ static bool delete_plan_done(struct rjob *j)
 					    "\"%s\" has no admin right",
 					    name, j->list[i].name, c->identity);
 					free(doomed);
-					h2_conn_reply_error(c, j->id, -EACCES,
+					j->err = -EACCES;
+					h2_conn_reply_error(c, j->id, j->err,
 							    m);
 					return false;
 				}
 			}
 		}
 	}
-	free(doomed);
-	free(j->list);
-	j->list = NULL;
-	j->nlist = 0;
+	j->doomed = doomed;
 	j->kind = J_DELETE;
 	h2_pool_submit(c->srv->pool, &j->job);
 	return true;
+}
+
+/* h2_stat_query.visible: what the connection's client may see. */
+static bool stat_visible(void *arg, const char *volume)
+{
+	struct h2_conn *c = arg;
+
+	return rights(c, volume) != H2_RIGHT_NONE;
+}
+
+/* A StatResult for the client; NULL (and *err) if out of memory. */
+static struct h2_stat_reply *stat_reply(struct h2_conn *c, struct rjob *j,
+					int *err)
+{
+	const H2__StatReq *q = j->req->stat;
+	struct h2_stat_query sq = {
+	    .m = c->srv->metrics,
+	    .st = &j->stats,
+	    .vols = *q->volume ? &j->info : j->list,
+	    .nvols = *q->volume ? 1 : j->nlist,
+	    .volume = *q->volume ? q->volume : NULL,
+	    .after = *q->after ? q->after : NULL,
+	    .visible = stat_visible,
+	    .arg = c,
+	    /* The Response around it takes a few bytes: id, result tag and
+	     * length. */
+	    .budget = H2_FRAME_MAX_HEADER - 64,
+	};
+	struct h2_stat_reply *r = NULL;
+
+	*err = h2_stat_reply_build(&sq, &r);
+	return r;
 }
 
 static void job_done(struct h2_job *job)
 {
 	struct rjob *j = (struct rjob *)job;
 	struct h2_conn *c = j->c;
+	struct h2_stat_reply *srep = NULL;
+	int err = j->err;
 	H2__Response resp = H2__RESPONSE__INIT;
 	H2__VolumeInfo vi;
 	H2__VolumeOpenResult vor = H2__VOLUME_OPEN_RESULT__INIT;
@@ -580,7 +718,6 @@ static void job_done(struct h2_job *job)
 	H2__FlushResult fr = H2__FLUSH_RESULT__INIT;
 	H2__TxnResult tr = H2__TXN_RESULT__INIT;
 	H2__BlockStatusResult bsr = H2__BLOCK_STATUS_RESULT__INIT;
-	H2__StatResult sr = H2__STAT_RESULT__INIT;
 	H2__SnapshotInfo si;
 	H2__SnapshotListResult sl = H2__SNAPSHOT_LIST_RESULT__INIT;
 	H2__SnapshotInfo *sis = NULL, **sip = NULL;
@@ -612,7 +749,7 @@ static void job_done(struct h2_job *job)
 	case J_OPEN:
 		if (!c->open)
 			goto out;
-		j->h->vol = j->vol;
+		handle_opened(c, j->h, j->vol, j->is_snap ? j->vname : j->info.name);
 		j->vol = NULL;
 		if (j->is_snap)
 			snap_vi_to_pb(&j->snap, j->h->name, rights(c, j->vname),
@@ -627,6 +764,7 @@ static void job_done(struct h2_job *job)
 	case J_DELETE_PLAN:
 		if (delete_plan_done(j))
 			return; /* the delete itself runs now */
+		err = j->err;
 		goto out;
 	case J_SNAP_CREATE:
 		snap_to_pb(&j->snap, &si);
@@ -637,7 +775,8 @@ static void job_done(struct h2_job *job)
 		sis = calloc(j->nslist + 1, sizeof(*sis));
 		sip = calloc(j->nslist + 1, sizeof(*sip));
 		if (!sis || !sip) {
-			h2_conn_reply_error(c, j->id, -ENOMEM, "out of memory");
+			err = -ENOMEM;
+			h2_conn_reply_error(c, j->id, err, "out of memory");
 			goto out;
 		}
 		snap_list_fill(j, sis, sip, &sl);
@@ -650,7 +789,8 @@ static void job_done(struct h2_job *job)
 		vis = calloc(j->nlist + 1, sizeof(*vis));
 		vip = calloc(j->nlist + 1, sizeof(*vip));
 		if (!vis || !vip) {
-			h2_conn_reply_error(c, j->id, -ENOMEM, "out of memory");
+			err = -ENOMEM;
+			h2_conn_reply_error(c, j->id, err, "out of memory");
 			goto out;
 		}
 		for (size_t i = 0; i < j->nlist; i++) {
@@ -686,7 +826,8 @@ static void job_done(struct h2_job *job)
 		exs = calloc(j->next + 1, sizeof(*exs));
 		exp = calloc(j->next + 1, sizeof(*exp));
 		if (!exs || !exp) {
-			h2_conn_reply_error(c, j->id, -ENOMEM, "out of memory");
+			err = -ENOMEM;
+			h2_conn_reply_error(c, j->id, err, "out of memory");
 			goto out;
 		}
 		for (size_t i = 0; i < j->next; i++) {
@@ -701,31 +842,35 @@ static void job_done(struct h2_job *job)
 		resp.result_case = H2__RESPONSE__RESULT_BLOCK_STATUS;
 		resp.block_status = &bsr;
 		break;
+	case J_DELETE:
+		/* Its counters go with it (a new volume of that name starts
+		 * from zero). */
+		h2_metrics_volume_forget(c->srv->metrics,
+					 j->req->volume_delete->name);
+		for (size_t i = 0; j->doomed && i < j->nlist; i++)
+			if (j->doomed[i]) /* its clones, deleted with it */
+				h2_metrics_volume_forget(c->srv->metrics,
+							 j->list[i].name);
+		break;
 	case J_STAT:
-		sr.total_bytes = j->stats.total_bytes;
-		sr.used_bytes = j->stats.used_bytes;
-		sr.free_bytes = j->stats.free_bytes;
-		sr.dirty_bytes = j->stats.dirty_bytes;
-		sr.flushes = j->stats.flushes;
-		sr.flush_ns_total = j->stats.flush_ns_total;
-		sr.durable_tid = j->stats.durable_tid;
-		sr.dev_bytes_written = j->stats.dev_bytes_written;
-		sr.client_bytes_written = j->stats.client_bytes_written;
-		sr.client_bytes_read = j->stats.client_bytes_read;
-		sr.volumes = j->stats.volumes;
-		sr.connections = c->srv->nconns;
-		sr.requests = c->srv->requests;
-		sr.errors = c->srv->errors;
-		sr.snapshots = j->stats.snapshots;
-		sr.snapshot_bytes = j->stats.snapshot_bytes;
+		srep = stat_reply(c, j, &err);
+		if (!srep) {
+			h2_conn_reply_error(c, j->id, err, "out of memory");
+			goto out;
+		}
 		resp.result_case = H2__RESPONSE__RESULT_STAT;
-		resp.stat = &sr;
+		resp.stat = h2_stat_reply_result(srep);
 		break;
 	default:
 		break;
 	}
 	h2_conn_reply(c, &resp, payload, plen);
 out:
+	/* An open's handle is its result, not the volume it names: the
+	 * open counts server-wide only. */
+	account(c, j->kind == J_OPEN ? NULL : j->h, j->mop, err, j->mbytes,
+		j->start_ns);
+	h2_stat_reply_free(srep);
 	free(vis);
 	free(vip);
 	free(exs);
@@ -740,9 +885,10 @@ out:
 /* ---------------------------------------------------------------------- */
 /* Validation (loop thread).                                              */
 
-/* Answer a request without a job. */
+/* Answer a request without a job; h: the handle it named, if found. */
 static void answer_now(struct h2_conn *c, H2__Request *req, uint8_t *payload,
-		       uint64_t account, int err, const char *msg)
+		       uint64_t inflight, const struct vhandle *h,
+		       uint64_t start_ns, int err, const char *msg)
 {
 	H2__Response resp = H2__RESPONSE__INIT;
 
@@ -752,12 +898,14 @@ static void answer_now(struct h2_conn *c, H2__Request *req, uint8_t *payload,
 		resp.id = req->id;
 		h2_conn_reply(c, &resp, NULL, 0);
 	}
+	account(c, h, request_op(req), err, 0, start_ns);
 	h2_frame_request_free(req);
 	free(payload);
-	h2_conn_request_done(c, account);
+	h2_conn_request_done(c, inflight);
 }
 
-static void hello(struct h2_conn *c, H2__Request *req)
+/* Answer Hello; 0 or the error it was answered with. */
+static int hello(struct h2_conn *c, H2__Request *req)
 {
 	H2__Response resp = H2__RESPONSE__INIT;
 	H2__HelloResult hr = H2__HELLO_RESULT__INIT;
@@ -769,14 +917,14 @@ static void hello(struct h2_conn *c, H2__Request *req)
 		h2_conn_reply_error(c, req->id, -EPROTO,
 				    "Hello was already done on this "
 				    "connection");
-		return;
+		return -EPROTO;
 	}
 	if (req->hello->version < 1) {
 		h2_conn_reply_error(c, req->id, -EOPNOTSUPP,
 				    "protocol version 0 is not supported; "
 				    "this server speaks version 1");
 		h2_conn_close(c, "unsupported protocol version");
-		return;
+		return -EOPNOTSUPP;
 	}
 	snprintf(name, sizeof(name), "h2d %s", H2_CORE_VERSION);
 	hr.version = H2_PROTO_VERSION;
@@ -791,6 +939,7 @@ static void hello(struct h2_conn *c, H2__Request *req)
 	resp.hello = &hr;
 	h2_conn_reply(c, &resp, NULL, 0);
 	c->state = H2_CONN_READY;
+	return 0;
 }
 
 /* Rights check: 0, or an error with msg filled. */
@@ -941,17 +1090,18 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 	/* A decoded header costs up to ~56 bytes of heap per wire byte
 	 * (proto/frame.h): charge it, so that max_inflight_bytes bounds the
 	 * memory of a connection that sends large headers. */
-	uint64_t account = payload_len + (uint64_t)hdr_bytes * 56;
-	uint64_t charged = account;
+	uint64_t inflight = payload_len + (uint64_t)hdr_bytes * 56;
+	uint64_t charged = inflight;
+	uint64_t start_ns = h2_metrics_now();
 	char msg[400] = "";
 	bool takes_payload = false;
 	int err = 0;
 
 	c->inflight++;
-	c->inflight_bytes += account;
+	c->inflight_bytes += inflight;
 	if (req->op_case != H2__REQUEST__OP_HELLO &&
 	    c->state != H2_CONN_READY) {
-		answer_now(c, req, payload, account, -EPROTO,
+		answer_now(c, req, payload, inflight, NULL, start_ns, -EPROTO,
 			   "the first request must be Hello");
 		h2_conn_close(c, "request before Hello");
 		return;
@@ -962,9 +1112,10 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 			err = -EINVAL;
 			break;
 		}
-		hello(c, req);
+		err = hello(c, req);
+		account(c, NULL, H2_MOP_OTHER, err, 0, start_ns);
 		h2_frame_request_free(req);
-		h2_conn_request_done(c, account);
+		h2_conn_request_done(c, inflight);
 		return;
 	case H2__REQUEST__OP_PING:
 		break;
@@ -1020,7 +1171,7 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 				 req->read->length, c->lim.max_payload);
 		}
 		if (!err)
-			account += req->read->length;
+			inflight += req->read->length;
 		break;
 	case H2__REQUEST__OP_WRITE:
 		kind = J_WRITE;
@@ -1078,8 +1229,11 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 	}
 	case H2__REQUEST__OP_FLUSH:
 		kind = J_FLUSH;
-		if (req->flush->handle &&
-		    !handle_find(c, req->flush->handle)) {
+		/* The flush covers the whole store; one naming a handle
+		 * counts for that volume. */
+		h = req->flush->handle ? handle_find(c, req->flush->handle)
+				       : NULL;
+		if (req->flush->handle && !h) {
 			err = -EINVAL;
 			snprintf(msg, sizeof(msg),
 				 "no open volume with handle %" PRIu64,
@@ -1093,6 +1247,9 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 		break;
 	case H2__REQUEST__OP_STAT:
 		kind = J_STAT;
+		if (*req->stat->volume)
+			err = need(c, req->stat->volume, H2_RIGHT_READ, msg,
+				   sizeof(msg));
 		break;
 	case H2__REQUEST__OP_SNAPSHOT_CREATE:
 		kind = J_SNAP_CREATE;
@@ -1133,8 +1290,8 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 		err = rollback_check(c, req->rollback, msg, sizeof(msg));
 		break;
 	default:
-		answer_now(c, req, payload, account, -EOPNOTSUPP,
-			   "unknown operation");
+		answer_now(c, req, payload, inflight, NULL, start_ns,
+			   -EOPNOTSUPP, "unknown operation");
 		return;
 	}
 	if (!err && payload_len && !takes_payload) {
@@ -1143,12 +1300,13 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 	}
 	if (err || req->op_case == H2__REQUEST__OP_PING ||
 	    req->op_case == H2__REQUEST__OP_VOLUME_CLOSE) {
-		answer_now(c, req, payload, account, err, msg);
+		answer_now(c, req, payload, inflight, h, start_ns, err, msg);
 		return;
 	}
 	j = calloc(1, sizeof(*j));
 	if (!j) {
-		answer_now(c, req, payload, account, -ENOMEM, "out of memory");
+		answer_now(c, req, payload, inflight, h, start_ns, -ENOMEM,
+			   "out of memory");
 		return;
 	}
 	if (kind == J_OPEN) {
@@ -1159,13 +1317,13 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 			       req->volume_open->name, &h);
 		if (r < 0) {
 			free(j);
-			answer_now(c, req, payload, account, r,
+			answer_now(c, req, payload, inflight, NULL, start_ns, r,
 				   "out of memory");
 			return;
 		}
 		/* The table holds one reference and the job another. */
 	}
-	c->inflight_bytes += account - charged;
+	c->inflight_bytes += inflight - charged;
 	j->job.run = job_run;
 	j->job.done = job_done;
 	j->kind = kind;
@@ -1174,7 +1332,10 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 	j->id = req->id;
 	j->payload = payload;
 	j->payload_len = payload_len;
-	j->account = account;
+	j->account = inflight;
+	j->mop = request_op(req);
+	j->mbytes = request_bytes(req, payload_len);
+	j->start_ns = start_ns;
 	if (h) {
 		h->refs++;
 		j->h = h;

@@ -32,6 +32,11 @@
  * to before it arrived is durable when it is answered; the sync covers
  * the whole store, which is what makes CAN_MULTI_CONN honest), and
  * NBD_CMD_FLAG_FUA is H2_IO_FUA (durable before the reply).
+ *
+ * Counters (metrics.h): every command is counted once, with protocol
+ * "nbd", when its reply is queued, on the export's volume (whose
+ * counters the connection holds from GO until it is freed); commands the
+ * protocol engine answers itself (refused, zero length) count too.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -96,8 +101,9 @@ struct nbd_conn {
 	bool read_paused;
 	char identity[256];
 	char peer[64];
-	struct h2_vol *vol; /* the export, from GO until freed */
-	char export[256];   /* "VOLUME" or "VOLUME@SNAP" */
+	struct h2_vol *vol;	/* the export, from GO until freed */
+	struct h2_vmetrics *vm; /* its counters, likewise (NULL: none) */
+	char export[256];	/* "VOLUME" or "VOLUME@SNAP" */
 	/* The volume a GO opened (or is opening) for writing, else "":
 	 * a rollback is refused while it is (h2_nbdsrv_writing). */
 	char rw_volume[128];
@@ -135,6 +141,7 @@ struct nbd_job {
 	struct h2_nbd_extent *ext;
 	size_t next;
 	uint64_t account;
+	uint64_t start_ns; /* arrival, for the counters */
 	/* result */
 	int err;
 	char msg[300];
@@ -157,8 +164,42 @@ static void conn_unref(struct nbd_conn *c)
 	if (--c->refs > 0)
 		return;
 	h2_vol_close(c->vol);
+	if (c->vm) {
+		h2_metrics_volume_handle(c->vm, false);
+		h2_metrics_volume_put(c->vm);
+	}
 	h2_nbd_free(c->proto);
 	free(c);
+}
+
+/* The operation an NBD command counts as. */
+static enum h2_mop cmd_op(const struct h2_nbd_cmd *cmd)
+{
+	switch (cmd->type) {
+	case NBD_CMD_READ:
+		return H2_MOP_READ;
+	case NBD_CMD_WRITE:
+		return H2_MOP_WRITE;
+	case NBD_CMD_TRIM:
+		return H2_MOP_TRIM;
+	case NBD_CMD_WRITE_ZEROES:
+		return H2_MOP_WRITE_ZEROES;
+	case NBD_CMD_FLUSH:
+		return H2_MOP_FLUSH;
+	case NBD_CMD_BLOCK_STATUS:
+		return H2_MOP_BLOCK_STATUS;
+	default:
+		return H2_MOP_OTHER;
+	}
+}
+
+/* Count a command answered with err (0: success). */
+static void count_cmd(struct nbd_conn *c, const struct h2_nbd_cmd *cmd, int err,
+		      uint64_t start_ns)
+{
+	h2_metrics_request(c->ns->srv->metrics, c->vm, H2_MPROTO_NBD,
+			   cmd_op(cmd), (unsigned)h2_status_from_errno(err),
+			   cmd->type == NBD_CMD_FLUSH ? 0 : cmd->len, start_ns);
 }
 
 /* The engine's output goes to the socket (dropped once closed). */
@@ -213,6 +254,7 @@ static void conn_teardown(struct nbd_conn *c, bool graceful)
 	if (c->next)
 		c->next->prev = c->prev;
 	ns->nconns--;
+	h2_metrics_conn_close(srv->metrics, H2_MPROTO_NBD);
 	h2_log_debug("nbd", "closed peer=%s identity=%s", c->peer, who(c));
 	conn_unref(c);
 	if (!ns->closing_all)
@@ -423,6 +465,10 @@ static void done_lookup(struct nbd_conn *c, struct nbd_job *j)
 		c->vol = j->vol;
 		j->vol = NULL;
 		snprintf(c->export, sizeof(c->export), "%s", j->name);
+		/* A snapshot's I/O counts under its volume. */
+		c->vm = h2_metrics_volume_get(c->ns->srv->metrics, j->vname);
+		if (c->vm)
+			h2_metrics_volume_handle(c->vm, true);
 		c->state = NC_TRANSMIT;
 		if (c->timer) {
 			event_free(c->timer);
@@ -459,7 +505,6 @@ static void done_io(struct nbd_conn *c, struct nbd_job *j)
 	uint8_t hdr[H2_NBD_READ_HDR_MAX];
 
 	if (j->err) {
-		c->ns->srv->errors++;
 		h2_nbd_reply(c->proto, &j->cmd, j->err, j->msg);
 		return;
 	}
@@ -501,10 +546,13 @@ static void job_done(struct h2_job *job)
 			break;
 		}
 	}
-	if (j->kind == NJ_IO)
+	if (j->kind == NJ_IO) {
+		/* Counted also when the client is gone. */
+		count_cmd(c, &j->cmd, j->err, j->start_ns);
 		request_done(c, j->account);
-	else if (c->open)
+	} else if (c->open) {
 		process_input(c); /* negotiation goes on */
+	}
 	h2_server_check_stopped(c->ns->srv);
 	conn_unref(c);
 	job_free(j);
@@ -602,11 +650,12 @@ static void do_command(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
 {
 	struct nbd_job *j = job_new(c, NJ_IO);
 	uint64_t account = NBD_REQUEST_SIZE;
+	uint64_t start_ns = h2_metrics_now();
 
-	c->ns->srv->requests++;
 	if (!j) {
 		free(payload);
 		h2_nbd_reply(c->proto, cmd, -ENOMEM, "out of memory");
+		count_cmd(c, cmd, -ENOMEM, start_ns);
 		return;
 	}
 	if (cmd->type == NBD_CMD_READ || cmd->type == NBD_CMD_WRITE)
@@ -617,6 +666,7 @@ static void do_command(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
 	j->vol = c->vol;
 	j->buf = payload;
 	j->account = account;
+	j->start_ns = start_ns;
 	c->inflight++;
 	c->inflight_bytes += account;
 	job_submit(j);
@@ -713,6 +763,9 @@ static void process_input(struct nbd_conn *c)
 		}
 		n = h2_nbd_feed(c->proto, p, win, &act);
 		evbuffer_drain(in, n);
+		if (act.answered)
+			count_cmd(c, &act.cmd, act.answered_err,
+				  h2_metrics_now());
 		switch (act.type) {
 		case H2_NBD_CONTINUE:
 			continue;
@@ -809,6 +862,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 				    "refused peer=%s reason=\"no "
 				    "verified client certificate\"",
 				    c->peer);
+			h2_metrics_tls_failed(c->ns->srv->metrics,
+					      H2_MPROTO_NBD);
 			conn_teardown(c, false);
 			return;
 		}
@@ -827,6 +882,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 				    "TLS handshake failed peer=%s "
 				    "reason=\"%s\"",
 				    c->peer, why);
+			h2_metrics_tls_failed(c->ns->srv->metrics,
+					      H2_MPROTO_NBD);
 		} else if (what & BEV_EVENT_ERROR) {
 			ssl_reason(c, why, sizeof(why));
 			h2_log_info("nbd",
@@ -862,6 +919,8 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	h2_log_warn("nbd", "negotiation timed out peer=%s identity=%s", c->peer,
 		    who(c));
+	if (c->state == NC_TLS_HANDSHAKE)
+		h2_metrics_tls_failed(c->ns->srv->metrics, H2_MPROTO_NBD);
 	conn_teardown(c, false);
 }
 
@@ -901,6 +960,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 		h2_log_warn("nbd", "refused a connection: %s",
 			    srv->stopping ? "shutting down"
 					  : "connection limit reached");
+		h2_metrics_conn_refused(srv->metrics, H2_MPROTO_NBD);
 		evutil_closesocket(fd);
 		return;
 	}
@@ -940,7 +1000,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 		ns->conns->prev = c;
 	ns->conns = c;
 	ns->nconns++;
-	srv->connections_total++;
+	h2_metrics_conn_open(srv->metrics, H2_MPROTO_NBD);
 	nbd_setcb(c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	tv.tv_sec = srv->cfg->handshake_timeout_ms / 1000;

@@ -39,6 +39,7 @@
 #include <openssl/err.h>
 
 #include "log.h"
+#include "metrics_http.h"
 #include "nbd.h"
 #include "server.h"
 #include "srv.h"
@@ -87,6 +88,7 @@ static void conn_teardown(struct h2_conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	srv->nconns--;
+	h2_metrics_conn_close(srv->metrics, H2_MPROTO_NATIVE);
 	h2_log_debug("conn", "closed peer=%s identity=%s", c->peer,
 		     c->identity[0] ? c->identity : "-");
 	h2_conn_unref(c);
@@ -180,7 +182,6 @@ void h2_conn_reply_error(struct h2_conn *c, uint64_t id, int err,
 	resp.id = id;
 	resp.status = h2_status_from_errno(err);
 	resp.message = (char *)(msg ? msg : "");
-	c->srv->errors++;
 	h2_conn_reply(c, &resp, NULL, 0);
 }
 
@@ -225,6 +226,8 @@ static void process_input(struct h2_conn *c)
 			if (!payload) {
 				h2_conn_reply_error(c, c->pending->id, -ENOMEM,
 						    "out of memory");
+				h2_dispatch_count_failed(c, c->pending,
+							 -ENOMEM);
 				h2_conn_close(c, "out of memory");
 				break;
 			}
@@ -270,6 +273,7 @@ static void process_input(struct h2_conn *c)
 				 "limit of %" PRIu64,
 				 info.payload_len, c->lim.max_payload);
 			h2_conn_reply_error(c, info.id, -EFBIG, msg);
+			h2_dispatch_count_failed(c, NULL, -EFBIG);
 			h2_conn_close(c, "oversized payload");
 			break;
 		}
@@ -280,7 +284,6 @@ static void process_input(struct h2_conn *c)
 			break;
 		}
 		evbuffer_drain(in, info.header_bytes);
-		srv->requests++;
 		if (info.payload_len) {
 			c->pending = req;
 			c->pending_hdr = info.header_bytes;
@@ -341,6 +344,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 			h2_log_warn("conn", "refused peer=%s reason=\"no "
 					    "verified client certificate\"",
 				    c->peer);
+			h2_metrics_tls_failed(c->srv->metrics,
+					      H2_MPROTO_NATIVE);
 			conn_teardown(c);
 			return;
 		}
@@ -356,6 +361,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 			h2_log_warn("conn", "TLS handshake failed peer=%s "
 					    "reason=\"%s\"",
 				    c->peer, why);
+			h2_metrics_tls_failed(c->srv->metrics,
+					      H2_MPROTO_NATIVE);
 		} else if (what & BEV_EVENT_ERROR) {
 			ssl_reason(bev, why, sizeof(why));
 			h2_log_info("conn", "connection error peer=%s "
@@ -373,6 +380,7 @@ static void handshake_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	h2_log_warn("conn", "TLS handshake timed out peer=%s", c->peer);
+	h2_metrics_tls_failed(c->srv->metrics, H2_MPROTO_NATIVE);
 	conn_teardown(c);
 }
 
@@ -391,6 +399,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 		h2_log_warn("conn", "refused a connection: %s",
 			    srv->stopping ? "shutting down"
 					  : "connection limit reached");
+		h2_metrics_conn_refused(srv->metrics, H2_MPROTO_NATIVE);
 		evutil_closesocket(fd);
 		return;
 	}
@@ -439,7 +448,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 		srv->conns->prev = c;
 	srv->conns = c;
 	srv->nconns++;
-	srv->connections_total++;
+	h2_metrics_conn_open(srv->metrics, H2_MPROTO_NATIVE);
 	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
 	/* Bound what libevent reads ahead for us: one header plus one
 	 * payload; the write callback fires as output drains. */
@@ -638,6 +647,11 @@ int h2_server_new(struct h2_config *cfg, struct h2_store *st,
 	}
 	srv->cfg = cfg;
 	srv->st = st;
+	srv->metrics = h2_metrics_new();
+	if (!srv->metrics) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
 	evthread_use_pthreads();
 	srv->base = event_base_new();
 	if (!srv->base) {
@@ -691,6 +705,9 @@ int h2_server_new(struct h2_config *cfg, struct h2_store *st,
 	if (cfg->nbd_listen && *cfg->nbd_listen &&
 	    h2_nbdsrv_start(srv, err, errlen) < 0)
 		goto fail;
+	if (cfg->metrics_listen && *cfg->metrics_listen &&
+	    h2_metrics_http_start(srv, err, errlen) < 0)
+		goto fail;
 	srv->sig_term = evsignal_new(srv->base, SIGTERM, signal_cb, srv);
 	srv->sig_int = evsignal_new(srv->base, SIGINT, signal_cb, srv);
 	srv->sig_hup = evsignal_new(srv->base, SIGHUP, signal_cb, srv);
@@ -730,6 +747,9 @@ void h2_server_free(struct h2_server *srv)
 	/* Workers finish what they hold; done callbacks drop their refs. */
 	h2_pool_free(srv->pool);
 	h2_nbdsrv_free(srv); /* after the done callbacks, which look at it */
+	/* After them too: a scrape's done callback answers its request,
+	 * which the HTTP server frees. */
+	h2_metrics_http_free(srv);
 	if (srv->listener)
 		evconnlistener_free(srv->listener);
 	if (srv->sig_term)
@@ -744,5 +764,6 @@ void h2_server_free(struct h2_server *srv)
 	h2_acl_free(srv->acl);
 	if (srv->base)
 		event_base_free(srv->base);
+	h2_metrics_free(srv->metrics);
 	free(srv);
 }

@@ -19,6 +19,7 @@
 #include "config.h"
 #include "frame.h"
 #include "h2core.h"
+#include "metrics.h"
 #include "pool.h"
 
 struct h2_server {
@@ -35,10 +36,10 @@ struct h2_server {
 	unsigned nconns;
 	struct h2_conn *conns;	   /* list of open connections */
 	struct h2_nbdsrv *nbd;	   /* NBD frontend (nbd.c); NULL when off */
+	struct h2_metrics_http *http; /* GET /metrics; NULL when off */
+	struct h2_metrics *metrics;  /* counters (metrics.h) */
 	bool stopping;
 	bool in_check_stopped;	/* check_stopped() is running */
-	/* statistics (loop thread) */
-	uint64_t requests, errors, connections_total;
 };
 
 /* An open volume on a connection. */
@@ -105,6 +106,10 @@ int h2_server_parse_listen(const char *s, struct sockaddr_storage *ss,
  * of the request's header on the wire. */
 void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 		 uint8_t *payload, uint64_t payload_len);
+/* Count a request answered without h2_dispatch (it never got that far:
+ * too large, out of memory); req may be NULL (not decoded). */
+void h2_dispatch_count_failed(struct h2_conn *c, const H2__Request *req,
+			      int err);
 /* Close the connection's volume handles (when it is freed). */
 void h2_dispatch_conn_free(struct h2_conn *c);
 

@@ -182,6 +182,13 @@ static int fake_reply(struct fake *f, SSL *ssl, size_t idx)
 	H2__Extent ex[2] = {H2__EXTENT__INIT, H2__EXTENT__INIT};
 	H2__Extent *exp[2] = {&ex[0], &ex[1]};
 	H2__StatResult st = H2__STAT_RESULT__INIT;
+	H2__OpStats ops[2] = {H2__OP_STATS__INIT, H2__OP_STATS__INIT};
+	H2__OpStats *opp[2] = {&ops[0], &ops[1]};
+	H2__LatencySummary lat = H2__LATENCY_SUMMARY__INIT;
+	H2__ErrorCount ec = H2__ERROR_COUNT__INIT, *ecp = &ec;
+	H2__VolumeStats vs[2] = {H2__VOLUME_STATS__INIT,
+				 H2__VOLUME_STATS__INIT};
+	H2__VolumeStats *vsp[2] = {&vs[0], &vs[1]};
 	H2__FlushResult fr = H2__FLUSH_RESULT__INIT;
 	H2__TxnResult tr = H2__TXN_RESULT__INIT;
 	H2__SnapshotInfo si[FAKE_NSNAPS];
@@ -359,6 +366,51 @@ static int fake_reply(struct fake *f, SSL *ssl, size_t idx)
 		st.connections = 12;
 		st.requests = 13;
 		st.errors = 14;
+		st.tls_handshake_failures = 15;
+		/* Two operations, one error code. */
+		ops[0].op = "read";
+		ops[0].requests = 10;
+		ops[0].nbd_requests = 4;
+		ops[0].native_requests = 6;
+		ops[0].bytes = 40960;
+		ops[0].errors = 1;
+		lat.count = 10;
+		lat.sum_ns = 1000;
+		lat.p50_ns = 90;
+		lat.p99_ns = 200;
+		lat.p999_ns = 300;
+		ops[0].latency = &lat;
+		ops[1].op = "write";
+		ops[1].requests = 3;
+		st.n_ops = 2;
+		st.ops = opp;
+		ec.code = H2__STATUS__OUT_OF_RANGE;
+		ec.count = 1;
+		st.n_errors_by_code = 1;
+		st.errors_by_code = &ecp;
+		/*
+		 * Volumes: "a", "b" then (after "b") "c"; with a volume
+		 * named, that one.  stat_stuck: a broken server that sends
+		 * the first page forever.
+		 */
+		if (*rq->stat->volume) {
+			vs[0].name = rq->stat->volume;
+			st.n_volume_stats = 1;
+		} else if (f->stat_stuck || !*rq->stat->after) {
+			vs[0].name = "a";
+			vs[0].n_ops = 1;
+			vs[0].ops = opp;
+			vs[0].n_errors = 1;
+			vs[0].errors = &ecp;
+			vs[1].name = "b";
+			st.n_volume_stats = 2;
+			st.next_after = "b";
+		} else if (strcmp(rq->stat->after, "b") == 0) {
+			vs[0].name = "c";
+			vs[0].size = 5;
+			st.n_volume_stats = 1;
+		}
+		st.volume_stats = vsp;
 		r.result_case = H2__RESPONSE__RESULT_STAT;
 		r.stat = &st;
 		break;

@@ -63,6 +63,7 @@ struct fake {
 	uint32_t max_inflight;	 /* HelloResult.max_inflight (0: 64) */
 	H2__Status flush_status; /* Flush is answered with this */
 	const char *flush_msg;
+	bool stat_stuck; /* Stat pages never advance */
 
 	/* Under mu: the volume, the log and what the fake saw. */
 	pthread_mutex_t mu;

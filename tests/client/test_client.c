@@ -1210,3 +1210,76 @@ ParameterizedTest(struct status_case *tc, client,
 	h2_disconnect(c);
 	stop_fake();
 }
+
+/*
+ * Statistics reports.
+ */
+
+Test(client, stat_report_gathers_every_page)
+{
+	const struct fake_rec *r;
+	const h2_op_stats *rd;
+	h2_stat_report *s = NULL;
+	h2_client *c;
+
+	start_fake();
+	c = connect_ok();
+	cr_assert_eq(h2_stat_report_get(c, NULL, &s), 0, "%s", h2_last_error());
+	cr_assert_eq(s->size, sizeof(*s));
+	cr_assert(H2_STAT_HAS(s, volumes));
+	cr_assert_eq(s->totals.durable_tid, 7);
+	cr_assert_eq(s->tls_handshake_failures, 15);
+	cr_assert_eq(s->nops, 2);
+	rd = h2_op_stats_find(s->ops, s->nops, "read");
+	cr_assert_not_null(rd);
+	cr_assert_null(h2_op_stats_find(s->ops, s->nops, "trim"));
+	cr_assert_eq(rd->nbd_requests, 4);
+	cr_assert_eq(rd->bytes, 40960);
+	cr_assert_eq(rd->latency.mean_ns, 100);
+	cr_assert_eq(rd->latency.p99_ns, 200);
+	cr_assert_eq(s->nerrors, 1);
+	cr_assert_str_eq(s->errors_by_code[0]->code, "OUT_OF_RANGE");
+	cr_assert_eq(s->errors_by_code[0]->err, H2_ERANGE);
+	/* Two pages: a, b; then c. */
+	cr_assert_eq(s->nvolumes, 3);
+	cr_assert_str_eq(s->volumes[0]->name, "a");
+	cr_assert_str_eq(s->volumes[1]->name, "b");
+	cr_assert_str_eq(s->volumes[2]->name, "c");
+	cr_assert_eq(s->volumes[2]->size, 5);
+	/* A volume's totals are summed over its operations. */
+	cr_assert_eq(s->volumes[0]->requests, 10);
+	cr_assert_eq(s->volumes[0]->errors, 1);
+	cr_assert_eq(s->volumes[0]->nerrors, 1);
+	r = fake_last(&F, H2__REQUEST__OP_STAT);
+	cr_assert_str_eq(r->rq->stat->after, "b");
+	h2_stat_report_free(s);
+
+	cr_assert_eq(h2_stat_report_get(c, "vm9", &s), 0);
+	cr_assert_eq(s->nvolumes, 1);
+	cr_assert_str_eq(s->volumes[0]->name, "vm9");
+	r = fake_last(&F, H2__REQUEST__OP_STAT);
+	cr_assert_str_eq(r->rq->stat->volume, "vm9");
+	h2_stat_report_free(s);
+	h2_stat_report_free(NULL);
+
+	cr_assert_eq(h2_stat_report_get(c, "", &s), H2_EINVAL);
+	cr_assert_eq(h2_stat_report_get(NULL, NULL, &s), H2_EINVAL);
+	h2_disconnect(c);
+	stop_fake();
+}
+
+Test(client, stat_report_refuses_pages_that_do_not_advance)
+{
+	h2_stat_report *s = NULL;
+	h2_client *c;
+
+	F.stat_stuck = true;
+	start_fake();
+	c = connect_ok();
+	cr_assert_eq(h2_stat_report_get(c, NULL, &s), H2_EPROTO);
+	cr_assert(strstr(h2_last_error(), "do not advance"), "%s",
+		  h2_last_error());
+	cr_assert_null(s);
+	h2_disconnect(c);
+	stop_fake();
+}

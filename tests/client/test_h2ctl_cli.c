@@ -395,7 +395,7 @@ ParameterizedTestParameters(h2ctl, wrong_arguments_exit_2)
 	    {{"volume", "delete", "a", "b"}, "too many arguments"},
 	    {{"volume", "resize", "vm1", "big"}, "invalid SIZE \"big\""},
 	    {{"volume", "list", "x"}, "too many arguments"},
-	    {{"stat", "x"}, "too many arguments"},
+	    {{"stat", "vm1", "x"}, "too many arguments"},
 	    {{"sync", "a", "b"}, "too many arguments"},
 	    {{"read", "vm1", "0"}, "missing arguments"},
 	    {{"read", "vm1", "0", "4Z"}, "invalid LENGTH \"4Z\""},

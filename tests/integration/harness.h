@@ -4,9 +4,10 @@
  * Each server runs `h2d serve --dev --listen 127.0.0.1:0 --ready-file ...`
  * in its own temporary directory, so the development store and
  * certificates land in DIR/var/h2/.  The NBD frontend is off unless extra
- * holds "--nbd-listen", "127.0.0.1:0" (its address is then in nbd).  The
- * harness waits for the ready file (polling its existence, bounded, and
- * failing at once if h2d died), so no test depends on timing.  h2d's log
+ * holds "--nbd-listen", "127.0.0.1:0" (its address is then in nbd), and
+ * so is the metrics endpoint ("--metrics-listen", "127.0.0.1:0": metrics).
+ * The harness waits for the ready file (polling its existence, bounded,
+ * and failing at once if h2d died), so no test depends on timing.  h2d's log
  * goes to DIR/h2d.log and is printed when something goes wrong.
  */
 #ifndef H2_TEST_HARNESS_H
@@ -21,6 +22,7 @@ struct h2t_srv {
 	char dir[64];	 /* temporary directory, h2d's cwd */
 	char addr[64];	 /* "127.0.0.1:PORT" once ready */
 	char nbd[64];	 /* NBD "127.0.0.1:PORT" once ready; "" if off */
+	char metrics[64]; /* GET /metrics "127.0.0.1:PORT"; "" if off */
 	char tls[128];	 /* DIR/var/h2/tls */
 	pid_t pid;	 /* 0 when not running */
 	const char *extra[16]; /* extra h2d serve arguments */
@@ -57,6 +59,23 @@ int h2t_connect_with(const struct h2t_srv *s, const char *cert,
  */
 void h2t_issue_client(const struct h2t_srv *s, const char *name,
 		      const char *identity, int days, bool other_ca);
+
+/*
+ * HTTP method on path of the server's metrics endpoint with curl (the
+ * test is skipped if curl is missing): the body (caller frees), the
+ * status in *code.
+ */
+char *h2t_scrape(const struct h2t_srv *s, const char *method,
+		 const char *path, int *code);
+
+/* Assert that text is valid Prometheus exposition format (the reference
+ * client's parser, Debian's python3-prometheus-client) and that every
+ * histogram's buckets rise to its _count. */
+void h2t_check_exposition(const struct h2t_srv *s, const char *text);
+
+/* The value of the sample "name{labels}" exactly as written, or -1 when
+ * the scrape has no such series. */
+long long h2t_metric(const char *text, const char *series);
 
 /* Fill buf with a pattern derived from seed. */
 void h2t_pattern(void *buf, size_t len, uint64_t seed);

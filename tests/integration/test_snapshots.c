@@ -271,7 +271,7 @@ Test(snapshots, snapshot_is_read_only_and_survives_a_restart)
 	h2_client *c;
 	h2_volume *v;
 	h2_txn *t;
-	h2_stats st;
+	h2_stat_report *rep;
 	size_t n = 0;
 
 	h2t_start(&srv, NULL);
@@ -301,9 +301,12 @@ Test(snapshots, snapshot_is_read_only_and_survives_a_restart)
 	cr_assert_eq(vi.snapshots, 1);
 	cr_assert_gt(vi.snap_bytes, 0, "the snapshot holds the old MiB");
 	cr_assert_str_eq(vi.origin, "");
-	cr_assert_eq(h2_stat(c, &st), 0);
-	cr_assert_eq(st.snapshots, 1);
-	cr_assert_gt(st.snapshot_bytes, 0);
+	cr_assert_eq(h2_stat_report_get(c, "ro", &rep), 0, "%s",
+		     h2_last_error());
+	cr_assert(H2_STAT_HAS(rep, snapshot_bytes));
+	cr_assert_eq(rep->snapshots, 1);
+	cr_assert_eq(rep->snapshot_bytes, vi.snap_bytes);
+	h2_stat_report_free(rep);
 
 	/* Unknown snapshots and bad names. */
 	cr_assert_eq(h2_volume_open(c, "ro@tue", H2_OPEN_RO, &v), H2_ENOENT);

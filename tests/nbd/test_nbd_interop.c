@@ -1270,3 +1270,118 @@ Test(nbd_interop, empty_nbd_listen_turns_the_frontend_off, .fini = teardown)
 	cr_assert(log_has("nbd_listen=off"));
 	stop_clean();
 }
+
+/* NBD commands count like native requests, under proto="nbd": a known
+ * set of commands through nbdsh, then h2ctl stat and a scrape.  Strict
+ * mode is off so that libnbd sends the read past the end, which the
+ * server refuses (EINVAL, INVALID_ARGUMENT). */
+static const char nbdsh_counted[] =
+    "import os\n"
+    "h.set_uri_allow_local_file(True)\n"
+    "h.set_strict_mode(0)\n"
+    "h.connect_uri(os.environ['H2_URI'])\n"
+    "for i in range(3):\n"
+    "    h.pwrite(bytes([7]) * 65536, i * 65536)\n"
+    "h.pread(4096, 0)\n"
+    "h.pread(4096, 65536)\n"
+    "try:\n"
+    "    h.pread(4096, 4 * 1048576)\n"
+    "    print('read past the end succeeded')\n"
+    "except nbd.Error as e:\n"
+    "    print('refused:', e.errno)\n"
+    "h.trim(65536, 0)\n"
+    "h.flush()\n"
+    "h.shutdown()\n"
+    "print('done')\n";
+
+Test(nbd_interop, nbd_commands_are_counted_in_stat_and_metrics,
+     .fini = teardown)
+{
+	static const char *const more[] = {"--metrics-listen", "127.0.0.1:0",
+					   NULL};
+	char path[256], *out, *text;
+	const cJSON *ops, *rd;
+	cJSON *doc;
+	int code;
+
+	need_nbdsh();
+	start(more);
+	create_volume("counted", 4 * MiB);
+	snprintf(path, sizeof(path), "%s", h2t_path(&srv, "counted.py"));
+	{
+		FILE *f = fopen(path, "w");
+
+		cr_assert_not_null(f);
+		fputs(nbdsh_counted, f);
+		fclose(f);
+	}
+	cr_assert_eq(sh(&out,
+			"H2_URI='%s' timeout 120 " NBDSH
+			" -c \"exec(open('%s').read())\"",
+			uri("counted", admin_dir()), path),
+		     0, "nbdsh: %s", out);
+	cr_assert(strstr(out, "refused") && strstr(out, "done"), "%s", out);
+	free(out);
+
+	text = h2t_scrape(&srv, "GET", "/metrics", &code);
+	cr_assert_eq(code, 200);
+	h2t_check_exposition(&srv, text);
+	cr_assert_eq(h2t_metric(text,
+				"h2_volume_requests_total{volume="
+				"\"counted\",proto=\"nbd\",op=\"write\"}"),
+		     3);
+	cr_assert_eq(h2t_metric(text, "h2_volume_requests_total{volume="
+				      "\"counted\",proto=\"native\",op="
+				      "\"write\"}"),
+		     0);
+	cr_assert_eq(h2t_metric(text, "h2_volume_requests_total{volume="
+				      "\"counted\",proto=\"nbd\",op=\"read\"}"),
+		     3);
+	cr_assert_eq(h2t_metric(text, "h2_volume_request_bytes_total{volume="
+				      "\"counted\",op=\"write\"}"),
+		     3 * 65536);
+	cr_assert_eq(h2t_metric(text, "h2_volume_request_bytes_total{volume="
+				      "\"counted\",op=\"read\"}"),
+		     2 * 4096);
+	cr_assert_eq(h2t_metric(text, "h2_volume_request_errors_total{volume="
+				      "\"counted\",op=\"read\",code="
+				      "\"INVALID_ARGUMENT\"}"),
+		     1);
+	cr_assert_eq(h2t_metric(text, "h2_volume_requests_total{volume="
+				      "\"counted\",proto=\"nbd\",op=\"trim\"}"),
+		     1);
+	cr_assert_eq(h2t_metric(text,
+				"h2_volume_requests_total{volume="
+				"\"counted\",proto=\"nbd\",op=\"flush\"}"),
+		     1);
+	cr_assert_eq(h2t_metric(text, "h2_volume_request_duration_seconds_"
+				      "count{volume=\"counted\",op=\"read\"}"),
+		     3);
+	cr_assert_eq(
+	    h2t_metric(text, "h2_requests_total{proto=\"nbd\",op=\"write\"}"),
+	    3);
+	cr_assert_eq(h2t_metric(text, "h2_connections_total{proto=\"nbd\"}"),
+		     1);
+	cr_assert_eq(h2t_metric(text, "h2_connections{proto=\"nbd\"}"), 0);
+	free(text);
+
+	/* h2ctl stat sees the same through the native protocol. */
+	cr_assert_eq(sh(&out,
+			"H2_SERVER=%s H2_TLS_DIR=%s timeout 60 %s --json "
+			"stat counted",
+			srv.addr, srv.tls, H2CTL_PATH),
+		     0, "%s", out);
+	doc = cJSON_Parse(out);
+	cr_assert_not_null(doc, "%s", out);
+	ops = cJSON_GetObjectItem(
+	    cJSON_GetArrayItem(cJSON_GetObjectItem(doc, "volume_stats"), 0),
+	    "ops");
+	rd = cJSON_GetObjectItem(ops, "read");
+	cr_assert_not_null(rd, "%s", out);
+	cr_assert_eq(json_num(rd, "nbd_requests"), 3);
+	cr_assert_eq(json_num(rd, "native_requests"), 0);
+	cr_assert_eq(json_num(rd, "errors"), 1);
+	cJSON_Delete(doc);
+	free(out);
+	stop_clean();
+}

@@ -75,6 +75,7 @@ Test(config, defaults_match_documentation)
 	cr_assert_eq(c.dirty_hard, 0);
 	cr_assert_eq(c.cache_max, 512ull << 20);
 	cr_assert_str_eq(c.listen, "127.0.0.1:7410");
+	cr_assert_null(c.metrics_listen, "the metrics endpoint is off");
 	cr_assert_eq(c.workers, 4);
 	cr_assert_eq(c.max_connections, 1024);
 	cr_assert_eq(c.max_inflight, 64);
@@ -103,6 +104,7 @@ static const char good_file[] =
     "\n"
     "[server]\n"
     "listen = 0.0.0.0:0\n"
+    "metrics_listen = 127.0.0.1:9410\n"
     "workers = 8\n"
     "max_connections = 10\n"
     "max_inflight = 16              ; requests read ahead\n"
@@ -138,6 +140,7 @@ Test(config, good_file_sets_every_key)
 	cr_assert_eq(c.dirty_hard, 1ull << 30);
 	cr_assert_eq(c.cache_max, 2ull << 30);
 	cr_assert_str_eq(c.listen, "0.0.0.0:0");
+	cr_assert_str_eq(c.metrics_listen, "127.0.0.1:9410");
 	cr_assert_eq(c.workers, 8);
 	cr_assert_eq(c.max_connections, 10);
 	cr_assert_eq(c.max_inflight, 16);
@@ -353,6 +356,8 @@ Test(config, every_documented_flag_is_recognized)
 			"/dev/nvme0n1",
 			"--listen",
 			"127.0.0.1:9000",
+			"--metrics-listen",
+			"[::1]:0",
 			"--ca",
 			"/a",
 			"--cert",
@@ -388,6 +393,7 @@ Test(config, every_documented_flag_is_recognized)
 	cr_assert_eq(from_args(&c, args, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.device, "/dev/nvme0n1");
 	cr_assert_str_eq(c.listen, "127.0.0.1:9000");
+	cr_assert_str_eq(c.metrics_listen, "[::1]:0");
 	cr_assert_str_eq(c.tls_ca, "/a");
 	cr_assert_str_eq(c.tls_cert, "/b");
 	cr_assert_str_eq(c.tls_key, "/c");
@@ -585,5 +591,26 @@ Test(config, dev_error_names_the_directory)
 	h2_config_defaults(&c);
 	cr_assert_lt(h2_config_apply_dev(&c, err, sizeof(err)), 0);
 	cr_assert_not_null(strstr(err, "./var"), "%s", err);
+	h2_config_free(&c);
+}
+
+Test(config, metrics_listen_is_checked_and_empty_turns_it_off)
+{
+	char *off[] = {"serve", "--metrics-listen", "", NULL};
+	char *bad[] = {"serve", "--metrics-listen", "9410", NULL};
+	struct h2_config c;
+	char err[512] = "";
+
+	cr_assert_eq(from_args(&c, off, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.metrics_listen, "");
+	h2_config_free(&c);
+	cr_assert_lt(from_args(&c, bad, err, sizeof(err)), 0);
+	cr_assert(strstr(err, "--metrics-listen") && strstr(err, "HOST:PORT"),
+		  "%s", err);
+	h2_config_free(&c);
+	cr_assert_lt(load_text(&c, "[server]\nmetrics_listen = nowhere\n", err,
+			       sizeof(err)),
+		     0);
+	cr_assert(strstr(err, "metrics_listen"), "%s", err);
 	h2_config_free(&c);
 }
