@@ -28,6 +28,12 @@
  * holding it.  Fields marked "I/O thread" are touched by that thread only
  * (before it is started and after it is joined, by h2_connect and
  * h2_disconnect).
+ *
+ * Reconnecting (H2_RECONNECT, lib_conn.c).  Volumes are named in calls by
+ * their struct h2_volume, never by a server handle: the I/O thread puts
+ * the volume's handle on the current connection into each request as it
+ * packs it, so after a reconnect (which opens every volume again, with new
+ * handles) a request sent again names the right volume.
  */
 #ifndef H2_CLIENT_INTERNAL_H
 #define H2_CLIENT_INTERNAL_H
@@ -80,10 +86,16 @@ enum h2_call_kind {
 struct h2_call {
 	/* Set by the submitter; read-only once queued. */
 	enum h2_call_kind kind;
-	const H2__Request *msg; /* MSG: borrowed; id/payload_len not used */
+	const H2__Request *msg; /* MSG: borrowed; id/payload_len not used,
+				   nor the volume handle (see vol) */
 	const void *payload;	/* MSG: borrowed payload (a Txn's data) */
 	size_t payload_len;
-	uint64_t handle; /* READ/WRITE */
+	/* The volume the request names (its handle is filled in when the
+	 * request is packed); NULL for requests on no volume. */
+	struct h2_volume *vol;
+	/* VolumeOpen: the volume to fill in and link on success (in the
+	 * I/O thread, so a reconnect right after it opens it again). */
+	struct h2_volume *open_vol;
 	uint64_t off;
 	size_t len;
 	void *rbuf;
@@ -95,10 +107,13 @@ struct h2_call {
 	void *cb_arg;
 
 	/* c->lock. */
+	uint64_t seq;	      /* submit order, to queue again in order */
 	size_t carved;	      /* READ/WRITE: bytes handed to slots */
 	unsigned outstanding; /* slots not yet finished */
 	bool carve_done;      /* no more slots will be made; off the queue */
 	bool done;	      /* complete: the owner may look and free */
+	bool dropped;	      /* lost with its connection (while sorting) */
+	bool not_run;	      /* the server said it did not run it */
 	struct h2_call *next; /* submit queue or aio done queue */
 
 	/* Written by the I/O thread before done; read by the owner after. */
@@ -121,19 +136,41 @@ struct h2_slot {
 	bool hdr_staged;  /* header packed into the staging buffer */
 	bool sent;	  /* every byte written to the TLS connection */
 	bool replied;	  /* reply (and its payload) received */
+	bool not_run;	  /* answered UNAVAILABLE: waits for a reconnect */
 	int result;	  /* from the reply's status */
+	uint64_t flush_mark; /* Flush: c->ack_seq when it was cut */
 	const char *lmsg; /* a local failure's sentence, or NULL */
 	H2__Response *resp;
 	struct h2_slot *snext; /* send queue or finished-with-piece list */
 };
 
+/*
+ * An open volume.  Writes acknowledged but not yet known durable are
+ * tracked with c->ack_seq, a count of the client's acknowledged writes:
+ * last_ack is the count at v's latest, durable the count up to which a
+ * successful Flush of v covers (c->all_durable: a Flush of the store).
+ * A connection lost uncleanly with v's last_ack above both, followed by a
+ * reconnect to a different server process, means writes may be lost:
+ * loss_gen counts such events, and h2_flush(v) reports each once
+ * (seen_gen), as fsync(2) reports a write-back error once per file.
+ */
 struct h2_volume {
 	h2_client *c;
-	uint64_t handle;
+	char name[128];
 	uint64_t size;
 	bool writable;
 	struct h2_volume *prev, *next; /* c->volumes, c->lock */
 	struct h2_txn *txns;	       /* open batches, c->lock */
+	bool closing;		       /* h2_volume_close sent, c->lock */
+
+	/* I/O thread (set before the volume is linked into c->volumes). */
+	uint64_t handle; /* on the current connection; 0: none */
+	bool dead;	 /* could not be opened again after a reconnect */
+	int dead_err;
+	char dead_msg[H2_ERRMSG_MAX];
+	uint64_t last_ack, durable;
+	bool maybe_lost; /* unsynced writes when the connection was lost */
+	unsigned loss_gen, seen_gen;
 };
 
 /*
@@ -158,8 +195,12 @@ struct h2_client {
 	char *verify_name; /* tls_server_name or host */
 	struct addrinfo *ai;
 	SSL_CTX *ctx;
-	uint64_t deadline_ms; /* connect + TLS + Hello, CLOCK_MONOTONIC */
+	uint64_t deadline_ms; /* connect + TLS + Hello, CLOCK_MONOTONIC
+				 (I/O thread, per attempt when reconnecting) */
 	unsigned timeout_ms;
+	bool reconnect;		/* H2_RECONNECT */
+	unsigned reconnect_ms;	/* give up reconnecting after this long */
+	char *client_name;	/* sent in every Hello */
 	char *identity;
 	int wake_fd; /* eventfd: wakes the I/O thread */
 	int aio_fd;  /* eventfd: readable while done queue non-empty */
@@ -178,6 +219,7 @@ struct h2_client {
 	uint64_t max_payload;  /* from HelloResult */
 	unsigned max_inflight; /* from HelloResult (1 before it) */
 	struct h2_volume *volumes;
+	uint64_t next_call_seq;
 	atomic_uint aio_pending; /* aio calls whose callback has not run */
 
 	/* I/O thread. */
@@ -186,6 +228,16 @@ struct h2_client {
 	struct h2_frame_decoder *dec;
 	bool hello_done;
 	bool io_pollout; /* the TLS connection waits for POLLOUT */
+	bool draining;	 /* the server is stopping: send nothing new */
+	bool peer_clean; /* the server's close_notify arrived */
+	uint64_t instance, prev_instance; /* HelloResult.instance */
+	unsigned reconnects;		  /* connections made again */
+	uint64_t connected_ms;		  /* when the last one was made */
+	uint64_t backoff_ms;		  /* the next wait between tries */
+	/* Durability bookkeeping (see struct h2_volume). */
+	uint64_t ack_seq, all_durable;
+	unsigned loss_gen, sync_seen_gen; /* the same, for h2_sync */
+	bool dropped_clean;		  /* the last loss had close_notify */
 	char io_msg[H2_ERRMSG_MAX];
 	uint64_t next_seq;
 	struct h2_slot slots[H2_MAX_SLOTS];

@@ -49,6 +49,11 @@
 #include "internal.h"
 
 #define CONN_DEFAULT_TIMEOUT_MS 10000u
+/* H2_RECONNECT: give up after this long; wait this long between tries,
+ * doubling from the first to the most. */
+#define CONN_DEFAULT_RECONNECT_MS 30000u
+#define CONN_BACKOFF_FIRST_MS	  50u
+#define CONN_BACKOFF_MAX_MS	  2000u
 
 /* Milliseconds on the monotonic clock. */
 static uint64_t conn_now_ms(void)
@@ -164,6 +169,9 @@ static void conn_enqueue_locked(struct h2_client *c, struct h2_call *call)
 	call->outstanding = 0;
 	call->carve_done = false;
 	call->done = false;
+	call->dropped = false;
+	call->not_run = false;
+	call->seq = c->next_call_seq++;
 	call->result = 0;
 	call->errmsg[0] = '\0';
 	call->resp = NULL;
@@ -270,8 +278,80 @@ static void io_slot_put(struct h2_client *c, struct h2_slot *s)
 /* Slots may be made now: a call waits and the server allows more. */
 static bool io_can_carve_locked(const struct h2_client *c)
 {
-	return c->submit_head && c->nfree > 0 &&
+	return c->submit_head && c->nfree > 0 && !c->draining &&
 	       H2_MAX_SLOTS - c->nfree < c->max_inflight;
+}
+
+/* The request's operation, for MSG calls (0 for READ/WRITE). */
+static H2__Request__OpCase io_op(const struct h2_call *call)
+{
+	return call->kind == H2_CALL_MSG ? call->msg->op_case
+					 : H2__REQUEST__OP__NOT_SET;
+}
+
+/* A Flush (of a volume, or of the store when call->vol is NULL). */
+static bool io_is_flush(const struct h2_call *call)
+{
+	return io_op(call) == H2__REQUEST__OP_FLUSH;
+}
+
+/* Acknowledged, it is a change that only a later flush makes durable. */
+static bool io_dirties(const struct h2_call *call)
+{
+	switch (io_op(call)) {
+	case H2__REQUEST__OP__NOT_SET:
+		return call->kind == H2_CALL_WRITE && !call->fua;
+	case H2__REQUEST__OP_TRIM:
+		return !call->msg->trim->fua;
+	case H2__REQUEST__OP_WRITE_ZEROES:
+		return !call->msg->write_zeroes->fua;
+	case H2__REQUEST__OP_TXN:
+		return !call->msg->txn->fua;
+	default:
+		return false;
+	}
+}
+
+/*
+ * May be sent again after the connection is lost, whether or not the
+ * server ran it: everything but volume create, delete and resize (see
+ * "H2_RECONNECT" in h2client.h; a Txn writes the same bytes again).
+ */
+static bool io_reissuable(const struct h2_call *call)
+{
+	switch (io_op(call)) {
+	case H2__REQUEST__OP_VOLUME_CREATE:
+	case H2__REQUEST__OP_VOLUME_DELETE:
+	case H2__REQUEST__OP_VOLUME_RESIZE:
+	case H2__REQUEST__OP_HELLO:
+		return false;
+	default:
+		return true;
+	}
+}
+
+/*
+ * A call on a volume that has no handle on this connection finishes
+ * without going to the server: the volume could not be opened again after
+ * a reconnect (its error), or is being closed and was not opened again
+ * (a close, then, has nothing left to do).  true if call was finished.
+ */
+static bool io_settle_locked(struct h2_client *c, struct h2_call *call)
+{
+	struct h2_volume *v = call->vol;
+
+	if (!v || (!v->dead && v->handle != 0))
+		return false;
+	if (io_op(call) != H2__REQUEST__OP_VOLUME_CLOSE)
+		conn_call_error_locked(call,
+				       v->dead ? v->dead_err : H2_ECLOSED,
+				       v->dead ? v->dead_msg
+					       : "the volume is being closed");
+	conn_unqueue_locked(c, call);
+	call->carve_done = true;
+	if (call->outstanding == 0)
+		conn_complete_locked(c, call);
+	return true;
 }
 
 /* Cut queued calls into slots, in order, as far as the limits allow. */
@@ -279,10 +359,16 @@ static void io_carve_locked(struct h2_client *c)
 {
 	while (io_can_carve_locked(c)) {
 		struct h2_call *call = c->submit_head;
-		struct h2_slot *s = io_slot_get(c);
+		struct h2_slot *s;
 
+		if (io_settle_locked(c, call))
+			continue;
+		s = io_slot_get(c);
 		s->call = call;
 		if (call->kind == H2_CALL_MSG) {
+			/* A flush covers what was acknowledged before it
+			 * was sent, so at least everything counted now. */
+			s->flush_mark = c->ack_seq;
 			call->carve_done = true;
 		} else {
 			size_t left = call->len - call->carved;
@@ -305,6 +391,67 @@ static void io_carve_locked(struct h2_client *c)
 	}
 }
 
+/* Link a volume the server just opened (see struct h2_call.open_vol). */
+static void io_link_volume_locked(struct h2_client *c, struct h2_volume *v,
+				  const H2__VolumeOpenResult *r)
+{
+	v->handle = r->handle;
+	v->size = r->info ? r->info->size : 0;
+	v->last_ack = v->durable = c->ack_seq;
+	v->next = c->volumes;
+	if (c->volumes)
+		c->volumes->prev = v;
+	c->volumes = v;
+}
+
+/*
+ * What a successful reply means for the durability bookkeeping (struct
+ * h2_volume): a write counts as acknowledged, a flush moves the durable
+ * mark and reports, once per handle, writes that a lost connection may
+ * have lost.  Also links a volume just opened.
+ */
+static void io_account_locked(struct h2_client *c, struct h2_slot *s,
+			      const H2__Response *resp)
+{
+	struct h2_call *call = s->call;
+	struct h2_volume *v = call->vol;
+	char msg[H2_ERRMSG_MAX + 128];
+
+	if (io_dirties(call)) {
+		c->ack_seq++;
+		if (v)
+			v->last_ack = c->ack_seq;
+	} else if (io_is_flush(call) && v) {
+		if (s->flush_mark > v->durable)
+			v->durable = s->flush_mark;
+		if (v->loss_gen != v->seen_gen) {
+			v->seen_gen = v->loss_gen;
+			snprintf(msg, sizeof(msg),
+				 "flushed, but the server restarted without a "
+				 "clean shutdown since writes to '%.100s' were "
+				 "acknowledged: writes not flushed before the "
+				 "connection was lost may be lost",
+				 v->name);
+			conn_call_error_locked(call, H2_EUNSYNCED, msg);
+		}
+	} else if (io_is_flush(call)) {
+		if (s->flush_mark > c->all_durable)
+			c->all_durable = s->flush_mark;
+		if (c->loss_gen != c->sync_seen_gen) {
+			c->sync_seen_gen = c->loss_gen;
+			conn_call_error_locked(
+			    call, H2_EUNSYNCED,
+			    "synced, but the server restarted without a clean "
+			    "shutdown since it acknowledged writes: writes not "
+			    "flushed before the connection was lost may be "
+			    "lost");
+		}
+	} else if (call->open_vol && resp &&
+		   resp->result_case == H2__RESPONSE__RESULT_VOLUME_OPEN) {
+		io_link_volume_locked(c, call->open_vol, resp->volume_open);
+	}
+}
+
 /*
  * A slot is sent and answered: give its result to the call, complete the
  * call if it was the last, free the slot.
@@ -316,6 +463,8 @@ static void io_finish(struct h2_client *c, struct h2_slot *s)
 
 	s->resp = NULL;
 	pthread_mutex_lock(&c->lock);
+	if (s->result == 0)
+		io_account_locked(c, s, resp);
 	if (s->result < 0) {
 		const char *msg = s->lmsg;
 
@@ -449,6 +598,8 @@ static int io_ssl_error(struct h2_client *c, int saved_errno)
 		c->io_pollout = true;
 		return 0;
 	case SSL_ERROR_ZERO_RETURN:
+		/* close_notify: what h2d promises with it is in h2.proto. */
+		c->peer_clean = true;
 		io_msgf(c, "the server closed the connection");
 		return H2_ECLOSED;
 	case SSL_ERROR_SSL:
@@ -659,6 +810,56 @@ static int conn_tls(struct h2_client *c)
  * Writing.  I/O thread.
  */
 
+/* Copies of the messages that name a volume, with its current handle. */
+union io_op_copy {
+	H2__Trim trim;
+	H2__WriteZeroes write_zeroes;
+	H2__Txn txn;
+	H2__Flush flush;
+	H2__BlockStatus block_status;
+	H2__VolumeClose volume_close;
+};
+
+/* Point r's operation at a copy naming handle (r is a shallow copy). */
+static void io_set_handle(H2__Request *r, uint64_t handle,
+			  union io_op_copy *u)
+{
+	switch (r->op_case) {
+	case H2__REQUEST__OP_TRIM:
+		u->trim = *r->trim;
+		u->trim.handle = handle;
+		r->trim = &u->trim;
+		break;
+	case H2__REQUEST__OP_WRITE_ZEROES:
+		u->write_zeroes = *r->write_zeroes;
+		u->write_zeroes.handle = handle;
+		r->write_zeroes = &u->write_zeroes;
+		break;
+	case H2__REQUEST__OP_TXN:
+		u->txn = *r->txn;
+		u->txn.handle = handle;
+		r->txn = &u->txn;
+		break;
+	case H2__REQUEST__OP_FLUSH:
+		u->flush = *r->flush;
+		u->flush.handle = handle;
+		r->flush = &u->flush;
+		break;
+	case H2__REQUEST__OP_BLOCK_STATUS:
+		u->block_status = *r->block_status;
+		u->block_status.handle = handle;
+		r->block_status = &u->block_status;
+		break;
+	case H2__REQUEST__OP_VOLUME_CLOSE:
+		u->volume_close = *r->volume_close;
+		u->volume_close.handle = handle;
+		r->volume_close = &u->volume_close;
+		break;
+	default:
+		break;
+	}
+}
+
 /* Pack s's frame header at out: bytes, -ENOBUFS, or -EMSGSIZE. */
 static int io_pack(const struct h2_slot *s, uint8_t *out, size_t cap)
 {
@@ -666,21 +867,25 @@ static int io_pack(const struct h2_slot *s, uint8_t *out, size_t cap)
 	H2__Request r = H2__REQUEST__INIT;
 	H2__Read rd = H2__READ__INIT;
 	H2__Write wr = H2__WRITE__INIT;
+	union io_op_copy u;
 
 	switch (call->kind) {
 	case H2_CALL_MSG:
 		r = *call->msg; /* shallow: only id and payload_len change */
 		r.payload_len = call->payload_len;
+		/* ... and the handle, which belongs to this connection. */
+		if (call->vol)
+			io_set_handle(&r, call->vol->handle, &u);
 		break;
 	case H2_CALL_READ:
-		rd.handle = call->handle;
+		rd.handle = call->vol->handle;
 		rd.offset = call->off + s->coff;
 		rd.length = s->clen;
 		r.op_case = H2__REQUEST__OP_READ;
 		r.read = &rd;
 		break;
 	case H2_CALL_WRITE:
-		wr.handle = call->handle;
+		wr.handle = call->vol->handle;
 		wr.offset = call->off + s->coff;
 		wr.fua = call->fua;
 		r.op_case = H2__REQUEST__OP_WRITE;
@@ -838,6 +1043,13 @@ static void io_apply_hello(struct h2_client *c, const H2__HelloResult *hr)
 	if (hr->max_payload)
 		c->max_payload = hr->max_payload;
 	pthread_mutex_unlock(&c->lock);
+	c->instance = hr->instance;
+}
+
+/* Losing the connection now would be followed by a reconnect. */
+static bool io_reconnects(const struct h2_client *c)
+{
+	return c->reconnect && c->hello_done;
 }
 
 /* A reply header arrived: match it to its slot. */
@@ -862,6 +1074,16 @@ static int io_on_response(struct h2_client *c, H2__Response *resp,
 			(unsigned long long)info->payload_len,
 			(unsigned long long)expect);
 		goto fail;
+	}
+	if (resp->status == H2__STATUS__UNAVAILABLE && io_reconnects(c) &&
+	    !s->call->is_hello) {
+		/* The server is stopping and did not run it: keep the slot
+		 * for the next connection, and send nothing more on this
+		 * one, which the server closes once its work is done. */
+		s->not_run = true;
+		c->draining = true;
+		h2_frame_response_free(resp);
+		return 0;
 	}
 	s->result = h2_ops_status_err(resp->status);
 	s->resp = resp;
@@ -1025,6 +1247,440 @@ static int io_loop(struct h2_client *c)
 	}
 }
 
+/*
+ * Reconnecting (H2_RECONNECT).  I/O thread.
+ */
+
+/* Close the socket and the TLS session (none may be in use). */
+static void io_close_transport(struct h2_client *c)
+{
+	SSL_free(c->ssl);
+	c->ssl = NULL;
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	ERR_clear_error();
+}
+
+/* h2_disconnect has asked the I/O thread to stop. */
+static bool io_stopping(struct h2_client *c)
+{
+	bool stop;
+
+	pthread_mutex_lock(&c->lock);
+	stop = c->stopping;
+	pthread_mutex_unlock(&c->lock);
+	return stop;
+}
+
+/* Insert call into the list *head, kept in submit order. */
+static void io_insert_by_seq(struct h2_call **head, struct h2_call *call)
+{
+	while (*head && (*head)->seq < call->seq)
+		head = &(*head)->next;
+	call->next = *head;
+	*head = call;
+}
+
+/*
+ * The connection is lost and another will be made: close it and put every
+ * call that had requests on it back at the head of the submit queue, in
+ * submit order, to be cut and sent again from the start.  A call that
+ * must not run twice fails with H2_ECONNLOST instead, unless the server
+ * proved it did not run it (it said UNAVAILABLE, or closed with
+ * close_notify, or nothing of the request was sent).  Notes which volumes
+ * had writes not known durable, for io_resume to judge.
+ */
+static void io_drop(struct h2_client *c)
+{
+	struct h2_call *lost[H2_MAX_SLOTS], *again = NULL, *call, *last;
+	char msg[H2_ERRMSG_MAX + 128];
+	bool clean = c->peer_clean;
+	size_t n = 0, i;
+
+	io_close_transport(c);
+	c->send_head = c->send_tail = NULL;
+	c->tx_done = NULL;
+	c->tx_len = c->tx_pos = 0;
+	c->rx_slot = NULL;
+	c->rx_pos = c->rx_len = 0;
+	snprintf(msg, sizeof(msg),
+		 "connection to %s lost (%s) with the request in flight; it "
+		 "may or may not have been applied",
+		 c->peer, c->io_msg);
+	pthread_mutex_lock(&c->lock);
+	for (i = 0; i < H2_MAX_SLOTS; i++) {
+		struct h2_slot *s = &c->slots[i];
+
+		if (!s->in_use)
+			continue;
+		call = s->call;
+		if (s->not_run || !s->hdr_staged)
+			call->not_run = true;
+		if (!call->dropped) {
+			call->dropped = true;
+			lost[n++] = call;
+		}
+		call->outstanding--;
+		io_slot_put(c, s);
+	}
+	for (i = 0; i < n; i++) {
+		call = lost[i];
+		call->dropped = false;
+		if (call->result < 0 ||
+		    !(clean || call->not_run || io_reissuable(call))) {
+			conn_call_error_locked(call, H2_ECONNLOST, msg);
+			conn_unqueue_locked(c, call);
+			call->carve_done = true;
+			conn_complete_locked(c, call);
+			continue;
+		}
+		call->not_run = false;
+		call->carved = 0;
+		if (!call->carve_done)
+			continue; /* the queue's head: cut again from 0 */
+		call->carve_done = false;
+		io_insert_by_seq(&again, call);
+	}
+	if (again) {
+		for (last = again; last->next; last = last->next)
+			;
+		last->next = c->submit_head;
+		if (!c->submit_head)
+			c->submit_tail = last;
+		c->submit_head = again;
+	}
+	for (struct h2_volume *v = c->volumes; v; v = v->next) {
+		uint64_t durable =
+		    v->durable > c->all_durable ? v->durable : c->all_durable;
+
+		if (!clean && v->last_ack > durable)
+			v->maybe_lost = true;
+	}
+	if (clean)
+		c->all_durable = c->ack_seq;
+	pthread_mutex_unlock(&c->lock);
+	c->dropped_clean = clean;
+	c->prev_instance = c->instance;
+	c->draining = false;
+	c->peer_clean = false;
+}
+
+/*
+ * Send one request on the fresh connection and wait for its reply (no
+ * slot is in use, so the reply is the next frame): 0 with *out (caller
+ * frees with h2_frame_response_free), or an error with c->io_msg set.
+ */
+static int io_exchange(struct h2_client *c, H2__Request *rq,
+		       H2__Response **out)
+{
+	struct h2_frame_info info;
+	size_t pos = 0, used, w;
+	int n, rc;
+
+	rq->id = c->next_seq++ << H2_SLOT_BITS;
+	n = h2_frame_pack_request(rq, c->stage, H2_STAGE_CAP);
+	if (n < 0) {
+		io_msgf(c, "cannot encode a request: %s", strerror(-n));
+		return H2_EPROTO;
+	}
+	for (;;) {
+		ssize_t r;
+
+		if (pos < (size_t)n) {
+			ERR_clear_error();
+			if (SSL_write_ex(c->ssl, c->stage + pos, (size_t)n - pos,
+					 &w)) {
+				pos += w;
+				continue;
+			}
+			rc = io_ssl_error(c, errno);
+		} else if (c->rx_pos < c->rx_len) {
+			rc = h2_frame_decoder_feed_response(
+			    c->dec, c->rx + c->rx_pos, c->rx_len - c->rx_pos,
+			    &used, &info, out);
+			c->rx_pos += used;
+			if (rc == H2_FRAME_NEED_MORE)
+				continue;
+			if (rc < 0) {
+				io_msgf(c,
+					"protocol error: bad frame from the "
+					"server (%s)",
+					strerror(-rc));
+				return H2_EPROTO;
+			}
+			if ((*out)->id != rq->id || info.payload_len != 0) {
+				io_msgf(c, "protocol error: unexpected reply "
+					   "while reconnecting");
+				h2_frame_response_free(*out);
+				*out = NULL;
+				return H2_EPROTO;
+			}
+			return 0;
+		} else {
+			r = io_ssl_read(c, c->rx, H2_RX_CAP);
+			if (r > 0) {
+				c->rx_pos = 0;
+				c->rx_len = (size_t)r;
+				continue;
+			}
+			rc = (int)r;
+		}
+		if (rc < 0)
+			return rc;
+		rc = conn_wait(c, c->io_pollout || pos < (size_t)n ? POLLOUT
+								  : POLLIN);
+		c->io_pollout = false;
+		if (rc == H2_ETIMEDOUT)
+			io_msgf(c, "no reply from %s within %u ms", c->peer,
+				c->timeout_ms);
+		if (rc < 0)
+			return rc;
+	}
+}
+
+/* Hello again on the fresh connection. */
+static int io_resume_hello(struct h2_client *c)
+{
+	H2__Request rq = H2__REQUEST__INIT;
+	H2__Hello hello = H2__HELLO__INIT;
+	H2__Response *resp = NULL;
+	int rc;
+
+	hello.version = H2_PROTO_VERSION;
+	hello.client_name = c->client_name;
+	rq.op_case = H2__REQUEST__OP_HELLO;
+	rq.hello = &hello;
+	rc = io_exchange(c, &rq, &resp);
+	if (rc < 0)
+		return rc;
+	if (resp->status != H2__STATUS__OK) {
+		rc = h2_ops_status_err(resp->status);
+		io_msgf(c, "%s refused Hello: %s", c->peer,
+			resp->message && resp->message[0] ? resp->message
+							  : h2_strerror(rc));
+	} else if (resp->result_case != H2__RESPONSE__RESULT_HELLO ||
+		   resp->hello->version != H2_PROTO_VERSION) {
+		rc = H2_EPROTO;
+		io_msgf(c, "%s answered Hello without a HelloResult of "
+			   "protocol version %u",
+			c->peer, H2_PROTO_VERSION);
+	} else {
+		io_apply_hello(c, resp->hello);
+	}
+	h2_frame_response_free(resp);
+	return rc;
+}
+
+/*
+ * Open v again on the fresh connection: 0 (v->handle is new, or v is
+ * marked dead with the server's refusal), or a connection error.
+ */
+static int io_resume_volume(struct h2_client *c, struct h2_volume *v)
+{
+	H2__Request rq = H2__REQUEST__INIT;
+	H2__VolumeOpen m = H2__VOLUME_OPEN__INIT;
+	H2__Response *resp = NULL;
+	int rc;
+
+	m.name = v->name;
+	m.write = v->writable;
+	rq.op_case = H2__REQUEST__OP_VOLUME_OPEN;
+	rq.volume_open = &m;
+	rc = io_exchange(c, &rq, &resp);
+	if (rc < 0)
+		return rc;
+	if (resp->status == H2__STATUS__UNAVAILABLE) {
+		/* Stopping again already: try the next server. */
+		io_msgf(c, "%s is shutting down", c->peer);
+		rc = H2_EUNAVAILABLE;
+	} else if (resp->status != H2__STATUS__OK ||
+		   resp->result_case != H2__RESPONSE__RESULT_VOLUME_OPEN) {
+		int err = resp->status != H2__STATUS__OK
+			      ? h2_ops_status_err(resp->status)
+			      : H2_EPROTO;
+
+		v->dead = true;
+		v->dead_err = err;
+		snprintf(v->dead_msg, sizeof(v->dead_msg),
+			 "volume '%s' could not be opened again after "
+			 "reconnecting to %s: %s",
+			 v->name, c->peer,
+			 resp->message && resp->message[0]
+			     ? resp->message
+			     : h2_strerror(err));
+	} else {
+		v->handle = resp->volume_open->handle;
+	}
+	h2_frame_response_free(resp);
+	return rc;
+}
+
+/*
+ * The fresh connection is up: Hello, open every volume again, and settle
+ * the durability bookkeeping of the loss.  Writes not known durable were
+ * lost only if the old connection ended without close_notify and this is
+ * another server process (a new instance, or one that does not say).
+ */
+static int io_resume(struct h2_client *c)
+{
+	struct h2_volume **vols = NULL, *v;
+	size_t n = 0, i;
+	bool lost, any = false;
+	int rc;
+
+	rc = io_resume_hello(c);
+	if (rc < 0)
+		return rc;
+	/* The volumes cannot go away meanwhile: h2_volume_close frees one
+	 * only when its close call completes, which is this thread's job,
+	 * and h2_disconnect joins this thread before freeing any. */
+	pthread_mutex_lock(&c->lock);
+	for (v = c->volumes; v; v = v->next)
+		n++;
+	vols = n ? calloc(n, sizeof(*vols)) : NULL;
+	if (n && !vols) {
+		pthread_mutex_unlock(&c->lock);
+		io_msgf(c, "out of memory");
+		return H2_ENOMEM;
+	}
+	n = 0;
+	for (v = c->volumes; v; v = v->next) {
+		v->handle = 0;
+		if (!v->closing && !v->dead)
+			vols[n++] = v;
+	}
+	pthread_mutex_unlock(&c->lock);
+	for (i = 0; i < n && rc == 0; i++)
+		rc = io_resume_volume(c, vols[i]);
+	free(vols);
+	if (rc < 0)
+		return rc;
+
+	lost = !c->dropped_clean &&
+	       (c->instance == 0 || c->instance != c->prev_instance);
+	pthread_mutex_lock(&c->lock);
+	for (v = c->volumes; v; v = v->next) {
+		if (v->maybe_lost && lost) {
+			v->loss_gen++;
+			any = true;
+		}
+		v->maybe_lost = false;
+	}
+	if (any)
+		c->loss_gen++;
+	if (lost)
+		c->all_durable = c->ack_seq; /* counted: nothing is owed */
+	pthread_mutex_unlock(&c->lock);
+	c->reconnects++;
+	return 0;
+}
+
+/* Wait ms milliseconds, or less if h2_disconnect asks us to stop. */
+static int io_sleep(struct h2_client *c, uint64_t ms)
+{
+	uint64_t end = conn_now_ms() + ms, now;
+
+	while ((now = conn_now_ms()) < end) {
+		struct pollfd p = {.fd = c->wake_fd, .events = POLLIN};
+		uint64_t left = end - now;
+
+		if (poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left) > 0) {
+			pthread_mutex_lock(&c->lock);
+			conn_efd_drain(c->wake_fd);
+			c->wake_pending = false;
+			pthread_mutex_unlock(&c->lock);
+		}
+		if (io_stopping(c)) {
+			io_msgf(c, "the client disconnected");
+			return H2_ECLOSED;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Connect again, with backoff, until it works or reconnect_ms have passed
+ * since the loss: 0, or the error to fail every call with (c->io_msg).
+ */
+static int io_reconnect(struct h2_client *c)
+{
+	uint64_t deadline = conn_now_ms() + c->reconnect_ms, now;
+	char last[H2_ERRMSG_MAX];
+	int rc;
+
+	h2_frame_decoder_free(c->dec);
+	c->dec = h2_frame_decoder_new(&(struct h2_frame_limits){
+	    .max_header = H2_FRAME_MAX_HEADER, .max_payload = UINT64_MAX});
+	if (!c->dec) {
+		io_msgf(c, "out of memory");
+		return H2_ENOMEM;
+	}
+	/* A connection that failed soon after it was made does not earn
+	 * an immediate retry: keep backing off from where we were. */
+	if (conn_now_ms() - c->connected_ms >= CONN_BACKOFF_MAX_MS)
+		c->backoff_ms = 0;
+	for (;;) {
+		if (c->backoff_ms) {
+			now = conn_now_ms();
+			rc = io_sleep(c, now >= deadline ? 0
+					 : deadline - now < c->backoff_ms
+					     ? deadline - now
+					     : c->backoff_ms);
+			if (rc < 0)
+				return rc;
+		}
+		c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2
+					      : CONN_BACKOFF_FIRST_MS;
+		if (c->backoff_ms > CONN_BACKOFF_MAX_MS)
+			c->backoff_ms = CONN_BACKOFF_MAX_MS;
+		now = conn_now_ms();
+		c->deadline_ms = now + c->timeout_ms < deadline
+				     ? now + c->timeout_ms
+				     : deadline;
+		rc = conn_tcp(c);
+		if (rc == 0)
+			rc = conn_tls(c);
+		if (rc == 0)
+			rc = io_resume(c);
+		if (rc == 0) {
+			c->connected_ms = conn_now_ms();
+			return 0;
+		}
+		io_close_transport(c);
+		c->rx_pos = c->rx_len = 0;
+		if (io_stopping(c)) {
+			io_msgf(c, "the client disconnected");
+			return H2_ECLOSED;
+		}
+		if (rc == H2_ENOMEM)
+			return rc;
+		if (conn_now_ms() >= deadline) {
+			conn_copy(last, sizeof(last), c->io_msg);
+			io_msgf(c, "no new connection within %u ms (%s)",
+				c->reconnect_ms, last);
+			return H2_ECLOSED;
+		}
+		/* A fresh decoder for the next attempt, too. */
+		h2_frame_decoder_free(c->dec);
+		c->dec = h2_frame_decoder_new(&(struct h2_frame_limits){
+		    .max_header = H2_FRAME_MAX_HEADER,
+		    .max_payload = UINT64_MAX});
+		if (!c->dec) {
+			io_msgf(c, "out of memory");
+			return H2_ENOMEM;
+		}
+	}
+}
+
+/* After this failure, H2_RECONNECT makes another connection. */
+static bool io_may_reconnect(struct h2_client *c, int err)
+{
+	/* A protocol violation or a local shortage would only repeat. */
+	return io_reconnects(c) && err != H2_EPROTO && err != H2_ENOMEM &&
+	       !io_stopping(c);
+}
+
 /* The I/O thread: connect, then serve calls until failure or stop. */
 static void *io_main(void *arg)
 {
@@ -1034,17 +1690,20 @@ static void *io_main(void *arg)
 	rc = conn_tcp(c);
 	if (rc == 0)
 		rc = conn_tls(c);
+	c->connected_ms = conn_now_ms();
 	if (rc == 0)
 		rc = io_loop(c);
+	while (rc < 0 && io_may_reconnect(c, rc)) {
+		io_drop(c);
+		rc = io_reconnect(c);
+		if (rc < 0)
+			break; /* gave up: c->io_msg says why */
+		rc = io_loop(c);
+	}
 	io_fail_all(c, rc);
 	/* The thread owns the connection: close it now rather than when
 	 * the application gets round to h2_disconnect. */
-	SSL_free(c->ssl);
-	c->ssl = NULL;
-	if (c->fd >= 0)
-		close(c->fd);
-	c->fd = -1;
-	ERR_clear_error();
+	io_close_transport(c);
 	return NULL;
 }
 
@@ -1266,6 +1925,20 @@ int h2_connect(const h2_client_opts *o, h2_client **out)
 		rc = h2_ops_fail(H2_ENOMEM, "out of memory");
 		goto fail;
 	}
+	if (o->flags & ~(unsigned)H2_RECONNECT) {
+		rc = h2_ops_fail(H2_EINVAL, "h2_connect: unknown flags 0x%x",
+				 o->flags & ~(unsigned)H2_RECONNECT);
+		goto fail;
+	}
+	c->reconnect = o->flags & H2_RECONNECT;
+	c->reconnect_ms = o->reconnect_timeout_ms ? o->reconnect_timeout_ms
+						  : CONN_DEFAULT_RECONNECT_MS;
+	c->client_name =
+	    strdup(o->client_name ? o->client_name : "libh2client");
+	if (!c->client_name) {
+		rc = h2_ops_fail(H2_ENOMEM, "out of memory");
+		goto fail;
+	}
 	c->timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms
 					      : CONN_DEFAULT_TIMEOUT_MS;
 	c->deadline_ms = conn_now_ms() + c->timeout_ms;
@@ -1285,8 +1958,7 @@ int h2_connect(const h2_client_opts *o, h2_client **out)
 		goto fail;
 
 	hello.version = H2_PROTO_VERSION;
-	hello.client_name =
-	    (char *)(o->client_name ? o->client_name : "libh2client");
+	hello.client_name = c->client_name;
 	rq.op_case = H2__REQUEST__OP_HELLO;
 	rq.hello = &hello;
 	rc = h2_conn_call(c, &call);
@@ -1364,6 +2036,7 @@ void h2_disconnect(h2_client *c)
 	free(c->host);
 	free(c->port);
 	free(c->verify_name);
+	free(c->client_name);
 	free(c->identity);
 	free(c);
 }
