@@ -710,28 +710,20 @@ static void reload(struct h2_server *srv)
 {
 	struct h2_tls_files files = {srv->cfg->tls_ca, srv->cfg->tls_cert,
 				     srv->cfg->tls_key};
-	struct h2_config fresh;
+	struct h2_acl *acl = NULL;
 	char err[512];
 	SSL_CTX *ctx;
 
-	/* Access rules come from the config file again, if there is one. */
-	if (srv->cfg->config_path) {
-		h2_config_defaults(&fresh);
-		if (h2_config_load(&fresh, srv->cfg->config_path, err,
-				   sizeof(err)) < 0) {
-			h2_log_error("serve", "reload failed, keeping the old "
-					      "configuration: %s",
-				     err);
-			h2_config_free(&fresh);
-			return;
-		}
-		if (fresh.acl) {
-			h2_acl_free(srv->acl);
-			srv->acl = fresh.acl;
-			fresh.acl = NULL;
-		}
-		h2_config_free(&fresh);
+	/* The file's rules as it is now, plus the --access and --dev ones
+	 * (config.h): a removed [access] section removes its rules. */
+	if (h2_config_reload_access(srv->cfg, &acl, err, sizeof(err)) < 0) {
+		h2_log_error("serve", "reload failed, keeping the old "
+				      "configuration: %s",
+			     err);
+		return;
 	}
+	h2_acl_free(srv->acl);
+	srv->acl = acl;
 	ctx = h2_tls_server_ctx(&files, srv->cfg->allow_tls12, err,
 				sizeof(err));
 	if (!ctx) {
