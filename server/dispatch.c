@@ -593,6 +593,7 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 	if (c->srv->stopping) {
 		/* Not run, and said so: the client may send it again to the
 		 * next server (proto/h2.proto, "Shutdown"). */
+		c->srv->refused_stopping++;
 		answer_now(c, req, payload, account, -ESHUTDOWN,
 			   "h2d is shutting down; the request was not "
 			   "executed");

@@ -608,8 +608,10 @@ static void final_sync_done(struct h2_job *job)
 			     f->msg);
 	else
 		h2_log_info("serve", "final sync done (durable tid %" PRIu64
-				     "); closing %u connection(s)",
-			    f->tid, srv->nconns + h2_nbdsrv_conns(srv));
+				     ", %" PRIu64 " request(s) refused while "
+				     "stopping); closing %u connection(s)",
+			    f->tid, srv->refused_stopping,
+			    srv->nconns + h2_nbdsrv_conns(srv));
 	free(f);
 	check_stopped(srv);
 }

@@ -47,6 +47,7 @@ struct h2_server {
 	uint64_t final_sync_tid;
 	/* statistics (loop thread) */
 	uint64_t requests, errors, connections_total;
+	uint64_t refused_stopping; /* answered UNAVAILABLE while stopping */
 };
 
 /* An open volume on a connection. */

@@ -30,8 +30,11 @@ struct h2t_srv {
  * NULL-terminated list of further serve arguments (kept for restarts). */
 void h2t_start(struct h2t_srv *s, const char *const *extra);
 
-/* Start h2d again in the same directory (same store). */
+/* Start h2d again in the same directory (same store), on a new port. */
 void h2t_restart(struct h2t_srv *s);
+
+/* The same on the port it had, so that clients can reconnect. */
+void h2t_restart_same_port(struct h2t_srv *s);
 
 /* Send sig and wait: the exit status (or 128 + signal). */
 int h2t_stop(struct h2t_srv *s, int sig);
@@ -57,6 +60,14 @@ int h2t_connect_with(const struct h2t_srv *s, const char *cert,
  */
 void h2t_issue_client(const struct h2t_srv *s, const char *name,
 		      const char *identity, int days, bool other_ca);
+
+/* Lines of h2d's log (h2d.log) that contain text. */
+int h2t_log_count(const struct h2t_srv *s, const char *text);
+
+/* Wait (at most timeout_ms) until count lines of the log contain text;
+ * false (and the log printed) if they do not. */
+bool h2t_wait_log(const struct h2t_srv *s, const char *text, int count,
+		  int timeout_ms);
 
 /* Fill buf with a pattern derived from seed. */
 void h2t_pattern(void *buf, size_t len, uint64_t seed);
