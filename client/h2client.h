@@ -138,7 +138,10 @@ enum h2_client_flags {
  * again; callers just wait, and see their handles keep working.  Requests
  * made meanwhile wait too.  If no connection succeeds within
  * reconnect_timeout_ms of the loss, every waiting request fails with
- * H2_ECLOSED and the client is dead, as without the flag.
+ * H2_ECLOSED and the client is dead, as without the flag.  A connection
+ * that fails soon after it was made gets no immediate retry (the waits
+ * go on growing), and one ended by a protocol violation is not made
+ * again.  h2_connect's own first connection is never retried.
  *
  * Sent again: reads, writes, trims, write-zeroes, flushes and syncs,
  * block status, batches (h2_txn: applying the same writes and trims at
@@ -165,13 +168,18 @@ enum h2_client_flags {
  * killed, or the network failed) and the new connection reaches a
  * different server process, writes acknowledged before the loss but not
  * yet covered by a successful flush may be lost.  The library tracks
- * this: the next h2_flush() of such a volume (and the next h2_sync()
- * and aio flush of the client, separately) does the flush and, if it
- * succeeded, returns H2_EUNSYNCED instead of 0, once per loss per
- * handle, as fsync(2) reports a write-back error once per file.  Writes
- * acknowledged after the reconnect are covered as usual.  When the new
- * connection reaches the same server process (a network failure), its
- * memory still holds those writes and nothing is reported.
+ * this per volume: the next flush of such a volume (h2_flush or
+ * h2_aio_flush), and separately the next h2_sync() of the client, does
+ * the flush and, if it succeeded, returns H2_EUNSYNCED instead of 0: once
+ * per loss, as fsync(2) reports a write-back error once per file.  The
+ * application should treat the volume's unflushed writes since its last
+ * successful flush as unknown (write them again, or check them).  Writes
+ * acknowledged after the reconnect are covered as usual, and FUA writes
+ * are never in doubt.  When the new connection reaches the same server
+ * process (the network failed, not the server), its memory still holds
+ * those writes and nothing is reported.  (The server says which process
+ * it is in HelloResult.instance; a server that does not say counts as a
+ * new one.)
  */
 
 /*
@@ -321,8 +329,11 @@ H2_PUBLIC unsigned h2_aio_inflight(const h2_client *c);
  * at least one) and run their callbacks.  Returns callbacks run, or an
  * error (the connection failed: every pending callback has then run with
  * H2_ECLOSED, and the call returns H2_ECLOSED from then on).  With
- * nothing in flight it returns 0 at once.  Other values of timeout_ms
- * below 0 are treated as -1.
+ * H2_RECONNECT a lost connection is not a failure until reconnecting
+ * gives up: requests in flight wait for the new connection and their
+ * callbacks run once, with its replies.  With nothing in flight it
+ * returns 0 at once.  Other values of timeout_ms below 0 are treated as
+ * -1.
  */
 H2_PUBLIC int h2_aio_poll(h2_client *c, int timeout_ms);
 
