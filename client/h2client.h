@@ -111,14 +111,14 @@ typedef struct h2_volume h2_volume;
 typedef struct h2_txn h2_txn;
 
 typedef struct h2_client_opts {
-	const char *server;	     /* "HOST:PORT" (port default 7410) */
-	const char *ca_file;	     /* CA that signed the server's cert */
-	const char *cert_file;	     /* this client's certificate */
-	const char *key_file;	     /* and its key */
-	const char *tls_server_name; /* name to verify; default: HOST */
-	unsigned connect_timeout_ms; /* 0: 10 s */
-	unsigned flags;		     /* H2_RECONNECT, or 0 */
-	const char *client_name;     /* sent in Hello, for server logs */
+	const char *server;	       /* "HOST:PORT" (port default 7410) */
+	const char *ca_file;	       /* CA that signed the server's cert */
+	const char *cert_file;	       /* this client's certificate */
+	const char *key_file;	       /* and its key */
+	const char *tls_server_name;   /* name to verify; default: HOST */
+	unsigned connect_timeout_ms;   /* 0: 10 s */
+	unsigned flags;		       /* H2_RECONNECT, or 0 */
+	const char *client_name;       /* sent in Hello, for server logs */
 	unsigned reconnect_timeout_ms; /* H2_RECONNECT: 0: 30 s */
 } h2_client_opts;
 
@@ -187,10 +187,10 @@ enum h2_client_flags {
  * HOST may be a name, an IPv4 literal or a bracketed IPv6 literal.  The
  * TCP connect, TLS handshake and Hello together get connect_timeout_ms
  * (H2_ETIMEDOUT); the first connection is not retried, even with
- * H2_RECONNECT.  Unknown bits in opts.flags are H2_EINVAL.  H2_ECONNECT: name or address unusable; H2_ETLS: the
+ * H2_RECONNECT.  H2_ECONNECT: name or address unusable; H2_ETLS: the
  * handshake failed or the server refused our certificate (h2_last_error
  * names the reason: a verify result or the alert the server sent).
- * Thread-safe.
+ * Unknown bits in opts.flags are H2_EINVAL.  Thread-safe.
  */
 H2_PUBLIC int h2_connect(const h2_client_opts *opts, h2_client **out);
 /*

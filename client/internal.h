@@ -1,7 +1,7 @@
 /*
- * internal.h - libh2client's private structures, shared by lib_conn.c
- * (connection and I/O thread), lib_ops.c (operations, errors) and
- * lib_aio.c (asynchronous interface).
+ * internal.h - libh2client's private structures, shared by lib_net.c
+ * (h2_connect, making a connection), lib_conn.c (the I/O thread), lib_ops.c
+ * (operations, errors) and lib_aio.c (asynchronous interface).
  *
  * The model.  A caller describes what it wants in a struct h2_call and
  * queues it on the client (the submit queue).  One I/O thread per client
@@ -38,11 +38,14 @@
 #ifndef H2_CLIENT_INTERNAL_H
 #define H2_CLIENT_INTERNAL_H
 
+#include <errno.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <openssl/ssl.h>
 
@@ -133,13 +136,13 @@ struct h2_slot {
 	size_t coff, clen; /* READ/WRITE: the chunk within the call */
 	size_t psent;	   /* payload bytes staged or handed to a write */
 	bool in_use;
-	bool hdr_staged;  /* header packed into the staging buffer */
-	bool sent;	  /* every byte written to the TLS connection */
-	bool replied;	  /* reply (and its payload) received */
-	bool not_run;	  /* answered UNAVAILABLE: waits for a reconnect */
-	int result;	  /* from the reply's status */
+	bool hdr_staged;     /* header packed into the staging buffer */
+	bool sent;	     /* every byte written to the TLS connection */
+	bool replied;	     /* reply (and its payload) received */
+	bool not_run;	     /* answered UNAVAILABLE: waits for a reconnect */
+	int result;	     /* from the reply's status */
 	uint64_t flush_mark; /* Flush: c->ack_seq when it was cut */
-	const char *lmsg; /* a local failure's sentence, or NULL */
+	const char *lmsg;    /* a local failure's sentence, or NULL */
 	H2__Response *resp;
 	struct h2_slot *snext; /* send queue or finished-with-piece list */
 };
@@ -198,9 +201,9 @@ struct h2_client {
 	uint64_t deadline_ms; /* connect + TLS + Hello, CLOCK_MONOTONIC
 				 (I/O thread, per attempt when reconnecting) */
 	unsigned timeout_ms;
-	bool reconnect;		/* H2_RECONNECT */
-	unsigned reconnect_ms;	/* give up reconnecting after this long */
-	char *client_name;	/* sent in every Hello */
+	bool reconnect;	       /* H2_RECONNECT */
+	unsigned reconnect_ms; /* give up reconnecting after this long */
+	char *client_name;     /* sent in every Hello */
 	char *identity;
 	int wake_fd; /* eventfd: wakes the I/O thread */
 	int aio_fd;  /* eventfd: readable while done queue non-empty */
@@ -258,7 +261,44 @@ struct h2_client {
 	size_t rx_left;
 };
 
+/* Milliseconds on the monotonic clock. */
+static inline uint64_t h2_conn_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Add one to an eventfd's counter; EAGAIN (counter full) is harmless. */
+static inline void h2_conn_efd_signal(int fd)
+{
+	uint64_t one = 1;
+	ssize_t n;
+
+	do
+		n = write(fd, &one, sizeof(one));
+	while (n < 0 && errno == EINTR);
+}
+
+/* Reset an eventfd's counter to zero (EFD_NONBLOCK: never waits). */
+static inline void h2_conn_efd_drain(int fd)
+{
+	uint64_t v;
+	ssize_t n;
+
+	do
+		n = read(fd, &v, sizeof(v));
+	while (n < 0 && errno == EINTR);
+}
+
 /* lib_conn.c */
+
+/* The I/O thread (arg: the client).  Started by h2_connect. */
+void *h2_io_main(void *arg);
+/* Write the I/O thread's error sentence (c->io_msg).  I/O thread. */
+void h2_io_msgf(struct h2_client *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /*
  * Queue a synchronous call and wait for it: returns call->result, with
@@ -269,6 +309,22 @@ int h2_conn_call(h2_client *c, struct h2_call *call);
 int h2_conn_submit(h2_client *c, struct h2_call *call);
 /* The server's max_payload.  Thread-safe. */
 uint64_t h2_conn_max_payload(h2_client *c);
+
+/* lib_net.c: making one connection.  I/O thread. */
+
+/* TCP connect to the first address that answers, by c->deadline_ms:
+ * c->fd, or an error with c->io_msg set. */
+int h2_net_tcp(struct h2_client *c);
+/* TLS handshake on c->fd (c->ssl), verifying the server's name or
+ * address: 0, or an error with c->io_msg set. */
+int h2_net_tls(struct h2_client *c);
+/* Wait for events on c->fd until c->deadline_ms: 0 when ready,
+ * H2_ETIMEDOUT, or H2_ECLOSED when h2_disconnect asked us to stop. */
+int h2_net_wait(struct h2_client *c, short events);
+/* Why the last TLS operation failed, into buf: the verify result, the
+ * alert the peer sent, or the library's reason. */
+void h2_net_tls_reason(struct h2_client *c, int sslerr, int saved_errno,
+		       char *buf, size_t len);
 
 /* lib_ops.c */
 

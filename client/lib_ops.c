@@ -141,7 +141,8 @@ const char *h2_strerror(int err)
 		return "connection lost; the request may or may not have been "
 		       "applied";
 	case H2_EUNSYNCED:
-		return "writes acknowledged before a server restart may be lost";
+		return "writes acknowledged before a server restart may be "
+		       "lost";
 	default:
 		return "unknown error";
 	}

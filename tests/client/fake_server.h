@@ -133,6 +133,6 @@ bool fake_wait_refused(struct fake *f, unsigned n, int timeout_ms);
  */
 bool fake_make_certs(const char *dir);
 /* The handle connection k gives vm1. */
-#define FAKE_CONN_HANDLE(k) (FAKE_HANDLE + 100u * ((k) - 1))
+#define FAKE_CONN_HANDLE(k) (FAKE_HANDLE + 100u * ((k)-1))
 
 #endif /* H2_TEST_FAKE_SERVER_H */

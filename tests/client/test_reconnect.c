@@ -173,9 +173,9 @@ Test(reconnect, write_in_flight_is_sent_again_on_the_new_handle)
 	cr_assert_eq(fake_last(&F, H2__REQUEST__OP_FLUSH)->rq->flush->handle,
 		     FAKE_CONN_HANDLE(2));
 	cr_assert_eq(h2_volume_close(v), 0);
-	cr_assert_eq(
-	    fake_last(&F, H2__REQUEST__OP_VOLUME_CLOSE)->rq->volume_close->handle,
-	    FAKE_CONN_HANDLE(2));
+	cr_assert_eq(fake_last(&F, H2__REQUEST__OP_VOLUME_CLOSE)
+			 ->rq->volume_close->handle,
+		     FAKE_CONN_HANDLE(2));
 	h2_disconnect(c);
 	stop_fake();
 }
@@ -272,8 +272,8 @@ Test(reconnect, aio_requests_in_flight_are_sent_again_and_called_back_once)
 	}
 	cr_assert_eq(h2_pread(v, got, sizeof(got), 0), 0);
 	for (i = 0; i < N; i++)
-		cr_assert_eq(memcmp(got + i * LEN, bufs[i], LEN), 0,
-			     "block %d", i);
+		cr_assert_eq(memcmp(got + i * LEN, bufs[i], LEN), 0, "block %d",
+			     i);
 	cr_assert_eq(fake_count_op(&F, H2__REQUEST__OP_HELLO), 2);
 	h2_disconnect(c);
 	stop_fake();
@@ -321,8 +321,8 @@ ParameterizedTest(struct lost_case *tc, reconnect,
 		rc = h2_volume_delete(c, "old");
 	else
 		rc = h2_volume_resize(c, "vm1", 2u << 20);
-	cr_assert_eq(rc, H2_ECONNLOST, "%s: %s (%s)", tc->name,
-		     h2_strerror(rc), h2_last_error());
+	cr_assert_eq(rc, H2_ECONNLOST, "%s: %s (%s)", tc->name, h2_strerror(rc),
+		     h2_last_error());
 	cr_assert(strstr(h2_last_error(), "may or may not have been applied"),
 		  "%s", h2_last_error());
 	/* Not sent twice, and the client is alive on its new connection. */
@@ -448,7 +448,8 @@ struct noloss_case {
 	bool same_instance;
 };
 
-ParameterizedTestParameters(reconnect, no_loss_is_reported_when_none_is_possible)
+ParameterizedTestParameters(reconnect,
+			    no_loss_is_reported_when_none_is_possible)
 {
 	static struct noloss_case cases[] = {
 	    {"flushed before the loss", true, 0, false},
@@ -507,8 +508,7 @@ Test(reconnect, a_volume_that_cannot_be_opened_again_fails_its_calls)
 	c = connect_rc(0);
 	v = open_vm1(c);
 	rc = h2_pread(v, buf, sizeof(buf), 0);
-	cr_assert_eq(rc, H2_ENOENT, "%s: %s", h2_strerror(rc),
-		     h2_last_error());
+	cr_assert_eq(rc, H2_ENOENT, "%s: %s", h2_strerror(rc), h2_last_error());
 	cr_assert(strstr(h2_last_error(), "could not be opened again"), "%s",
 		  h2_last_error());
 	cr_assert_eq(h2_flush(v), H2_ENOENT);

@@ -156,8 +156,8 @@ Test(reload, rotated_certificate_goes_to_new_connections_old_ones_go_on)
 	kill(srv.pid, SIGHUP);
 	cr_assert(h2t_wait_log(&srv, "reloaded certificates", 1, 30000));
 	served_serial(after, sizeof(after));
-	cr_assert_str_eq(after, want, "a new connection got %s, not %s",
-			 after, want);
+	cr_assert_str_eq(after, want, "a new connection got %s, not %s", after,
+			 want);
 	/* The connection made before keeps its session and works. */
 	io_works(v, 3);
 	cr_assert_str_eq(h2_client_identity(c), "admin");
@@ -237,8 +237,8 @@ Test(reload, access_rules_follow_the_file_and_keep_the_flags)
 	 * Open connections see it from their next request. */
 	write_conf("[access]\nbob = write:*\n");
 	kill(srv.pid, SIGHUP);
-	cr_assert(h2t_wait_log(&srv, "reloaded certificates and access", 1,
-			       30000));
+	cr_assert(
+	    h2t_wait_log(&srv, "reloaded certificates and access", 1, 30000));
 	cr_assert_eq(right_on_x(bob), 2);
 	cr_assert_eq(right_on_x(carol), 2, "the --access rule was dropped");
 	cr_assert_eq(right_on_x(admin), 3);
@@ -246,8 +246,8 @@ Test(reload, access_rules_follow_the_file_and_keep_the_flags)
 	/* The section goes: so do its rules. */
 	write_conf("[server]\nworkers = 4\n");
 	kill(srv.pid, SIGHUP);
-	cr_assert(h2t_wait_log(&srv, "reloaded certificates and access", 2,
-			       30000));
+	cr_assert(
+	    h2t_wait_log(&srv, "reloaded certificates and access", 2, 30000));
 	cr_assert_eq(right_on_x(bob), -1, "the removed rule is still there");
 	cr_assert_eq(right_on_x(carol), 2);
 	cr_assert_eq(right_on_x(admin), 3, "--dev's rule was dropped");

@@ -132,8 +132,8 @@ static bool load_tick(struct load *L)
 static void loader_fail(struct loader *w, int err, const char *what)
 {
 	w->err = err;
-	snprintf(w->why, sizeof(w->why), "thread %d: %s: %s (%s)", w->id,
-		 what, h2_strerror(err), h2_last_error());
+	snprintf(w->why, sizeof(w->why), "thread %d: %s: %s (%s)", w->id, what,
+		 h2_strerror(err), h2_last_error());
 	pthread_mutex_lock(&w->L->mu);
 	w->L->failed = true;
 	pthread_cond_broadcast(&w->L->cv);
@@ -208,8 +208,8 @@ static void wait_progress(struct load *L, uint64_t n)
 		if (pthread_cond_timedwait(&L->cv, &L->mu, &ts) != 0)
 			break;
 	cr_assert(L->ops >= target || L->failed,
-		  "no progress: %" PRIu64 " of %" PRIu64 " operations",
-		  L->ops, target);
+		  "no progress: %" PRIu64 " of %" PRIu64 " operations", L->ops,
+		  target);
 	pthread_mutex_unlock(&L->mu);
 }
 
@@ -229,8 +229,8 @@ static void verify_blocks(h2_client *c, struct loader *w)
 			else
 				memset(want, 0, BS);
 			cr_assert_eq(memcmp(got, want, BS), 0,
-				     "thread %d block %d: not generation %u",
-				     t, k, w[t].acked[k]);
+				     "thread %d block %d: not generation %u", t,
+				     k, w[t].acked[k]);
 		}
 	h2_volume_close(v);
 }
@@ -308,8 +308,7 @@ Test(reconnect, clean_restarts_under_load_lose_nothing_and_fail_nothing)
 			if (w[i].longest_ms > longest)
 				longest = w[i].longest_ms;
 		/* For the README's figure: what a restart costs a caller. */
-		cr_log_info("longest write across the restarts: %" PRIu64
-			    " ms",
+		cr_log_info("longest write across the restarts: %" PRIu64 " ms",
 			    longest);
 	}
 	cr_assert_eq(h2_sync(c), 0, "%s", h2_last_error());

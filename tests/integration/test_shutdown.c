@@ -23,8 +23,8 @@
 
 #include "harness.h"
 
-#define KiB 1024ull
-#define MiB (1024ull * 1024)
+#define KiB   1024ull
+#define MiB   (1024ull * 1024)
 #define DIRTY (256 * MiB)
 
 static struct h2t_srv srv;
@@ -37,8 +37,8 @@ static void stop_server(void)
 TestSuite(shutdown, .fini = stop_server, .timeout = 300);
 
 static const char *const slow_flush[] = {
-    "--flush-interval", "3600000", "--dirty-max", "1G", "--dirty-hard", "2G",
-    NULL};
+    "--flush-interval", "3600000", "--dirty-max", "1G",
+    "--dirty-hard",	"2G",	   NULL};
 
 static h2_volume *open_vol(h2_client *c, const char *name)
 {
@@ -93,8 +93,7 @@ Test(shutdown, a_request_arriving_while_h2d_stops_is_refused_unavailable)
 	kill(srv.pid, SIGTERM);
 	cr_assert(h2t_wait_log(&srv, "shutting down", 1, 60000));
 	/* h2d is syncing those 256 MiB before it closes anything. */
-	cr_assert_eq(h2_aio_pread(v, small, sizeof(small), 0, rec_cb, &rd),
-		     0);
+	cr_assert_eq(h2_aio_pread(v, small, sizeof(small), 0, rec_cb, &rd), 0);
 	while (h2_aio_inflight(c) > 0)
 		cr_assert_geq(h2_aio_poll(c, -1), 0, "%s", h2_last_error());
 	cr_assert_eq(rd.result, H2_EUNAVAILABLE, "read: %s (%s)",
@@ -105,8 +104,7 @@ Test(shutdown, a_request_arriving_while_h2d_stops_is_refused_unavailable)
 	/* Then h2d closes, cleanly: calls fail at once, and say so. */
 	while ((r = h2_pread(v, small, sizeof(small), 0)) == H2_EUNAVAILABLE)
 		;
-	cr_assert_eq(r, H2_ECLOSED, "%s (%s)", h2_strerror(r),
-		     h2_last_error());
+	cr_assert_eq(r, H2_ECLOSED, "%s (%s)", h2_strerror(r), h2_last_error());
 	cr_assert(strstr(h2_last_error(), "the server closed the connection"),
 		  "%s", h2_last_error());
 	h2_disconnect(c);
@@ -150,8 +148,7 @@ static void *writer_main(void *arg)
 		r = h2_pwrite(w->v, buf, 64 * KiB, off, 0);
 		if (r != 0) {
 			w->err = r;
-			snprintf(w->why, sizeof(w->why), "%s",
-				 h2_last_error());
+			snprintf(w->why, sizeof(w->why), "%s", h2_last_error());
 			break;
 		}
 		w->acked = i + 1;
@@ -300,9 +297,10 @@ static const char *nbd_tls_dir(void)
 
 Test(shutdown, nbd_commands_after_sigterm_get_eshutdown)
 {
-	const char *extra[] = {"--nbd-listen", "127.0.0.1:0", "--flush-interval",
-			       "3600000",      "--dirty-max",  "1G",
-			       "--dirty-hard", "2G",	      NULL};
+	const char *extra[] = {
+	    "--nbd-listen", "127.0.0.1:0", "--flush-interval",
+	    "3600000",	    "--dirty-max", "1G",
+	    "--dirty-hard", "2G",	   NULL};
 	char script[300], want[64], *out;
 	h2_client *c;
 	FILE *f;
@@ -322,14 +320,14 @@ Test(shutdown, nbd_commands_after_sigterm_get_eshutdown)
 	cr_assert_eq(fclose(f), 0);
 	r = sh(&out,
 	       "H2_URI='nbds://%s/nb?tls-certificates=%s' H2_PID=%d "
-	       "H2_LOG='%s' timeout 240 " NBDSH " -c \"exec(open('%s').read())\"",
+	       "H2_LOG='%s' timeout 240 " NBDSH
+	       " -c \"exec(open('%s').read())\"",
 	       srv.nbd, nbd_tls_dir(), (int)srv.pid, h2t_path(&srv, "h2d.log"),
 	       script);
 	cr_assert_eq(r, 0, "nbdsh: %s", out);
 	/* libnbd names the errno, or gives its number. */
 	snprintf(want, sizeof(want), "late read errno %d", ESHUTDOWN);
-	cr_assert(strstr(out, want) ||
-		      strstr(out, "late read errno ESHUTDOWN"),
+	cr_assert(strstr(out, want) || strstr(out, "late read errno ESHUTDOWN"),
 		  "%s", out);
 	cr_assert(strstr(out, "disconnected"), "%s", out);
 	free(out);

@@ -357,8 +357,8 @@ Test(config, reload_keeps_flag_rules_and_follows_the_file)
 
 	snprintf(path, sizeof(path), "%s",
 		 write_file("f.conf", "[access]\nbob = read:*\n"));
-	char *args[] = {"serve", "--config", path, "--access",
-			"carol=write:vm-*", NULL};
+	char *args[] = {"serve",    "--config",		path,
+			"--access", "carol=write:vm-*", NULL};
 
 	cr_assert_eq(from_args(&c, args, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(h2_acl_rights(c.acl, "bob", "vm-1"), H2_RIGHT_READ);
@@ -603,9 +603,9 @@ Test(config, dev_creates_store_certificates_and_admin_rule)
 	{
 		struct h2_acl *acl = NULL;
 
-		cr_assert_eq(h2_config_reload_access(&c, &acl, err,
-						     sizeof(err)),
-			     0, "%s", err);
+		cr_assert_eq(
+		    h2_config_reload_access(&c, &acl, err, sizeof(err)), 0,
+		    "%s", err);
 		cr_assert_eq(h2_acl_rights(acl, "admin", "x"), H2_RIGHT_ADMIN);
 		h2_acl_free(acl);
 	}
