@@ -111,14 +111,16 @@ typedef struct h2_volume h2_volume;
 typedef struct h2_txn h2_txn;
 
 typedef struct h2_client_opts {
-	const char *server;	       /* "HOST:PORT" (port default 7410) */
-	const char *ca_file;	       /* CA that signed the server's cert */
-	const char *cert_file;	       /* this client's certificate */
-	const char *key_file;	       /* and its key */
-	const char *tls_server_name;   /* name to verify; default: HOST */
-	unsigned connect_timeout_ms;   /* 0: 10 s */
-	unsigned flags;		       /* H2_RECONNECT, or 0 */
-	const char *client_name;       /* sent in Hello, for server logs */
+	const char *server;	     /* "HOST:PORT" (port default 7410) */
+	const char *ca_file;	     /* CA that signed the server's cert */
+	const char *cert_file;	     /* this client's certificate */
+	const char *key_file;	     /* and its key */
+	const char *tls_server_name; /* name to verify; default: HOST */
+	unsigned connect_timeout_ms; /* 0: 10 s */
+	unsigned flags;		     /* H2_RECONNECT, or 0 */
+	const char *client_name;     /* sent in Hello, for server logs */
+	/* Added last, and read only with H2_RECONNECT, so that programs
+	 * built before it existed (without the flag) still work. */
 	unsigned reconnect_timeout_ms; /* H2_RECONNECT: 0: 30 s */
 } h2_client_opts;
 

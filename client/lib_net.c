@@ -480,8 +480,11 @@ int h2_connect(const h2_client_opts *o, h2_client **out)
 		goto fail;
 	}
 	c->reconnect = o->flags & H2_RECONNECT;
-	c->reconnect_ms = o->reconnect_timeout_ms ? o->reconnect_timeout_ms
-						  : NET_DEFAULT_RECONNECT_MS;
+	/* reconnect_timeout_ms came after the other fields: a program built
+	 * before it has no such field, and never sets H2_RECONNECT. */
+	c->reconnect_ms = c->reconnect && o->reconnect_timeout_ms
+			      ? o->reconnect_timeout_ms
+			      : NET_DEFAULT_RECONNECT_MS;
 	c->client_name =
 	    strdup(o->client_name ? o->client_name : "libh2client");
 	if (!c->client_name) {
