@@ -162,7 +162,10 @@ enum h2_client_flags {
  * "shutting down, not executed", syncs, and closes with a TLS
  * close_notify.  Requests it did not run are sent again whatever they
  * are, and nothing acknowledged is lost: a clean restart is invisible
- * except for the pause.
+ * except for the pause.  (Once a server has said it is shutting down,
+ * nothing new is sent to it; if it has not closed within
+ * reconnect_timeout_ms, at most 40 s, the library closes and connects
+ * again.)
  *
  * Durability across a reconnect.  A write acknowledged without H2_FUA
  * becomes durable at the next successful flush (the server's contract).

@@ -232,7 +232,8 @@ struct h2_client {
 	bool hello_done;
 	bool io_pollout; /* the TLS connection waits for POLLOUT */
 	bool draining;	 /* the server is stopping: send nothing new */
-	bool peer_clean; /* the server's close_notify arrived */
+	uint64_t drain_deadline_ms; /* ... and must close by then */
+	bool peer_clean;	    /* the server's close_notify arrived */
 	uint64_t instance, prev_instance; /* HelloResult.instance */
 	unsigned reconnects;		  /* connections made again */
 	uint64_t connected_ms;		  /* when the last one was made */

@@ -48,6 +48,9 @@
  * to the most. */
 #define CONN_BACKOFF_FIRST_MS 50u
 #define CONN_BACKOFF_MAX_MS   2000u
+/* How long a server that answered UNAVAILABLE gets to close (at most
+ * reconnect_timeout_ms). */
+#define CONN_DRAIN_MAX_MS 40000u
 
 /* Copy a string into dst[len], cut short if need be. */
 static void conn_copy(char *dst, size_t len, const char *src)
@@ -825,6 +828,12 @@ static int io_on_response(struct h2_client *c, H2__Response *resp,
 		 * for the next connection, and send nothing more on this
 		 * one, which the server closes once its work is done. */
 		s->not_run = true;
+		if (!c->draining)
+			c->drain_deadline_ms =
+			    h2_conn_now_ms() +
+			    (c->reconnect_ms < CONN_DRAIN_MAX_MS
+				 ? c->reconnect_ms
+				 : CONN_DRAIN_MAX_MS);
 		c->draining = true;
 		h2_frame_response_free(resp);
 		return 0;
@@ -972,6 +981,20 @@ static int io_loop(struct h2_client *c)
 			timeout = c->deadline_ms - now > INT_MAX
 				      ? INT_MAX
 				      : (int)(c->deadline_ms - now);
+		} else if (c->draining) {
+			/* A server that said it is stopping closes once its
+			 * work is done (h2d gives up on slow clients after
+			 * 30 s); one that does not is given up on. */
+			uint64_t now = h2_conn_now_ms();
+
+			if (now >= c->drain_deadline_ms) {
+				h2_io_msgf(c,
+					   "%s said it was shutting down but "
+					   "did not close",
+					   c->peer);
+				return H2_ECLOSED;
+			}
+			timeout = (int)(c->drain_deadline_ms - now);
 		}
 		p[0] = (struct pollfd){.fd = c->fd,
 				       .events = POLLIN |

@@ -447,6 +447,9 @@ static bool fake_serve(struct fake *f, SSL *ssl, int fd, unsigned conn)
 				if (!fake_reply_unavailable(f, ssl,
 							    (size_t)held[i]))
 					return false;
+			nheld = 0;
+			if (f->stop_stays_open)
+				continue; /* until the client gives up */
 			fake_say_bye(ssl, fd);
 			return false; /* already said */
 		case FAKE_HOLD:

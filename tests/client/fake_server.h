@@ -81,6 +81,7 @@ struct fake {
 	const char *flush_msg;
 	H2__Request__OpCase drop_op; /* FAKE_CLOSE, FAKE_STOP: see above */
 	bool once;		     /* ... on the first connection only */
+	bool stop_stays_open;	     /* FAKE_STOP: no close after it */
 	bool same_instance;	     /* every connection says instance 1 */
 	bool reopen_fails;	     /* VolumeOpen NOT_FOUND after the first
 					connection */

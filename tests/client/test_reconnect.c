@@ -371,6 +371,31 @@ Test(reconnect, a_clean_stop_sends_even_volume_create_again_and_loses_nothing)
 	stop_fake();
 }
 
+Test(reconnect, a_server_that_says_unavailable_but_stays_open_is_left)
+{
+	uint64_t t0;
+	h2_client *c;
+	int rc;
+
+	/* UNAVAILABLE promises a close; the library waits for it no longer
+	 * than the reconnect deadline, then connects again. */
+	F.mode = FAKE_STOP;
+	F.drop_op = H2__REQUEST__OP_VOLUME_CREATE;
+	F.n = 1;
+	F.once = true;
+	F.stop_stays_open = true;
+	start_fake();
+	c = connect_rc(700);
+	t0 = now_ms();
+	rc = h2_volume_create(c, "new", 1u << 20);
+	cr_assert_eq(rc, 0, "%s: %s", h2_strerror(rc), h2_last_error());
+	cr_assert_geq(now_ms() - t0, 700);
+	cr_assert_eq(fake_count_op(&F, H2__REQUEST__OP_VOLUME_CREATE), 2);
+	cr_assert_eq(fake_last(&F, H2__REQUEST__OP_VOLUME_CREATE)->conn, 2);
+	h2_disconnect(c);
+	stop_fake();
+}
+
 /*
  * Durability across the loss.
  */
