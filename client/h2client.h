@@ -20,6 +20,9 @@
  * The server's certificate is verified against ca_file, and its name (or
  * IP SAN) against the host of `server` (or tls_server_name).
  *
+ * With H2_RECONNECT in opts.flags the client survives server restarts:
+ * see "H2_RECONNECT" below.
+ *
  * Thread-safety: an h2_client may be used from several threads at once
  * for synchronous calls (requests are pipelined on the one connection;
  * each call waits for its own reply).  The asynchronous interface
@@ -86,7 +89,13 @@ enum {
 	H2_ECLOSED = -18,      /* the connection is gone */
 	H2_ENOMEM = -19,       /* out of memory here */
 	H2_ETIMEDOUT = -20,    /* no answer in time */
-	H2_EDEPENDENTS = -21,  /* snapshots or clones depend on it */
+	H2_ECONNLOST = -21,    /* H2_RECONNECT: the connection was lost with
+				  the request in flight; it may or may not
+				  have been applied (not sent again) */
+	H2_EUNSYNCED = -22,    /* H2_RECONNECT: the flush succeeded, but the
+				  server restarted uncleanly since writes it
+				  acknowledged: those may be lost */
+	H2_EDEPENDENTS = -23,  /* snapshots or clones depend on it */
 };
 
 /* Name and description of an error code ("no such volume").  Thread-safe. */
@@ -109,18 +118,85 @@ typedef struct h2_client_opts {
 	const char *key_file;	     /* and its key */
 	const char *tls_server_name; /* name to verify; default: HOST */
 	unsigned connect_timeout_ms; /* 0: 10 s */
-	unsigned flags;		     /* H2_RECONNECT (reserved) */
+	unsigned flags;		     /* H2_RECONNECT, or 0 */
 	const char *client_name;     /* sent in Hello, for server logs */
+	/* Added last, and read only with H2_RECONNECT, so that programs
+	 * built before it existed (without the flag) still work. */
+	unsigned reconnect_timeout_ms; /* H2_RECONNECT: 0: 30 s */
 } h2_client_opts;
+
+enum h2_client_flags {
+	H2_RECONNECT = 1u << 0, /* survive server restarts (see below) */
+};
+
+/*
+ * H2_RECONNECT.  Without it, a lost connection fails every request in
+ * flight with H2_ECLOSED and the client is dead.  With it, the client's
+ * I/O thread connects again when the connection is lost (a reset, an EOF,
+ * a TLS error, the server shutting down): at once, then after 50 ms,
+ * 100 ms, ... doubling up to 2 s between attempts, each attempt given
+ * connect_timeout_ms.  Once connected (TLS and Hello again; the address
+ * resolved by h2_connect is reused) it opens every h2_volume that was open
+ * again, with the same mode, and sends the requests that were in flight
+ * again; callers just wait, and see their handles keep working.  Requests
+ * made meanwhile wait too.  If no connection succeeds within
+ * reconnect_timeout_ms of the loss, every waiting request fails with
+ * H2_ECLOSED and the client is dead, as without the flag.  A connection
+ * that fails soon after it was made gets no immediate retry (the waits
+ * go on growing), and one ended by a protocol violation is not made
+ * again.  h2_connect's own first connection is never retried.
+ *
+ * Sent again: reads, writes, trims, write-zeroes, flushes and syncs,
+ * block status, batches (h2_txn: applying the same writes and trims at
+ * the same offsets twice leaves the same data), volume info and list,
+ * statistics, volume open and close.  Not sent again: volume create,
+ * delete and resize; those fail with H2_ECONNLOST when the connection is
+ * lost while they are in flight, except when the server said it did not
+ * run them (see below).  A request sent again may be applied twice; as
+ * on any block device, writes that overlap and are in flight at the same
+ * time land in no defined order.  A volume that cannot be opened again
+ * (deleted, rights withdrawn) fails every later call on it with the
+ * server's error; h2_volume_close still frees it.
+ *
+ * A server that stops cleanly (h2d on SIGTERM, "systemctl restart h2d")
+ * finishes what it started, answers what arrives afterwards with
+ * "shutting down, not executed", syncs, and closes with a TLS
+ * close_notify.  Requests it did not run are sent again whatever they
+ * are, and nothing acknowledged is lost: a clean restart is invisible
+ * except for the pause.  (Once a server has said it is shutting down,
+ * nothing new is sent to it; if it has not closed within
+ * reconnect_timeout_ms, at most 40 s, the library closes and connects
+ * again.)
+ *
+ * Durability across a reconnect.  A write acknowledged without H2_FUA
+ * becomes durable at the next successful flush (the server's contract).
+ * If the connection is lost without close_notify (the server crashed, was
+ * killed, or the network failed) and the new connection reaches a
+ * different server process, writes acknowledged before the loss but not
+ * yet covered by a successful flush may be lost.  The library tracks
+ * this per volume: the next flush of such a volume (h2_flush or
+ * h2_aio_flush), and separately the next h2_sync() of the client, does
+ * the flush and, if it succeeded, returns H2_EUNSYNCED instead of 0: once
+ * per loss, as fsync(2) reports a write-back error once per file.  The
+ * application should treat the volume's unflushed writes since its last
+ * successful flush as unknown (write them again, or check them).  Writes
+ * acknowledged after the reconnect are covered as usual, and FUA writes
+ * are never in doubt.  When the new connection reaches the same server
+ * process (the network failed, not the server), its memory still holds
+ * those writes and nothing is reported.  (The server says which process
+ * it is in HelloResult.instance; a server that does not say counts as a
+ * new one.)
+ */
 
 /*
  * Connect, handshake (TLS + Hello).  *out freed with h2_disconnect.
  * HOST may be a name, an IPv4 literal or a bracketed IPv6 literal.  The
  * TCP connect, TLS handshake and Hello together get connect_timeout_ms
- * (H2_ETIMEDOUT).  H2_ECONNECT: name or address unusable; H2_ETLS: the
+ * (H2_ETIMEDOUT); the first connection is not retried, even with
+ * H2_RECONNECT.  H2_ECONNECT: name or address unusable; H2_ETLS: the
  * handshake failed or the server refused our certificate (h2_last_error
  * names the reason: a verify result or the alert the server sent).
- * Thread-safe.
+ * Unknown bits in opts.flags are H2_EINVAL.  Thread-safe.
  */
 H2_PUBLIC int h2_connect(const h2_client_opts *opts, h2_client **out);
 /*
@@ -181,7 +257,7 @@ H2_PUBLIC int h2_volume_open(h2_client *c, const char *name, unsigned flags,
 /*
  * Close the handle on the server and free v, with any h2_txn still open
  * on it; v is freed even when an error is returned.  No other call on v
- * may be running.
+ * may be running, nor any aio request on it be waiting for its callback.
  */
 H2_PUBLIC int h2_volume_close(h2_volume *v);
 /* The size the volume had when it was opened.  Thread-safe. */
@@ -204,7 +280,11 @@ H2_PUBLIC int h2_pwrite(h2_volume *v, const void *buf, size_t len, uint64_t off,
 H2_PUBLIC int h2_trim(h2_volume *v, uint64_t off, uint64_t len, unsigned flags);
 H2_PUBLIC int h2_write_zeroes(h2_volume *v, uint64_t off, uint64_t len,
 			      unsigned flags);
-/* Everything acknowledged before this call becomes durable. */
+/*
+ * Everything acknowledged before this call becomes durable.  With
+ * H2_RECONNECT, H2_EUNSYNCED says that some of it may have been lost
+ * with an earlier connection (see "H2_RECONNECT").
+ */
 H2_PUBLIC int h2_flush(h2_volume *v);
 /* The same for every volume of the store (Flush with handle 0). */
 H2_PUBLIC int h2_sync(h2_client *c);
@@ -424,8 +504,11 @@ H2_PUBLIC unsigned h2_aio_inflight(const h2_client *c);
  * at least one) and run their callbacks.  Returns callbacks run, or an
  * error (the connection failed: every pending callback has then run with
  * H2_ECLOSED, and the call returns H2_ECLOSED from then on).  With
- * nothing in flight it returns 0 at once.  Other values of timeout_ms
- * below 0 are treated as -1.
+ * H2_RECONNECT a lost connection is not a failure until reconnecting
+ * gives up: requests in flight wait for the new connection and their
+ * callbacks run once, with its replies.  With nothing in flight it
+ * returns 0 at once.  Other values of timeout_ms below 0 are treated as
+ * -1.
  */
 H2_PUBLIC int h2_aio_poll(h2_client *c, int timeout_ms);
 

@@ -141,6 +141,12 @@ const char *h2_strerror(int err)
 		return "out of memory";
 	case H2_ETIMEDOUT:
 		return "timed out";
+	case H2_ECONNLOST:
+		return "connection lost; the request may or may not have been "
+		       "applied";
+	case H2_EUNSYNCED:
+		return "writes acknowledged before a server restart may be "
+		       "lost";
 	case H2_EDEPENDENTS:
 		return "snapshots or clones depend on it";
 	default:
@@ -200,14 +206,16 @@ static int ops_check_flags(const char *fn, unsigned flags, unsigned allowed)
 }
 
 /*
- * One request, one reply.  *resp (if asked for) is the reply on success;
+ * One request, one reply.  vol: the volume it names (the I/O thread puts
+ * in its handle), or NULL.  *resp (if asked for) is the reply on success;
  * caller frees it with h2_frame_response_free.
  */
-static int ops_msg(h2_client *c, const H2__Request *rq, const void *payload,
-		   size_t plen, H2__Response **resp)
+static int ops_msg(h2_client *c, struct h2_volume *vol, const H2__Request *rq,
+		   const void *payload, size_t plen, H2__Response **resp)
 {
 	struct h2_call call = {.kind = H2_CALL_MSG,
 			       .msg = rq,
+			       .vol = vol,
 			       .payload = payload,
 			       .payload_len = plen};
 	int rc = h2_conn_call(c, &call);
@@ -267,7 +275,7 @@ int h2_volume_create(h2_client *c, const char *name, uint64_t size)
 	m.size = size;
 	rq.op_case = H2__REQUEST__OP_VOLUME_CREATE;
 	rq.volume_create = &m;
-	return ops_msg(c, &rq, NULL, 0, NULL);
+	return ops_msg(c, NULL, &rq, NULL, 0, NULL);
 }
 
 int h2_volume_delete(h2_client *c, const char *name)
@@ -292,7 +300,7 @@ int h2_volume_delete_flags(h2_client *c, const char *name, unsigned flags)
 	m.recursive = flags & H2_DELETE_RECURSIVE;
 	rq.op_case = H2__REQUEST__OP_VOLUME_DELETE;
 	rq.volume_delete = &m;
-	return ops_msg(c, &rq, NULL, 0, NULL);
+	return ops_msg(c, NULL, &rq, NULL, 0, NULL);
 }
 
 int h2_volume_resize(h2_client *c, const char *name, uint64_t size)
@@ -311,7 +319,7 @@ int h2_volume_resize(h2_client *c, const char *name, uint64_t size)
 	m.size = size;
 	rq.op_case = H2__REQUEST__OP_VOLUME_RESIZE;
 	rq.volume_resize = &m;
-	return ops_msg(c, &rq, NULL, 0, NULL);
+	return ops_msg(c, NULL, &rq, NULL, 0, NULL);
 }
 
 int h2_volume_info_get(h2_client *c, const char *name, h2_volume_info *out)
@@ -329,7 +337,7 @@ int h2_volume_info_get(h2_client *c, const char *name, h2_volume_info *out)
 	m.name = (char *)name;
 	rq.op_case = H2__REQUEST__OP_VOLUME_INFO;
 	rq.volume_info = &m;
-	rc = ops_msg(c, &rq, NULL, 0, &resp);
+	rc = ops_msg(c, NULL, &rq, NULL, 0, &resp);
 	if (rc < 0)
 		return rc;
 	if (resp->result_case != H2__RESPONSE__RESULT_VOLUME_INFO)
@@ -356,7 +364,7 @@ int h2_volume_list(h2_client *c, h2_volume_info **out, size_t *count)
 					  : "count");
 	rq.op_case = H2__REQUEST__OP_VOLUME_LIST;
 	rq.volume_list = &m;
-	rc = ops_msg(c, &rq, NULL, 0, &resp);
+	rc = ops_msg(c, NULL, &rq, NULL, 0, &resp);
 	if (rc < 0)
 		return rc;
 	if (resp->result_case != H2__RESPONSE__RESULT_VOLUME_LIST)
@@ -414,7 +422,7 @@ int h2_snapshot_create(h2_client *c, const char *volume, const char *name,
 	m.name = (char *)name;
 	rq.op_case = H2__REQUEST__OP_SNAPSHOT_CREATE;
 	rq.snapshot_create = &m;
-	rc = ops_msg(c, &rq, NULL, 0, &resp);
+	rc = ops_msg(c, NULL, &rq, NULL, 0, &resp);
 	if (rc < 0)
 		return rc;
 	if (resp->result_case != H2__RESPONSE__RESULT_SNAPSHOT_INFO)
@@ -459,7 +467,7 @@ int h2_snapshot_list(h2_client *c, const char *volume, h2_snapshot_info **out,
 			m.after_tid = a[n - 1].tid;
 			m.after_name = a[n - 1].name;
 		}
-		rc = ops_msg(c, &rq, NULL, 0, &resp);
+		rc = ops_msg(c, NULL, &rq, NULL, 0, &resp);
 		if (rc < 0)
 			goto fail;
 		if (resp->result_case != H2__RESPONSE__RESULT_SNAPSHOT_LIST) {
@@ -514,7 +522,7 @@ int h2_snapshot_delete(h2_client *c, const char *volume, const char *name)
 	m.name = (char *)name;
 	rq.op_case = H2__REQUEST__OP_SNAPSHOT_DELETE;
 	rq.snapshot_delete = &m;
-	return ops_msg(c, &rq, NULL, 0, NULL);
+	return ops_msg(c, NULL, &rq, NULL, 0, NULL);
 }
 
 int h2_clone(h2_client *c, const char *volume, const char *snapshot,
@@ -538,7 +546,7 @@ int h2_clone(h2_client *c, const char *volume, const char *snapshot,
 	m.new_volume = (char *)new_volume;
 	rq.op_case = H2__REQUEST__OP_CLONE;
 	rq.clone = &m;
-	rc = ops_msg(c, &rq, NULL, 0, &resp);
+	rc = ops_msg(c, NULL, &rq, NULL, 0, &resp);
 	if (rc < 0)
 		return rc;
 	if (resp->result_case != H2__RESPONSE__RESULT_VOLUME_INFO)
@@ -569,7 +577,7 @@ int h2_rollback(h2_client *c, const char *volume, const char *snapshot,
 	m.force = flags & H2_ROLLBACK_FORCE;
 	rq.op_case = H2__REQUEST__OP_ROLLBACK;
 	rq.rollback = &m;
-	return ops_msg(c, &rq, NULL, 0, NULL);
+	return ops_msg(c, NULL, &rq, NULL, 0, NULL);
 }
 
 /*
@@ -581,8 +589,7 @@ int h2_volume_open(h2_client *c, const char *name, unsigned flags,
 {
 	H2__Request rq = H2__REQUEST__INIT;
 	H2__VolumeOpen m = H2__VOLUME_OPEN__INIT;
-	const H2__VolumeOpenResult *r;
-	H2__Response *resp = NULL;
+	struct h2_call call = {.kind = H2_CALL_MSG};
 	struct h2_volume *v;
 	const char *at = name ? strchr(name, '@') : NULL;
 	/* "VOLUME@SNAP": each part a name. */
@@ -600,32 +607,28 @@ int h2_volume_open(h2_client *c, const char *name, unsigned flags,
 	v = calloc(1, sizeof(*v));
 	if (!v)
 		return h2_ops_fail(H2_ENOMEM, "out of memory");
+	v->c = c;
+	snprintf(v->name, sizeof(v->name), "%s", name);
+	v->writable = flags == H2_OPEN_RW;
 	m.name = (char *)name;
-	m.write = flags == H2_OPEN_RW;
+	m.write = v->writable;
 	rq.op_case = H2__REQUEST__OP_VOLUME_OPEN;
 	rq.volume_open = &m;
-	rc = ops_msg(c, &rq, NULL, 0, &resp);
+	/* The I/O thread fills v in and links it when the reply comes (see
+	 * struct h2_call.open_vol); it has not if anything failed. */
+	call.msg = &rq;
+	call.open_vol = v;
+	rc = h2_conn_call(c, &call);
 	if (rc < 0) {
+		h2_frame_response_free(call.resp);
 		free(v);
 		return rc;
 	}
-	if (resp->result_case != H2__RESPONSE__RESULT_VOLUME_OPEN) {
+	if (call.resp->result_case != H2__RESPONSE__RESULT_VOLUME_OPEN) {
 		free(v);
-		return ops_bad_reply(resp, "VolumeOpen");
+		return ops_bad_reply(call.resp, "VolumeOpen");
 	}
-	r = resp->volume_open;
-	v->c = c;
-	v->handle = r->handle;
-	v->size = r->info ? r->info->size : 0;
-	v->writable = m.write;
-	h2_frame_response_free(resp);
-
-	pthread_mutex_lock(&c->lock);
-	v->next = c->volumes;
-	if (c->volumes)
-		c->volumes->prev = v;
-	c->volumes = v;
-	pthread_mutex_unlock(&c->lock);
+	h2_frame_response_free(call.resp);
 	*out = v;
 	return 0;
 }
@@ -664,10 +667,13 @@ int h2_volume_close(h2_volume *v)
 
 	if (!v)
 		return h2_ops_fail(H2_EINVAL, "h2_volume_close: v is NULL");
-	m.handle = v->handle;
+	/* Not to be opened again by a reconnect from now on. */
+	pthread_mutex_lock(&v->c->lock);
+	v->closing = true;
+	pthread_mutex_unlock(&v->c->lock);
 	rq.op_case = H2__REQUEST__OP_VOLUME_CLOSE;
 	rq.volume_close = &m;
-	rc = ops_msg(v->c, &rq, NULL, 0, NULL);
+	rc = ops_msg(v->c, v, &rq, NULL, 0, NULL);
 	ops_volume_free(v);
 	return rc;
 }
@@ -703,7 +709,7 @@ static int ops_io(const char *fn, h2_volume *v, enum h2_call_kind kind,
 		rc = ops_check_range(fn, off, len);
 	if (rc < 0 || len == 0)
 		return rc;
-	call.handle = v->handle;
+	call.vol = v;
 	call.off = off;
 	call.len = len;
 	call.rbuf = rbuf;
@@ -737,13 +743,12 @@ int h2_trim(h2_volume *v, uint64_t off, uint64_t len, unsigned flags)
 		rc = ops_check_range("h2_trim", off, len);
 	if (rc < 0 || len == 0)
 		return rc;
-	m.handle = v->handle;
 	m.offset = off;
 	m.length = len;
 	m.fua = flags & H2_FUA;
 	rq.op_case = H2__REQUEST__OP_TRIM;
 	rq.trim = &m;
-	return ops_msg(v->c, &rq, NULL, 0, NULL);
+	return ops_msg(v->c, v, &rq, NULL, 0, NULL);
 }
 
 int h2_write_zeroes(h2_volume *v, uint64_t off, uint64_t len, unsigned flags)
@@ -759,40 +764,38 @@ int h2_write_zeroes(h2_volume *v, uint64_t off, uint64_t len, unsigned flags)
 		rc = ops_check_range("h2_write_zeroes", off, len);
 	if (rc < 0 || len == 0)
 		return rc;
-	m.handle = v->handle;
 	m.offset = off;
 	m.length = len;
 	m.fua = flags & H2_FUA;
 	m.no_hole = flags & H2_NO_HOLE;
 	rq.op_case = H2__REQUEST__OP_WRITE_ZEROES;
 	rq.write_zeroes = &m;
-	return ops_msg(v->c, &rq, NULL, 0, NULL);
+	return ops_msg(v->c, v, &rq, NULL, 0, NULL);
 }
 
-/* Flush one handle, or the whole store with handle 0. */
-static int ops_flush(h2_client *c, uint64_t handle)
+/* Flush one volume, or the whole store (handle 0) when v is NULL. */
+static int ops_flush(h2_client *c, struct h2_volume *v)
 {
 	H2__Request rq = H2__REQUEST__INIT;
 	H2__Flush m = H2__FLUSH__INIT;
 
-	m.handle = handle;
 	rq.op_case = H2__REQUEST__OP_FLUSH;
 	rq.flush = &m;
-	return ops_msg(c, &rq, NULL, 0, NULL);
+	return ops_msg(c, v, &rq, NULL, 0, NULL);
 }
 
 int h2_flush(h2_volume *v)
 {
 	if (!v)
 		return h2_ops_fail(H2_EINVAL, "h2_flush: v is NULL");
-	return ops_flush(v->c, v->handle);
+	return ops_flush(v->c, v);
 }
 
 int h2_sync(h2_client *c)
 {
 	if (!c)
 		return h2_ops_fail(H2_EINVAL, "h2_sync: c is NULL");
-	return ops_flush(c, 0);
+	return ops_flush(c, NULL);
 }
 
 /*
@@ -848,7 +851,6 @@ int h2_block_status(h2_volume *v, uint64_t off, uint64_t len, h2_extent_fn cb,
 	if (rc < 0)
 		return rc;
 	end = off + len;
-	m.handle = v->handle;
 	rq.op_case = H2__REQUEST__OP_BLOCK_STATUS;
 	rq.block_status = &m;
 	while (pos < end) {
@@ -856,7 +858,7 @@ int h2_block_status(h2_volume *v, uint64_t off, uint64_t len, h2_extent_fn cb,
 
 		m.offset = pos;
 		m.length = end - pos;
-		rc = ops_msg(v->c, &rq, NULL, 0, &resp);
+		rc = ops_msg(v->c, v, &rq, NULL, 0, &resp);
 		if (rc < 0)
 			return rc;
 		if (resp->result_case != H2__RESPONSE__RESULT_BLOCK_STATUS)
@@ -1030,7 +1032,6 @@ int h2_txn_commit(h2_txn *t, unsigned flags)
 	}
 	for (i = 0; i < t->nops; i++)
 		ptrs[i] = &t->ops[i];
-	m.handle = t->v->handle;
 	m.n_ops = t->nops;
 	m.ops = ptrs;
 	m.fua = flags & H2_FUA;
@@ -1043,7 +1044,7 @@ int h2_txn_commit(h2_txn *t, unsigned flags)
 		rc = h2_ops_fail(H2_ETOOBIG, "h2_txn_commit: too many ops");
 		goto out;
 	}
-	rc = ops_msg(t->v->c, &rq, t->data, t->dlen, NULL);
+	rc = ops_msg(t->v->c, t->v, &rq, t->data, t->dlen, NULL);
 out:
 	free(ptrs);
 	ops_txn_release(t);

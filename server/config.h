@@ -41,6 +41,13 @@
 
 #include "acl.h"
 
+/* An access rule from --access or --dev: kept across reloads. */
+struct h2_config_rule {
+	char *identity;
+	char *spec;
+	const char *where; /* "--access" or "--dev" */
+};
+
 struct h2_config {
 	char *device;
 	uint32_t flush_interval_ms;
@@ -61,7 +68,9 @@ struct h2_config {
 	char *tls_ca, *tls_cert, *tls_key;
 	bool allow_tls12;
 
-	struct h2_acl *acl;	/* owned */
+	struct h2_acl *acl;	/* owned: file, flag and --dev rules */
+	struct h2_config_rule *flag_rules; /* --access and --dev, owned */
+	size_t nflag_rules;
 	bool dev;		/* --dev: embedded development defaults */
 	bool check_only;	/* --check-config: validate, then exit */
 	char *config_path;	/* the file it came from, for reloads */
@@ -115,6 +124,18 @@ int h2_config_from_args(struct h2_config *c, int argc, char **argv, char *err,
  * from --access or the file add to it).  0 or -errno with err set.
  */
 int h2_config_apply_dev(struct h2_config *c, char *err, size_t errlen);
+
+/*
+ * The access rules a reload (SIGHUP) puts in force: the config file's
+ * [access] rules as the file is now (none when it has no [access]
+ * section, or when c came from no file), plus every rule c was given
+ * with --access or --dev, which always stay.  *out: the new rule list
+ * (caller frees with h2_acl_free), NULL when there is no rule at all.
+ * -EINVAL (-ENOMEM) with err set if the file no longer loads; c is not
+ * changed either way.
+ */
+int h2_config_reload_access(const struct h2_config *c, struct h2_acl **out,
+			    char *err, size_t errlen);
 
 /* Free everything c owns and zero it (c itself is the caller's). */
 void h2_config_free(struct h2_config *c);

@@ -311,7 +311,10 @@ void h2_dispatch_conn_free(struct h2_conn *c)
 
 static void fail(struct rjob *j, int err)
 {
-	j->err = err;
+	/* The engine's ESHUTDOWN means a store that failed a flush, not a
+	 * stopping server: UNAVAILABLE would tell the client that the
+	 * request was not run and may be tried again elsewhere. */
+	j->err = err == -ESHUTDOWN ? -EIO : err;
 	snprintf(j->msg, sizeof(j->msg), "%s", h2_core_errmsg());
 }
 
@@ -934,6 +937,7 @@ static int hello(struct h2_conn *c, H2__Request *req)
 	hr.max_payload = c->lim.max_payload;
 	hr.max_inflight = c->srv->cfg->max_inflight;
 	hr.identity = c->identity;
+	hr.instance = c->srv->instance;
 	resp.id = req->id;
 	resp.result_case = H2__RESPONSE__RESULT_HELLO;
 	resp.hello = &hr;
@@ -1099,6 +1103,16 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 
 	c->inflight++;
 	c->inflight_bytes += inflight;
+	if (c->srv->stopping) {
+		/* Not run, and said so: the client may send it again to the
+		 * next server (proto/h2.proto, "Shutdown"). */
+		c->srv->refused_stopping++;
+		answer_now(c, req, payload, inflight, NULL, start_ns,
+			   -ESHUTDOWN,
+			   "h2d is shutting down; the request was not "
+			   "executed");
+		return;
+	}
 	if (req->op_case != H2__REQUEST__OP_HELLO &&
 	    c->state != H2_CONN_READY) {
 		answer_now(c, req, payload, inflight, NULL, start_ns, -EPROTO,

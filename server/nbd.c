@@ -299,7 +299,8 @@ static bool reading_state(const struct nbd_conn *c)
 static void maybe_resume(struct nbd_conn *c)
 {
 	if (!c->open || !c->read_paused || !reading_state(c) ||
-	    c->ns->srv->stopping || over_limits(c))
+	    (c->ns->srv->stopping && c->state != NC_TRANSMIT) ||
+	    over_limits(c))
 		return;
 	c->read_paused = false;
 	bufferevent_enable(c->bev, EV_READ);
@@ -648,10 +649,21 @@ static void do_list(struct nbd_conn *c)
 static void do_command(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
 		       uint8_t *payload)
 {
-	struct nbd_job *j = job_new(c, NJ_IO);
+	struct nbd_job *j;
 	uint64_t account = NBD_REQUEST_SIZE;
 	uint64_t start_ns = h2_metrics_now();
 
+	if (c->ns->srv->stopping) {
+		/* The spec's server shutdown: commands that arrive once it
+		 * began get ESHUTDOWN (the client then disconnects); those
+		 * in flight finish first. */
+		free(payload);
+		h2_nbd_reply(c->proto, cmd, -ESHUTDOWN,
+			     "the server is shutting down");
+		count_cmd(c, cmd, -ESHUTDOWN, start_ns);
+		return;
+	}
+	j = job_new(c, NJ_IO);
 	if (!j) {
 		free(payload);
 		h2_nbd_reply(c->proto, cmd, -ENOMEM, "out of memory");
@@ -718,7 +730,9 @@ static void process_input(struct nbd_conn *c)
 	if (!c->open)
 		return;
 	conn_ref(c); /* actions may close (and unref) the connection */
-	while (c->open && reading_state(c) && !srv->stopping) {
+	/* While stopping only transmission goes on, to answer ESHUTDOWN. */
+	while (c->open && reading_state(c) &&
+	       (!srv->stopping || c->state == NC_TRANSMIT)) {
 		struct evbuffer *in = bufferevent_get_input(c->bev);
 		size_t avail = evbuffer_get_length(in), win, n;
 		struct h2_nbd_action act;
@@ -1081,7 +1095,7 @@ void h2_nbdsrv_stop(struct h2_server *srv)
 		return;
 	evconnlistener_disable(ns->listener);
 	for (struct nbd_conn *c = ns->conns; c; c = c->next)
-		if (c->open && c->bev)
+		if (c->open && c->bev && c->state != NC_TRANSMIT)
 			bufferevent_disable(c->bev, EV_READ);
 }
 

@@ -33,7 +33,8 @@ int h2_nbdsrv_start(struct h2_server *srv, char *err, size_t errlen);
 /* The address bound ("127.0.0.1:10809"), or NULL if the frontend is off. */
 const char *h2_nbdsrv_listen_addr(const struct h2_server *srv);
 
-/* Shutdown starts: stop accepting and stop reading requests. */
+/* Shutdown starts: stop accepting; connections still negotiating stop
+ * being read, those transmitting answer ESHUTDOWN to new commands. */
 void h2_nbdsrv_stop(struct h2_server *srv);
 
 /* Close every connection once its replies are sent (nothing in flight). */

@@ -38,8 +38,17 @@ struct h2_server {
 	struct h2_nbdsrv *nbd;	   /* NBD frontend (nbd.c); NULL when off */
 	struct h2_metrics_http *http; /* GET /metrics; NULL when off */
 	struct h2_metrics *metrics;  /* counters (metrics.h) */
+	struct h2_linger *lingers; /* closed connections draining (server.c) */
+	uint64_t instance;	   /* random, per process: HelloResult */
 	bool stopping;
 	bool in_check_stopped;	/* check_stopped() is running */
+	/* Shutdown's sync, once nothing else is in flight: it runs before any
+	 * connection is closed, so that a TLS close_notify can promise the
+	 * client that everything acknowledged to it is durable. */
+	bool final_sync_started, final_sync_done;
+	int final_sync_err;
+	uint64_t final_sync_tid;
+	uint64_t refused_stopping; /* answered UNAVAILABLE while stopping */
 };
 
 /* An open volume on a connection. */
@@ -68,6 +77,8 @@ struct h2_conn {
 	int refs;		  /* loop + jobs in flight */
 	bool open;		  /* bev alive */
 	bool read_paused;
+	bool tls_up;		  /* the handshake completed */
+	bool goodbye;		  /* teardown sends close_notify (shutdown) */
 	struct h2_frame_limits lim;
 	/* A header whose payload has not fully arrived. */
 	H2__Request *pending;

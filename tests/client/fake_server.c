@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -116,7 +117,8 @@ static long fake_recv(struct fake *f, SSL *ssl)
 		f->caplog = f->caplog ? f->caplog * 2 : 64;
 		f->log = realloc(f->log, f->caplog * sizeof(*f->log));
 	}
-	f->log[f->nlog] = (struct fake_rec){.rq = rq, .payload = payload};
+	f->log[f->nlog] =
+	    (struct fake_rec){.rq = rq, .payload = payload, .conn = f->conn};
 	idx = (long)f->nlog++;
 	pthread_mutex_unlock(&f->mu);
 	rq = NULL;
@@ -169,6 +171,24 @@ static bool fake_snap_after(const H2__SnapshotList *q, size_t i)
 	return strcmp(fake_snaps[i].name, q->after_name) > 0;
 }
 
+/* Answer one logged request UNAVAILABLE, as a stopping h2d does. */
+static int fake_reply_unavailable(struct fake *f, SSL *ssl, size_t idx)
+{
+	H2__Response r = H2__RESPONSE__INIT;
+	struct h2_frame_buf out = {0};
+	int ok;
+
+	pthread_mutex_lock(&f->mu);
+	r.id = f->log[idx].rq->id;
+	pthread_mutex_unlock(&f->mu);
+	r.status = H2__STATUS__UNAVAILABLE;
+	r.message = "the fake is shutting down; not executed";
+	ok = h2_frame_append_response(&out, &r) == 0 &&
+	     fake_write_all(ssl, out.data, out.len);
+	h2_frame_buf_free(&out);
+	return ok;
+}
+
 /* Answer one logged request. */
 static int fake_reply(struct fake *f, SSL *ssl, size_t idx)
 {
@@ -218,6 +238,7 @@ static int fake_reply(struct fake *f, SSL *ssl, size_t idx)
 		hr.max_payload = f->max_payload;
 		hr.max_inflight = f->max_inflight;
 		hr.identity = cn;
+		hr.instance = f->same_instance ? 1 : f->conn;
 		r.result_case = H2__RESPONSE__RESULT_HELLO;
 		r.hello = &hr;
 		break;
@@ -259,8 +280,9 @@ static int fake_reply(struct fake *f, SSL *ssl, size_t idx)
 			snprintf(msg, sizeof(msg), "snapshot is read-only");
 			break;
 		}
-		if (strcmp(rq->volume_open->name, "vm1") != 0 &&
-		    strncmp(rq->volume_open->name, "vm1@", 4) != 0) {
+		if ((strcmp(rq->volume_open->name, "vm1") != 0 &&
+		     strncmp(rq->volume_open->name, "vm1@", 4) != 0) ||
+		    (f->reopen_fails && f->conn > 1)) {
 			r.status = H2__STATUS__NOT_FOUND;
 			snprintf(msg, sizeof(msg), "volume '%s' does not exist",
 				 rq->volume_open->name);
@@ -268,13 +290,13 @@ static int fake_reply(struct fake *f, SSL *ssl, size_t idx)
 		}
 		vi[0].name = "vm1";
 		vi[0].size = FAKE_DISK;
-		vo.handle = FAKE_HANDLE;
+		vo.handle = FAKE_CONN_HANDLE(f->conn);
 		vo.info = &vi[0];
 		r.result_case = H2__RESPONSE__RESULT_VOLUME_OPEN;
 		r.volume_open = &vo;
 		break;
 	case H2__REQUEST__OP_READ:
-		if (rq->read->handle != FAKE_HANDLE ||
+		if (rq->read->handle != FAKE_CONN_HANDLE(f->conn) ||
 		    !fake_in_range(rq->read->offset, rq->read->length)) {
 			r.status = H2__STATUS__OUT_OF_RANGE;
 			break;
@@ -285,7 +307,7 @@ static int fake_reply(struct fake *f, SSL *ssl, size_t idx)
 		plen = rq->read->length;
 		break;
 	case H2__REQUEST__OP_WRITE:
-		if (rq->write->handle != FAKE_HANDLE ||
+		if (rq->write->handle != FAKE_CONN_HANDLE(f->conn) ||
 		    !fake_in_range(rq->write->offset, rq->payload_len)) {
 			r.status = H2__STATUS__OUT_OF_RANGE;
 			break;
@@ -504,31 +526,51 @@ static H2__Request__OpCase fake_op(struct fake *f, long idx)
 	return op;
 }
 
-/* Serve one connection according to the mode; returns when it ends. */
-static void fake_serve(struct fake *f, SSL *ssl, int fd)
+/*
+ * FAKE_STOP's end: close_notify, then read until the client's EOF, so
+ * that no unread input turns the close into a reset.
+ */
+static void fake_say_bye(SSL *ssl, int fd)
 {
-	long batch[FAKE_MAX_BATCH];
-	unsigned nb, seen = 0;
+	char buf[4096];
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+
+	SSL_shutdown(ssl);
+	shutdown(fd, SHUT_WR);
+	while (poll(&p, 1, 5000) > 0 && read(fd, buf, sizeof(buf)) > 0)
+		;
+}
+
+/*
+ * Serve connection number conn according to the mode; returns when it
+ * ends: true to say goodbye with close_notify, false to drop the line.
+ */
+static bool fake_serve(struct fake *f, SSL *ssl, int fd, unsigned conn)
+{
+	enum fake_mode mode = f->once && conn > 1 ? FAKE_SERVE : f->mode;
+	long batch[FAKE_MAX_BATCH], held[FAKE_MAX_BATCH];
+	unsigned nb, seen = 0, nheld = 0;
 	bool hello_done = false;
 
 	for (;;) {
 		long idx = fake_recv(f, ssl);
 		H2__Request__OpCase op;
-		bool hello, io;
+		bool hello, io, counted;
 
 		if (idx < 0)
-			return;
+			return mode != FAKE_CLOSE;
 		op = fake_op(f, idx);
 		hello = op == H2__REQUEST__OP_HELLO;
 		io = op >= H2__REQUEST__OP_READ &&
 		     op <= H2__REQUEST__OP_BLOCK_STATUS;
+		counted = f->drop_op ? op == f->drop_op : io;
 		batch[0] = idx;
 		nb = 1;
 		if (!hello_done && !hello)
 			fake_fail(f, "first request is not Hello");
 		if (hello)
 			hello_done = true;
-		switch (f->mode) {
+		switch (mode) {
 		case FAKE_SERVE:
 			while (nb < 16 && fake_readable(ssl, fd, 0) &&
 			       (batch[nb] = fake_recv(f, ssl)) >= 0)
@@ -540,11 +582,26 @@ static void fake_serve(struct fake *f, SSL *ssl, int fd)
 				nb++;
 			break;
 		case FAKE_CLOSE:
-			if (io && ++seen == f->n)
-				return;
-			if (io)
+			if (counted && ++seen == f->n)
+				return false;
+			if (counted)
 				continue;
 			break;
+		case FAKE_STOP:
+			if (!counted)
+				break;
+			held[nheld++] = idx;
+			if (nheld < f->n && nheld < FAKE_MAX_BATCH)
+				continue;
+			for (unsigned i = 0; i < nheld; i++)
+				if (!fake_reply_unavailable(f, ssl,
+							    (size_t)held[i]))
+					return false;
+			nheld = 0;
+			if (f->stop_stays_open)
+				continue; /* until the client gives up */
+			fake_say_bye(ssl, fd);
+			return false; /* already said */
 		case FAKE_HOLD:
 			if (io || (hello && f->hold_hello))
 				continue;
@@ -566,7 +623,7 @@ static void fake_serve(struct fake *f, SSL *ssl, int fd)
 		}
 		while (nb > 0)
 			if (!fake_reply(f, ssl, (size_t)batch[--nb]))
-				return;
+				return mode != FAKE_CLOSE;
 	}
 }
 
@@ -593,9 +650,16 @@ static void *fake_main(void *arg)
 		fd = accept(f->lfd, NULL, NULL);
 		if (fd < 0)
 			continue;
+		pthread_mutex_lock(&f->mu);
+		if (f->refuse_after && f->accepted >= f->refuse_after) {
+			f->refused++;
+			pthread_cond_broadcast(&f->cv);
+			pthread_mutex_unlock(&f->mu);
+			close(fd);
+			continue;
+		}
 		/* fake_stop shuts this down if a test ends without
 		 * disconnecting (a failed assertion). */
-		pthread_mutex_lock(&f->mu);
 		if (f->stopping)
 			shutdown(fd, SHUT_RDWR);
 		f->conn_fd = fd;
@@ -612,12 +676,14 @@ static void *fake_main(void *arg)
 			pthread_mutex_unlock(&f->mu);
 			ERR_clear_error();
 		} else {
+			unsigned conn;
+
 			pthread_mutex_lock(&f->mu);
-			f->accepted++;
+			conn = f->conn = ++f->accepted;
+			pthread_cond_broadcast(&f->cv);
 			pthread_mutex_unlock(&f->mu);
-			fake_serve(f, ssl, fd);
 			/* FAKE_CLOSE drops the line; the others say bye. */
-			if (f->mode != FAKE_CLOSE)
+			if (fake_serve(f, ssl, fd, conn))
 				SSL_shutdown(ssl);
 		}
 		SSL_free(ssl);
@@ -638,6 +704,9 @@ bool fake_start(struct fake *f)
 
 	/* A struct fake may be started again after fake_stop. */
 	pthread_mutex_init(&f->mu, NULL);
+	pthread_cond_init(&f->cv, NULL);
+	f->refused = 0;
+	f->conn = 0;
 	f->conn_fd = -1;
 	f->stopping = false;
 	f->log = NULL;
@@ -700,8 +769,40 @@ const char *fake_stop(struct fake *f)
 	free(f->log);
 	free(f->disk);
 	snprintf(err, sizeof(err), "%s", f->error);
+	pthread_cond_destroy(&f->cv);
 	pthread_mutex_destroy(&f->mu);
 	return err;
+}
+
+size_t fake_count_op(struct fake *f, H2__Request__OpCase op)
+{
+	size_t i, n = 0;
+
+	pthread_mutex_lock(&f->mu);
+	for (i = 0; i < f->nlog; i++)
+		n += f->log[i].rq->op_case == op;
+	pthread_mutex_unlock(&f->mu);
+	return n;
+}
+
+bool fake_wait_refused(struct fake *f, unsigned n, int timeout_ms)
+{
+	struct timespec ts;
+	bool ok = true;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += timeout_ms / 1000;
+	ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&f->mu);
+	while (ok && f->refused < n)
+		ok = pthread_cond_timedwait(&f->cv, &f->mu, &ts) == 0;
+	ok = f->refused >= n;
+	pthread_mutex_unlock(&f->mu);
+	return ok;
 }
 
 size_t fake_count(struct fake *f)
@@ -737,4 +838,35 @@ const struct fake_rec *fake_last(struct fake *f, H2__Request__OpCase op)
 		}
 	pthread_mutex_unlock(&f->mu);
 	return r;
+}
+
+bool fake_make_certs(const char *dir)
+{
+	char cmd[2048];
+
+	snprintf(
+	    cmd, sizeof(cmd),
+	    "( set -e; cd '%s'; "
+	    "k='-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes'; "
+	    "openssl req -x509 $k -keyout ca.key -out ca.crt "
+	    "  -subj /CN=h2-test-ca -days 2; "
+	    "openssl req -x509 $k -keyout other-ca.key -out other-ca.crt "
+	    "  -subj /CN=h2-other-ca -days 2; "
+	    "openssl req $k -keyout server.key -out server.csr "
+	    "  -subj /CN=h2-server; "
+	    "printf 'basicConstraints=CA:FALSE\\n"
+	    "extendedKeyUsage=serverAuth\\n"
+	    "subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > server.ext; "
+	    "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key "
+	    "  -CAcreateserial -out server.crt -days 2 -extfile server.ext; "
+	    "openssl req $k -keyout client.key -out client.csr "
+	    "  -subj /CN=alice; "
+	    "printf 'basicConstraints=CA:FALSE\\n"
+	    "extendedKeyUsage=clientAuth\\n' > client.ext; "
+	    "openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key "
+	    "  -CAcreateserial -out client.crt -days 2 -extfile client.ext"
+	    /* openssl chatters even when it succeeds. */
+	    ") >/dev/null 2>&1",
+	    dir);
+	return system(cmd) == 0;
 }

@@ -90,16 +90,15 @@ static bool read_ready(struct h2t_srv *s)
 	return true;
 }
 
-static void spawn(struct h2t_srv *s)
+/* Start h2d listening on listen ("127.0.0.1:0": any free port). */
+static void spawn(struct h2t_srv *s, const char *listen)
 {
 	/* NBD is off unless extra turns it on (the last flag wins); its
 	 * default port, 10809, would collide between parallel tests. */
-	const char *argv[34] = {H2D_PATH,      "serve",
-				"--dev",       "--listen",
-				"127.0.0.1:0", "--ready-file",
-				"ready.json",  "--log-level",
-				"info",	       "--nbd-listen",
-				""};
+	const char *argv[34] = {H2D_PATH,     "serve",	  "--dev",
+				"--listen",   listen,	  "--ready-file",
+				"ready.json", "--log-level", "info",
+				"--nbd-listen", ""};
 	int argc = 11, ws;
 
 	for (int i = 0; s->extra[i] && argc < 33; i++)
@@ -150,13 +149,25 @@ void h2t_start(struct h2t_srv *s, const char *const *extra)
 	cr_assert_not_null(mkdtemp(s->dir));
 	for (int i = 0; extra && extra[i] && i < 15; i++)
 		s->extra[i] = extra[i];
-	spawn(s);
+	spawn(s, "127.0.0.1:0");
 }
 
 void h2t_restart(struct h2t_srv *s)
 {
 	cr_assert_eq(s->pid, 0, "restart of a running h2d");
-	spawn(s);
+	spawn(s, "127.0.0.1:0");
+}
+
+void h2t_restart_same_port(struct h2t_srv *s)
+{
+	char addr[64];
+
+	cr_assert_eq(s->pid, 0, "restart of a running h2d");
+	/* h2d binds with SO_REUSEADDR, so the port its predecessor left
+	 * (with connections in TIME_WAIT) is free at once. */
+	snprintf(addr, sizeof(addr), "%s", s->addr);
+	spawn(s, addr);
+	cr_assert_str_eq(s->addr, addr, "h2d came back on another port");
 }
 
 int h2t_stop(struct h2t_srv *s, int sig)
@@ -357,4 +368,38 @@ long long h2t_metric(const char *text, const char *series)
 			p++;
 	}
 	return -1;
+}
+
+/* Occurrences of text in h2d's log so far. */
+int h2t_log_count(const struct h2t_srv *s, const char *text)
+{
+	FILE *f = fopen(h2t_path(s, "h2d.log"), "r");
+	char *buf = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	int count = 0;
+
+	if (!f)
+		return 0;
+	while ((n = getline(&buf, &cap, f)) > 0)
+		count += strstr(buf, text) != NULL;
+	free(buf);
+	fclose(f);
+	return count;
+}
+
+bool h2t_wait_log(const struct h2t_srv *s, const char *text, int count,
+		  int timeout_ms)
+{
+	/* h2d logs the event before anything a test would wait for after
+	 * it; a bounded poll of the file, like the ready file's. */
+	for (int waited = 0; waited <= timeout_ms; waited += 5) {
+		struct timespec ts = {0, 5 * 1000 * 1000};
+
+		if (h2t_log_count(s, text) >= count)
+			return true;
+		nanosleep(&ts, NULL);
+	}
+	dump_log(s);
+	return false;
 }

@@ -32,8 +32,11 @@ struct h2t_srv {
  * NULL-terminated list of further serve arguments (kept for restarts). */
 void h2t_start(struct h2t_srv *s, const char *const *extra);
 
-/* Start h2d again in the same directory (same store). */
+/* Start h2d again in the same directory (same store), on a new port. */
 void h2t_restart(struct h2t_srv *s);
+
+/* The same on the port it had, so that clients can reconnect. */
+void h2t_restart_same_port(struct h2t_srv *s);
 
 /* Send sig and wait: the exit status (or 128 + signal). */
 int h2t_stop(struct h2t_srv *s, int sig);
@@ -76,6 +79,14 @@ void h2t_check_exposition(const struct h2t_srv *s, const char *text);
 /* The value of the sample "name{labels}" exactly as written, or -1 when
  * the scrape has no such series. */
 long long h2t_metric(const char *text, const char *series);
+
+/* Lines of h2d's log (h2d.log) that contain text. */
+int h2t_log_count(const struct h2t_srv *s, const char *text);
+
+/* Wait (at most timeout_ms) until count lines of the log contain text;
+ * false (and the log printed) if they do not. */
+bool h2t_wait_log(const struct h2t_srv *s, const char *text, int count,
+		  int timeout_ms);
 
 /* Fill buf with a pattern derived from seed. */
 void h2t_pattern(void *buf, size_t len, uint64_t seed);

@@ -347,6 +347,77 @@ Test(config, access_flag_is_repeatable_and_adds_to_file_rules)
 	h2_config_free(&c);
 }
 
+/*
+ * SIGHUP's rules: the file as it is now, plus every --access and --dev
+ * rule, whatever the file says (once, flag rules were dropped when the
+ * file had [access], and a removed [access] section kept its rules).
+ */
+Test(config, reload_keeps_flag_rules_and_follows_the_file)
+{
+	struct h2_config c;
+	struct h2_acl *acl = NULL;
+	char err[512], path[128];
+
+	snprintf(path, sizeof(path), "%s",
+		 write_file("f.conf", "[access]\nbob = read:*\n"));
+	char *args[] = {"serve",    "--config",		path,
+			"--access", "carol=write:vm-*", NULL};
+
+	cr_assert_eq(from_args(&c, args, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(h2_acl_rights(c.acl, "bob", "vm-1"), H2_RIGHT_READ);
+	cr_assert_eq(h2_acl_rights(c.acl, "carol", "vm-1"), H2_RIGHT_WRITE);
+
+	/* The file's [access] changes: its new rules, the flag's too. */
+	write_file("f.conf", "[access]\nbob = write:db*\ndave = read:*\n");
+	cr_assert_eq(h2_config_reload_access(&c, &acl, err, sizeof(err)), 0,
+		     "%s", err);
+	cr_assert_eq(h2_acl_rights(acl, "bob", "vm-1"), H2_RIGHT_NONE);
+	cr_assert_eq(h2_acl_rights(acl, "bob", "db1"), H2_RIGHT_WRITE);
+	cr_assert_eq(h2_acl_rights(acl, "dave", "x"), H2_RIGHT_READ);
+	cr_assert_eq(h2_acl_rights(acl, "carol", "vm-1"), H2_RIGHT_WRITE);
+	h2_acl_free(acl);
+
+	/* The section is gone: so are its rules; the flag's stay. */
+	write_file("f.conf", "[server]\nworkers = 2\n");
+	acl = NULL;
+	cr_assert_eq(h2_config_reload_access(&c, &acl, err, sizeof(err)), 0,
+		     "%s", err);
+	cr_assert_eq(h2_acl_rights(acl, "bob", "db1"), H2_RIGHT_NONE);
+	cr_assert_eq(h2_acl_rights(acl, "dave", "x"), H2_RIGHT_NONE);
+	cr_assert_eq(h2_acl_rights(acl, "carol", "vm-1"), H2_RIGHT_WRITE);
+	h2_acl_free(acl);
+
+	/* A file that no longer loads changes nothing and says why. */
+	write_file("f.conf", "[access]\nbob = frobnicate:*\n");
+	acl = NULL;
+	cr_assert_lt(h2_config_reload_access(&c, &acl, err, sizeof(err)), 0);
+	cr_assert_null(acl);
+	cr_assert(strstr(err, "f.conf"), "%s", err);
+	/* c itself was not touched. */
+	cr_assert_eq(h2_acl_rights(c.acl, "bob", "vm-1"), H2_RIGHT_READ);
+	h2_config_free(&c);
+}
+
+Test(config, reload_without_a_file_or_rules_is_empty_or_flags_only)
+{
+	struct h2_config c;
+	struct h2_acl *acl = (struct h2_acl *)1;
+	char err[512];
+	char *none[] = {"serve", NULL};
+	char *flags[] = {"serve", "--access", "eve=read:pub", NULL};
+
+	cr_assert_eq(from_args(&c, none, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(h2_config_reload_access(&c, &acl, err, sizeof(err)), 0);
+	cr_assert_null(acl);
+	h2_config_free(&c);
+	cr_assert_eq(from_args(&c, flags, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(h2_config_reload_access(&c, &acl, err, sizeof(err)), 0);
+	cr_assert_eq(h2_acl_rights(acl, "eve", "pub"), H2_RIGHT_READ);
+	cr_assert_eq(h2_acl_rights(acl, "eve", "other"), H2_RIGHT_NONE);
+	h2_acl_free(acl);
+	h2_config_free(&c);
+}
+
 Test(config, every_documented_flag_is_recognized)
 {
 	struct h2_config c;
@@ -534,6 +605,16 @@ Test(config, dev_creates_store_certificates_and_admin_rule)
 	cr_assert_str_eq(c.tls_key, "./var/h2/tls/server.key");
 	cr_assert_str_eq(c.listen, "127.0.0.1:7410");
 	cr_assert_eq(h2_acl_rights(c.acl, "admin", "anything"), H2_RIGHT_ADMIN);
+	/* A reload keeps it (no file, no flags: that rule alone). */
+	{
+		struct h2_acl *acl = NULL;
+
+		cr_assert_eq(
+		    h2_config_reload_access(&c, &acl, err, sizeof(err)), 0,
+		    "%s", err);
+		cr_assert_eq(h2_acl_rights(acl, "admin", "x"), H2_RIGHT_ADMIN);
+		h2_acl_free(acl);
+	}
 
 	cr_assert_eq(stat("var/h2", &st), 0);
 	cr_assert_eq(st.st_mode & 07777, 0700);
