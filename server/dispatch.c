@@ -474,14 +474,14 @@ static void job_run(struct h2_job *job)
 				   q->snapshot_delete->name);
 		break;
 	case J_CLONE:
-		r = h2_clone(st, q->clone->volume, q->clone->snapshot,
+		r = h2_snap_clone(st, q->clone->volume, q->clone->snapshot,
 			     q->clone->new_volume, &j->info);
 		break;
 	case J_ROLLBACK:
 		/* The loop thread refused it if a client has the volume
 		 * open for writing (unless forced); readers see the
 		 * snapshot's data from their next read. */
-		r = h2_rollback(st, q->rollback->volume, q->rollback->snapshot,
+		r = h2_vol_rollback(st, q->rollback->volume, q->rollback->snapshot,
 				H2_ROLLBACK_FORCE);
 		break;
 	}
