@@ -279,6 +279,12 @@ static void w_server(FILE *f, const struct h2_prom_input *in,
 	       "Metadata and dirty data held in memory.", st->cached_bytes);
 	simple(f, "h2_store_volumes", "gauge", "Volumes in the store.",
 	       st->volumes);
+	simple(f, "h2_store_snapshots", "gauge", "Snapshots in the store.",
+	       st->snapshots);
+	simple(f, "h2_store_snapshot_bytes", "gauge",
+	       "Space held only by snapshots (freed by deleting them all), "
+	       "as of the last flush.",
+	       st->snapshot_bytes);
 	simple(f, "h2_store_durable_tid", "gauge",
 	       "Transaction id of the newest durable flush.", st->durable_tid);
 	simple(f, "h2_flushes_total", "counter",
@@ -338,6 +344,20 @@ static void w_volumes(FILE *f, const struct h2_prom_input *in,
 	for (size_t i = 0; i < in->nvols; i++) {
 		l.volume = in->vols[i].name;
 		sample(f, "h2_volume_used_bytes", &l, in->vols[i].used_bytes);
+	}
+	family(f, "h2_volume_snapshots", "gauge",
+	       "Snapshots of the volume.");
+	for (size_t i = 0; i < in->nvols; i++) {
+		l.volume = in->vols[i].name;
+		sample(f, "h2_volume_snapshots", &l, in->vols[i].snapshots);
+	}
+	family(f, "h2_volume_snapshot_bytes", "gauge",
+	       "Space its snapshots hold and it does not, as of the last "
+	       "flush.");
+	for (size_t i = 0; i < in->nvols; i++) {
+		l.volume = in->vols[i].name;
+		sample(f, "h2_volume_snapshot_bytes", &l,
+		       in->vols[i].snap_bytes);
 	}
 	family(f, "h2_volume_open_handles", "gauge",
 	       "Handles (native) and exports (NBD) open on the volume.");

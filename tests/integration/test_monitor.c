@@ -412,3 +412,40 @@ Test(monitor, metrics_port_in_use_stops_the_start_with_a_clear_error)
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	cr_assert_eq(system(cmd), 0);
 }
+
+Test(monitor, snapshot_space_is_a_gauge)
+{
+	h2_client *c = h2t_connect(&srv);
+	uint8_t buf[4096];
+	h2_volume *v;
+	char *text;
+	int code;
+
+	h2t_pattern(buf, sizeof(buf), 7);
+	cr_assert_eq(h2_volume_create(c, "snappy", MiB), 0);
+	cr_assert_eq(h2_volume_open(c, "snappy", H2_OPEN_RW, &v), 0);
+	for (int i = 0; i < 8; i++)
+		cr_assert_eq(h2_pwrite(v, buf, 4096, (uint64_t)i * 4096, 0), 0);
+	cr_assert_eq(h2_snapshot_create(c, "snappy", "before", NULL), 0);
+	h2t_pattern(buf, sizeof(buf), 8);
+	for (int i = 0; i < 8; i++)
+		cr_assert_eq(h2_pwrite(v, buf, 4096, (uint64_t)i * 4096, 0), 0);
+	cr_assert_eq(h2_flush(v), 0);
+	cr_assert_eq(h2_volume_close(v), 0);
+	h2_disconnect(c);
+	text = h2t_scrape(&srv, "GET", "/metrics", &code);
+	cr_assert_eq(code, 200, "%s", text);
+	h2t_check_exposition(&srv, text);
+	cr_assert_eq(h2t_metric(text, "h2_store_snapshots"), 1);
+	cr_assert_eq(h2t_metric(text, "h2_volume_snapshots{volume=\"snappy\"}"),
+		     1);
+	/* The 8 overwritten data blocks (and the old tree path) are the
+	 * snapshot's alone now. */
+	cr_assert_geq(h2t_metric(text, "h2_volume_snapshot_bytes{volume="
+				       "\"snappy\"}"),
+		      8 * 4096);
+	cr_assert_eq(h2t_metric(text, "h2_store_snapshot_bytes"),
+		     h2t_metric(text, "h2_volume_snapshot_bytes{volume="
+				      "\"snappy\"}"));
+	free(text);
+}
