@@ -242,7 +242,7 @@ int h2_snap_info(struct h2_store *st, const char *vol, const char *snap,
 /* Returns once durable; the space comes back after that flush. */
 int h2_snap_delete(struct h2_store *st, const char *vol, const char *snap);
 /* A new writable volume newvol sharing every block of vol@snap. */
-int h2_clone(struct h2_store *st, const char *vol, const char *snap,
+int h2_snap_clone(struct h2_store *st, const char *vol, const char *snap,
 	     const char *newvol, struct h2_vol_info *out);
 
 /*
@@ -252,7 +252,7 @@ int h2_clone(struct h2_store *st, const char *vol, const char *snap,
  * next reads see the snapshot's data).  Returns once durable.
  */
 enum h2_rollback_flags { H2_ROLLBACK_FORCE = 1u << 0 };
-int h2_rollback(struct h2_store *st, const char *vol, const char *snap,
+int h2_vol_rollback(struct h2_store *st, const char *vol, const char *snap,
 		unsigned flags);
 
 /* ---------------------------------------------------------------------- */

@@ -1473,7 +1473,7 @@ again:
 	return h2_flush_wait(st, epoch, NULL);
 }
 
-int h2_clone(struct h2_store *st, const char *vol, const char *snap,
+int h2_snap_clone(struct h2_store *st, const char *vol, const char *snap,
 	     const char *newvol, struct h2_vol_info *out)
 {
 	struct h2_volrec rec = {0};
@@ -1540,7 +1540,7 @@ int h2_clone(struct h2_store *st, const char *vol, const char *snap,
 	return h2_flush_wait(st, epoch, NULL);
 }
 
-int h2_rollback(struct h2_store *st, const char *vol, const char *snap,
+int h2_vol_rollback(struct h2_store *st, const char *vol, const char *snap,
 		unsigned flags)
 {
 	struct h2_freelist frees = {0};

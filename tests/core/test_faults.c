@@ -487,7 +487,8 @@ static void s_clone(struct run *r, int o, int snap)
 	if (!r->st)
 		return;
 	op_begin(r, &m);
-	ret = h2_clone(r->st, obj[snap].vol, obj[snap].snap, obj[o].name, NULL);
+	ret = h2_snap_clone(r->st, obj[snap].vol, obj[snap].snap, obj[o].name,
+			    NULL);
 	e.epoch = m.epoch;
 	if (op_end(r, &m, ret, true, true, "clone"))
 		ev_add(r, &e);
@@ -503,7 +504,7 @@ static void s_rollback(struct run *r, int snap)
 	if (!r->st)
 		return;
 	op_begin(r, &m);
-	ret = h2_rollback(r->st, obj[snap].vol, obj[snap].snap, 0);
+	ret = h2_vol_rollback(r->st, obj[snap].vol, obj[snap].snap, 0);
 	e.epoch = m.epoch;
 	if (op_end(r, &m, ret, true, true, "rollback"))
 		ev_add(r, &e);
@@ -1284,7 +1285,8 @@ Test(faults, volume_with_an_unread_root_is_deleted_without_a_leak)
 
 	/* Rollback: the volume's own tree goes, the snapshot's comes. */
 	st = open_without_root(fd, 1);
-	cr_assert_eq(h2_rollback(st, "v", "s", 0), 0, "%s", h2_core_errmsg());
+	cr_assert_eq(h2_vol_rollback(st, "v", "s", 0), 0, "%s",
+		     h2_core_errmsg());
 	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
 	cr_assert_eq(h2_vol_read(v, got, 0, size), 0, "%s", h2_core_errmsg());
 	cr_assert(memcmp(got, img, size) == 0);
@@ -1565,8 +1567,8 @@ Test(faults, flusher_thread_failure_fails_syncs_and_later_writes)
  * The error codes of a failure (h2core.h): the call whose flush failed
  * gets the device's error; every later write, sync, FUA write and
  * snapshot of that store gets -ESHUTDOWN (the store failed and refuses
- * them until reopened: the servers map it to UNAVAILABLE, or to EIO for
- * NBD); reads still work.
+ * them until reopened; the servers answer clients with an I/O error,
+ * as dispatch.c and nbd.c say); reads still work.
  */
 Test(faults, a_failed_store_refuses_with_eshutdown)
 {

@@ -333,15 +333,15 @@ Test(snap, clones_share_and_pin_their_origin)
 	model_write(a, 0, size, 1);
 	base = t_used(st);
 	cr_assert_eq(h2_snap_create(st, "v", "s", NULL), 0);
-	cr_assert_eq(h2_clone(st, "v", "s", "c", &vi), 0, "%s",
+	cr_assert_eq(h2_snap_clone(st, "v", "s", "c", &vi), 0, "%s",
 		     h2_core_errmsg());
 	cr_assert_str_eq(vi.name, "c");
 	cr_assert_str_eq(vi.origin, "v@s");
 	cr_assert_eq(vi.size, size);
 	used_clone = t_used(st);
 	cr_assert_eq(used_clone, base, "a clone copies nothing");
-	cr_assert_eq(h2_clone(st, "v", "s", "c", NULL), -EEXIST);
-	cr_assert_eq(h2_clone(st, "v", "x", "c2", NULL), -ENOENT);
+	cr_assert_eq(h2_snap_clone(st, "v", "s", "c", NULL), -EEXIST);
+	cr_assert_eq(h2_snap_clone(st, "v", "x", "c2", NULL), -ENOENT);
 
 	memcpy(c, a, size);
 	memcpy(l, a, size);
@@ -403,7 +403,7 @@ Test(snap, clone_deleted_then_origin)
 	cr_assert_eq(h2_vol_info(st, "v", &vi), 0);
 	cr_assert_eq(h2_snap_create(st, "v", "s", NULL), 0);
 	t_write(v, 0, size / 2, 2);
-	cr_assert_eq(h2_clone(st, "v", "s", "c", NULL), 0);
+	cr_assert_eq(h2_snap_clone(st, "v", "s", "c", NULL), 0);
 	cr_assert_eq(h2_vol_open(st, "c", &cv), 0);
 	t_write(cv, size / 4, size / 2, 3);
 	h2_vol_close(cv);
@@ -445,9 +445,9 @@ Test(snap, rollback_to_the_newest_snapshot)
 	cr_assert_eq(h2_vol_resize(st, "v", 3 * MiB), 0);
 	t_write(v, 2 * MiB, MiB, 4);
 
-	cr_assert_eq(h2_rollback(st, "v", "old", 0), -ENOTEMPTY);
-	cr_assert_eq(h2_rollback(st, "v", "new", 0), -EBUSY);
-	cr_assert_eq(h2_rollback(st, "v", "new", H2_ROLLBACK_FORCE), 0, "%s",
+	cr_assert_eq(h2_vol_rollback(st, "v", "old", 0), -ENOTEMPTY);
+	cr_assert_eq(h2_vol_rollback(st, "v", "new", 0), -EBUSY);
+	cr_assert_eq(h2_vol_rollback(st, "v", "new", H2_ROLLBACK_FORCE), 0, "%s",
 		     h2_core_errmsg());
 	/* The open handle reads the snapshot's data and size now. */
 	cr_assert_eq(h2_vol_size(v), size);
@@ -468,7 +468,7 @@ Test(snap, rollback_to_the_newest_snapshot)
 	cr_assert_eq(h2_vol_info(st, "v", &vi), 0);
 	cr_assert_eq(vi.size, size);
 	cr_assert_eq(h2_snap_delete(st, "v", "new"), 0);
-	cr_assert_eq(h2_rollback(st, "v", "old", 0), 0);
+	cr_assert_eq(h2_vol_rollback(st, "v", "old", 0), 0);
 	cr_assert_eq(h2_store_close(st), 0);
 	t_check_clean(fd, "rollback to old");
 	free(a);
@@ -575,7 +575,7 @@ static void crash_workload(struct h2_fdev *fd, uint64_t seed, int steps)
 			struct h2_vol *c;
 
 			snprintf(cname, sizeof(cname), "c%d", clones++);
-			cr_assert_eq(h2_clone(st, "v", cs[ncs - 1].name, cname,
+			cr_assert_eq(h2_snap_clone(st, "v", cs[ncs - 1].name, cname,
 					      NULL), 0);
 			cr_assert_eq(h2_vol_open(st, cname, &c), 0);
 			t_write(c, 0, 2 * BS, 99);
@@ -583,7 +583,7 @@ static void crash_workload(struct h2_fdev *fd, uint64_t seed, int steps)
 			if (clones % 2 == 0)
 				cr_assert_eq(h2_vol_delete(st, cname), 0);
 		} else if (roll < 94 && ncs && !cs[ncs - 1].deleted) {
-			cr_assert_eq(h2_rollback(st, "v", cs[ncs - 1].name,
+			cr_assert_eq(h2_vol_rollback(st, "v", cs[ncs - 1].name,
 						 H2_ROLLBACK_FORCE), 0, "%s",
 				     h2_core_errmsg());
 			memcpy(img, cs[ncs - 1].img, CSIZE);
