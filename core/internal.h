@@ -34,8 +34,11 @@
  *   st->flush_lock          flusher state, sync waiters
  *   st->txn_lock            epoch, active count, freeze (never held
  *                           while waiting for a volume lock)
- *   st->dir_lock            volume table
  *   vol->lock (rwlock)      one volume's tree; writers exclusive
+ *   st->dir_lock            volume table (taken inside a volume's lock
+ *                           by resize, info and root retries; code that
+ *                           needs both the other way drops dir_lock
+ *                           first)
  *   chain->lock             child[] and blockrefs of one chain; parent
  *                           before child, never two siblings
  *   st->free_lock, st->space_lock, st->fm_lock   leaves
