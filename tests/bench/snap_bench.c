@@ -20,18 +20,20 @@
  *            flush's WRITTEN stage on: fdatasync, header, fdatasync).
  *
  *   write    4 KiB random overwrites of a fully written --size (4 GiB)
- *            volume with 0, 1 and --snaps (100) snapshots held.  Each
- *            store is aged the same way: fill, then --snaps steps of
- *            size/256 of random 4 KiB overwrites, each step starting with
- *            a sync; the snapshots are taken at the starts of the last 0,
- *            1 or --snaps steps, so each holds different blocks and the
- *            newest is a step old.  Then --threads writers overwrite random
- *            blocks for --seconds and a final h2_store_sync makes it
- *            durable (timed).  IOPS, its ratio to 0 snapshots (median of
- *            per-round ratios, the configurations of one round run next to
- *            each other in rotating order), write amplification (device
- *            bytes / client bytes), latency.  The issue's aim: no more
- *            than 10% slower with snapshots held.
+ *            volume with 0, 1 and --snaps (100) snapshots held.  Three
+ *            stores, one per configuration, are aged the same way: fill,
+ *            then --snaps steps of size/256 of random 4 KiB overwrites,
+ *            each step starting with a sync; the snapshots are taken at
+ *            the starts of the last 0, 1 or --snaps steps, so each holds
+ *            different blocks and the newest is a step old.  Then
+ *            --threads writers overwrite random blocks, --seconds per
+ *            store cut into --slices slices that alternate between the
+ *            stores (each slice ends in a timed h2_store_sync), so a noisy
+ *            neighbour slows all configurations alike.  IOPS, its ratio
+ *            to 0 snapshots (median of per-round ratios), write
+ *            amplification (device bytes / client bytes), latency, flush
+ *            stages.  The issue's aim: no more than 10% slower with
+ *            snapshots held.
  *
  *   delete   h2_snap_delete time of a snapshot holding E bytes alone: a
  *            fully written --size volume, a snapshot, E bytes overwritten
@@ -74,18 +76,26 @@
 #define VOL	      "v"
 
 /*
- * When the last flush reached WRITTEN (its blocks and freemap are on the
- * device file; what remains is device flush, header, device flush and
- * waking the waiters): a durable call that returns at t spent
- * t - written_ns on the device's part, not the engine's.
+ * Flush stages seen by the flush hook.  written_ns: when the last flush
+ * reached WRITTEN (its blocks and freemap are on the device file; what
+ * remains is device flush, header, device flush and waking the waiters),
+ * so a durable call that returns at t spent t - written_ns on the
+ * device's part, not the engine's.  The sums split every flush into
+ * FROZEN..WRITTEN (the engine writes its blocks) and WRITTEN..DONE (the
+ * device syncs; DONE comes after the waiters are woken and the cache is
+ * trimmed).
  */
 struct devsync {
 	atomic_uint_fast64_t written_ns;
+	uint64_t t_frozen, t_written; /* flusher thread only */
+	atomic_uint_fast64_t n, write_ns, sync_ns;
 };
 
-/* The open store of one side of the create section. */
-struct cr_state {
+/* A store kept open across steps: a create-section volume, or one
+ * configuration of the write section. */
+struct side {
 	struct h2_store *st;
+	struct h2_dev *dev; /* the store's; valid while st is open */
 	struct h2_vol *v;
 	char path[PATH_MAX];
 	struct devsync ds;
@@ -94,17 +104,19 @@ struct cr_state {
 struct sb {
 	struct snap_report r; /* options and figures */
 	bool json, smoke, keep;
+	int held; /* --held: the one write configuration to run, or -1 */
 	int stall_s;
-	struct cr_state crs[NCR];
+	struct side crs[NCR]; /* create section */
+	struct side ws[NCFG]; /* write section */
 
 	/* state */
 	char path[PATH_MAX]; /* current device file, "" if none */
 	struct h2_store *st;
+	struct h2_dev *dev; /* st's device */
 	atomic_uint_fast64_t progress;
 	_Atomic(const char *) doing; /* static strings only */
 	atomic_bool dog_stop;
 	pthread_t dog_tid;
-	uint64_t deadline_ns;
 	uint16_t *gen; /* delete section: generation of each block */
 };
 
@@ -182,13 +194,8 @@ static void doing(struct sb *b, const char *what)
 /* ---------------------------------------------------------------------- */
 /* Stores.                                                                */
 
-/*
- * Make b->path a device file of dev_size bytes named after tag: zero-
- * filled (so the file system allocates nothing while timed) if prealloc,
- * else sparse.
- */
-static int devfile_create(struct sb *b, const char *tag, uint64_t dev_size,
-			  bool prealloc)
+/* Make b->path a sparse device file of dev_size bytes named after tag. */
+static int devfile_create(struct sb *b, const char *tag, uint64_t dev_size)
 {
 	struct h2_dev *dev;
 	int r;
@@ -196,13 +203,9 @@ static int devfile_create(struct sb *b, const char *tag, uint64_t dev_size,
 	snprintf(b->path, sizeof(b->path), "%s/h2snapbench.%ld.%s", b->r.dir,
 		 (long)getpid(), tag);
 	doing(b, "device file creation");
-	if (prealloc) {
-		r = bench_create_zeroed(b->path, dev_size, &b->progress);
-	} else {
-		r = h2_dev_create_file(b->path, dev_size, false, &dev);
-		if (r == 0)
-			h2_dev_close(dev);
-	}
+	r = h2_dev_create_file(b->path, dev_size, false, &dev);
+	if (r == 0)
+		h2_dev_close(dev);
 	if (r < 0) {
 		fprintf(stderr, "h2_snap_bench: %s: %s\n", b->path,
 			strerror(-r));
@@ -223,8 +226,21 @@ static void devsync_hook(void *arg, enum h2_flush_stage stage)
 {
 	struct devsync *d = arg;
 
-	if (stage == H2_FLUSH_STAGE_WRITTEN)
-		atomic_store(&d->written_ns, bench_now_ns());
+	uint64_t now = bench_now_ns();
+
+	if (stage == H2_FLUSH_STAGE_FROZEN) {
+		d->t_frozen = now;
+		d->t_written = 0;
+	} else if (stage == H2_FLUSH_STAGE_WRITTEN) {
+		d->t_written = now;
+		atomic_store(&d->written_ns, now);
+	} else if (stage == H2_FLUSH_STAGE_DONE && d->t_frozen &&
+		   d->t_written >= d->t_frozen) {
+		atomic_fetch_add(&d->write_ns, d->t_written - d->t_frozen);
+		atomic_fetch_add(&d->sync_ns, now - d->t_written);
+		atomic_fetch_add(&d->n, 1);
+		d->t_frozen = 0;
+	}
 }
 
 /*
@@ -256,6 +272,9 @@ static int store_fresh(struct sb *b, uint64_t dirty_max, uint64_t vsize,
 	r = h2_store_open(dev, &so, &b->st);
 	if (r < 0)
 		return fail(r, "open");
+	/* The store owns dev now; its counters stay readable while the
+	 * store is open (dev.h: atomics). */
+	b->dev = dev;
 	r = h2_vol_create(b->st, VOL, vsize, NULL);
 	return r < 0 ? fail(r, "volume create") : 0;
 }
@@ -375,27 +394,28 @@ static uint64_t create_dev_size(const struct sb *b, uint64_t written)
 	return written + written / 32 + ndirty * 2 * b->r.dirty + GiB / 2;
 }
 
-/* Make side k's store current (b->st, b->path). */
-static void use_side(struct sb *b, int k)
+/* Make side's store current (b->st, b->path). */
+static void use_side(struct sb *b, const struct side *side)
 {
-	b->st = b->crs[k].st;
-	snprintf(b->path, sizeof(b->path), "%s", b->crs[k].path);
+	b->st = side->st;
+	snprintf(b->path, sizeof(b->path), "%s", side->path);
 }
 
 /* Side k's device file, store and filled volume; the store stays open. */
 static int side_setup(struct sb *b, int k, const char *tag)
 {
 	struct cr_side *c = &b->r.cr[k];
-	struct cr_state *cs = &b->crs[k];
+	struct side *cs = &b->crs[k];
 	int r;
 
 	/* The file stays sparse: the fill is untimed. */
-	r = devfile_create(b, tag, create_dev_size(b, c->written), false);
+	r = devfile_create(b, tag, create_dev_size(b, c->written));
 	if (r < 0)
 		return r;
 	snprintf(cs->path, sizeof(cs->path), "%s", b->path);
 	r = store_fresh(b, 0, c->written, &cs->ds);
 	cs->st = b->st;
+	cs->dev = b->dev;
 	if (r == 0 && (r = h2_vol_open(cs->st, VOL, &cs->v)) < 0)
 		fail(r, "open volume");
 	if (r == 0) {
@@ -413,10 +433,10 @@ static int side_setup(struct sb *b, int k, const char *tag)
 
 static int side_close(struct sb *b, int k)
 {
-	struct cr_state *cs = &b->crs[k];
+	struct side *cs = &b->crs[k];
 	int r;
 
-	use_side(b, k);
+	use_side(b, &b->crs[k]);
 	if (cs->v)
 		h2_vol_close(cs->v);
 	cs->v = NULL;
@@ -464,7 +484,7 @@ static int create_steps(struct sb *b)
 		for (int k = 0; k < NCR && r == 0; k++) {
 			struct cr_side *c = &b->r.cr[k];
 
-			use_side(b, k);
+			use_side(b, &b->crs[k]);
 			snap_name(name, sizeof(name), "idle", i);
 			r = timed_create(b, name, &c->create_ms[c->ncreate],
 					 &b->crs[k].ds,
@@ -479,7 +499,7 @@ static int create_steps(struct sb *b)
 		for (int k = 0; k < NCR && r == 0; k++) {
 			struct cr_side *c = &b->r.cr[k];
 
-			use_side(b, k);
+			use_side(b, &b->crs[k]);
 			r = rand_writes(b, b->crs[k].v, b->r.small, dirty_n,
 					2 + (uint64_t)i, &rng);
 			snap_name(name, sizeof(name), "dirty", i);
@@ -501,39 +521,46 @@ static int create_steps(struct sb *b)
 }
 
 /*
+ * Free space on --dir minus what is left for everyone else (5% of the
+ * file system, at least 4 GiB outside --smoke); 0 if unknown.
+ */
+static uint64_t space_for_us(const struct sb *b, uint64_t *avail,
+			     uint64_t *reserve)
+{
+	struct statvfs sv;
+
+	*avail = *reserve = 0;
+	if (statvfs(b->r.dir, &sv) < 0)
+		return UINT64_MAX;
+	*avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+	*reserve = (uint64_t)sv.f_blocks * sv.f_frsize / 20;
+	if (*reserve < 4 * GiB && !b->smoke)
+		*reserve = 4 * GiB;
+	return *avail > *reserve ? *avail - *reserve : 0;
+}
+
+/*
  * The big volume must fit the file system with room to spare for
- * everyone else: halve it until it does, and say so.
+ * everyone else: halve it until it does, and say so.  Both stores exist
+ * at once.
  */
 static void size_big(struct sb *b)
 {
-	struct statvfs sv;
-	uint64_t avail, reserve, need;
+	uint64_t avail, reserve, room = space_for_us(b, &avail, &reserve);
+	uint64_t small = create_dev_size(b, b->r.small);
 
-	if (statvfs(b->r.dir, &sv) < 0)
+	if (create_dev_size(b, b->r.big) + small <= room)
 		return;
-	avail = (uint64_t)sv.f_bavail * sv.f_frsize;
-	reserve = (uint64_t)sv.f_blocks * sv.f_frsize / 20; /* 5% */
-	if (reserve < 4 * GiB && !b->smoke)
-		reserve = 4 * GiB;
-	/* Both stores exist at once. */
-	need = create_dev_size(b, b->r.big) + create_dev_size(b, b->r.small) +
-	       reserve;
-	if (need <= avail)
-		return;
-	while (b->r.big > b->r.small && need > avail) {
+	while (b->r.big > b->r.small &&
+	       create_dev_size(b, b->r.big) + small > room)
 		b->r.big /= 2;
-		need = create_dev_size(b, b->r.big) +
-		       create_dev_size(b, b->r.small) + reserve;
-	}
 	b->r.big_scaled = true;
 	snprintf(b->r.big_note, sizeof(b->r.big_note),
 		 "--big %" PRIu64 " GiB needs ~%" PRIu64 " GiB free on %s "
 		 "(data, metadata, %" PRIu64 " GiB left for others); %" PRIu64
 		 " GiB free: scaled down to %" PRIu64 " MiB",
 		 b->r.big_asked / GiB,
-		 (create_dev_size(b, b->r.big_asked) +
-		  create_dev_size(b, b->r.small) + reserve) /
-			 GiB +
+		 (create_dev_size(b, b->r.big_asked) + small + reserve) / GiB +
 		     1,
 		 b->r.dir, reserve / GiB, avail / GiB, b->r.big / MiB);
 }
@@ -571,12 +598,57 @@ static int section_create(struct sb *b)
 /* ---------------------------------------------------------------------- */
 /* Section 2: random overwrites with snapshots held.                      */
 
+/*
+ * A write-section store: the volume, what the aging leaves with the
+ * snapshots (the data it replaced and the tree copies above it, about
+ * as much again), the measured overwrites' copies held by the newest
+ * snapshot (up to the volume again) and dirty data: --dev-factor (3) x
+ * the volume.  With 3, the allocation cursor wraps during the measured
+ * overwrites, so they run in the steady state of a used store (free
+ * space is what earlier flushes freed); a larger factor measures a
+ * store whose cursor is still in never-used space.
+ * The file is sparse: allocation is next-fit from a cursor (alloc.c),
+ * so every configuration writes fresh file blocks at the same pace
+ * until the cursor wraps, and the file system's cost of allocating them
+ * falls on all alike.
+ */
+static uint64_t write_dev_size(const struct sb *b)
+{
+	return (uint64_t)b->r.dev_factor * b->r.size;
+}
+
+/*
+ * The write section keeps three such stores, the delete section one:
+ * halve --size until they fit the file system, and say so.
+ */
+static void size_work(struct sb *b)
+{
+	uint64_t avail, reserve, room = space_for_us(b, &avail, &reserve);
+	uint64_t n = b->r.run_write ? NCFG : 1, asked = b->r.size, asked_dev;
+
+	if (n * write_dev_size(b) <= room)
+		return;
+	asked_dev = write_dev_size(b);
+	while (b->r.size > 16 * MiB && n * write_dev_size(b) > room)
+		b->r.size /= 2;
+	b->r.size_scaled = true;
+	snprintf(b->r.size_note, sizeof(b->r.size_note),
+		 "--size %" PRIu64 " MiB needs ~%" PRIu64 " GiB free on %s "
+		 "(%" PRIu64 " store%s of %d x size, %" PRIu64
+		 " GiB left for others); %" PRIu64
+		 " GiB free: scaled down to %" PRIu64 " MiB",
+		 asked / MiB, (n * asked_dev + reserve) / GiB + 1, b->r.dir, n,
+		 n > 1 ? "s" : "", b->r.dev_factor, reserve / GiB, avail / GiB,
+		 b->r.size / MiB);
+}
+
 struct writer {
 	struct sb *b;
 	struct h2_vol *v;
 	uint64_t rng, ops, gen;
+	uint64_t deadline_ns;
 	int err;
-	struct bench_hist h;
+	struct bench_hist *h; /* borrowed: the configuration's */
 	pthread_t tid;
 };
 
@@ -600,40 +672,53 @@ static void *writer_main(void *arg)
 			w->err = fail(r, "overwrite");
 			break;
 		}
-		bench_hist_add(&w->h, t1 - t0);
+		bench_hist_add(w->h, t1 - t0);
 		w->ops++;
 		atomic_fetch_add_explicit(&b->progress, 1,
 					  memory_order_relaxed);
-		if (t1 >= b->deadline_ns)
+		if (t1 >= w->deadline_ns)
 			break;
 	}
 	return NULL;
 }
 
-/* The measured phase: --threads writers for --seconds, then a sync. */
-static int overwrite_phase(struct sb *b, struct h2_vol *v, struct wres *res)
+/* What one configuration's slices of a round add up to. */
+struct wacc {
+	uint64_t ops, ns, sync_ns;
+	uint64_t dev_written, client_written, flushes, flush_ns, waits;
+	uint64_t fl_n, fl_write_ns, fl_sync_ns;
+	uint64_t dev_writes; /* pwritev calls */
+	double used_end;     /* store used / total after the last slice */
+	struct bench_hist h[MAX_THREADS]; /* one per writer thread */
+};
+
+/*
+ * One slice: --threads writers on side's volume for secs, then
+ * h2_store_sync (timed: the slice's writes are durable at its end).
+ */
+static int slice(struct sb *b, struct side *side, double secs, struct wacc *acc)
 {
-	struct writer *w = calloc((size_t)b->r.threads, sizeof(*w));
-	struct bench_hist *all = calloc(1, sizeof(*all));
+	struct writer w[MAX_THREADS];
 	struct h2_store_stats s0, s1;
-	uint64_t t0, t_sync, t1, ops = 0;
+	uint64_t t0, t_sync, t1, fl_n, fl_w, fl_s, dw;
 	int r = 0, n;
 
-	if (!w || !all) {
-		free(w);
-		free(all);
-		return -ENOMEM;
-	}
-	h2_store_stat(b->st, &s0);
-	res->snap_mib = (double)s0.snapshot_bytes / MiB;
+	h2_store_stat(side->st, &s0);
+	dw = __atomic_load_n(&side->dev->stats.writes, __ATOMIC_RELAXED);
+	fl_n = atomic_load(&side->ds.n);
+	fl_w = atomic_load(&side->ds.write_ns);
+	fl_s = atomic_load(&side->ds.sync_ns);
 	t0 = bench_now_ns();
-	b->deadline_ns = t0 + (uint64_t)(b->r.seconds * 1e9);
 	for (n = 0; n < b->r.threads; n++) {
-		w[n].b = b;
-		w[n].v = v;
-		w[n].gen = 1000;
-		w[n].rng =
-		    (t0 ^ (0x9E3779B97F4A7C15ull * (uint64_t)(n + 1))) | 1;
+		w[n] = (struct writer){
+		    .b = b,
+		    .v = side->v,
+		    .gen = 1000,
+		    .deadline_ns = t0 + (uint64_t)(secs * 1e9),
+		    .h = &acc->h[n],
+		    .rng =
+			(t0 ^ (0x9E3779B97F4A7C15ull * (uint64_t)(n + 1))) | 1,
+		};
 		if (pthread_create(&w[n].tid, NULL, writer_main, &w[n]) != 0) {
 			r = -EAGAIN;
 			break;
@@ -643,62 +728,106 @@ static int overwrite_phase(struct sb *b, struct h2_vol *v, struct wres *res)
 		pthread_join(w[i].tid, NULL);
 		if (w[i].err && r == 0)
 			r = w[i].err;
-		ops += w[i].ops;
-		bench_hist_merge(all, &w[i].h);
+		acc->ops += w[i].ops;
 	}
 	t_sync = bench_now_ns();
-	if (r == 0 && (r = h2_store_sync(b->st, NULL)) < 0)
-		fail(r, "final sync");
+	if (r == 0 && (r = h2_store_sync(side->st, NULL)) < 0)
+		fail(r, "sync");
 	t1 = bench_now_ns();
-	h2_store_stat(b->st, &s1);
-	res->secs = (double)(t1 - t0) / 1e9;
-	res->sync_s = (double)(t1 - t_sync) / 1e9;
-	res->iops = (double)ops / res->secs;
-	res->mbps = (double)ops * BLK / res->secs / 1e6;
-	res->wa = s1.client_bytes_written > s0.client_bytes_written
-		      ? (double)(s1.dev_bytes_written - s0.dev_bytes_written) /
-			    (double)(s1.client_bytes_written -
-				     s0.client_bytes_written)
-		      : -1;
-	res->flushes = (double)(s1.flushes - s0.flushes);
-	res->flush_ms = res->flushes > 0
-			    ? (double)(s1.flush_ns_total - s0.flush_ns_total) /
-				  1e6 / res->flushes
-			    : 0;
-	res->write_waits = (double)(s1.write_waits - s0.write_waits);
-	res->p50_us = (double)bench_hist_pct(all, 0.50) / 1e3;
-	res->p99_us = (double)bench_hist_pct(all, 0.99) / 1e3;
-	res->p999_us = (double)bench_hist_pct(all, 0.999) / 1e3;
-	free(w);
-	free(all);
+	h2_store_stat(side->st, &s1);
+	acc->ns += t1 - t0;
+	acc->sync_ns += t1 - t_sync;
+	acc->dev_written += s1.dev_bytes_written - s0.dev_bytes_written;
+	acc->client_written +=
+	    s1.client_bytes_written - s0.client_bytes_written;
+	acc->flushes += s1.flushes - s0.flushes;
+	acc->flush_ns += s1.flush_ns_total - s0.flush_ns_total;
+	acc->waits += s1.write_waits - s0.write_waits;
+	acc->dev_writes +=
+	    __atomic_load_n(&side->dev->stats.writes, __ATOMIC_RELAXED) - dw;
+	acc->used_end = (double)s1.used_bytes / (double)s1.total_bytes;
+	/* A flush's DONE hook runs after h2_store_sync has returned: wait
+	 * (briefly) for it, so the stage sums cover every flush. */
+	for (int i = 0; i < 1000 && atomic_load(&side->ds.n) - fl_n <
+					s1.flushes - s0.flushes;
+	     i++)
+		usleep(1000);
+	acc->fl_n += atomic_load(&side->ds.n) - fl_n;
+	acc->fl_write_ns += atomic_load(&side->ds.write_ns) - fl_w;
+	acc->fl_sync_ns += atomic_load(&side->ds.sync_ns) - fl_s;
 	return r;
 }
 
-/*
- * One configuration of one round: a fresh store, the fill, the aging with
- * nsnaps snapshots taken at the last steps' starts, the measured phase.
- */
-static int write_config(struct sb *b, int nsnaps, struct wres *res)
+static void wres_fill(struct wres *res, struct wacc *acc, int threads)
 {
-	uint64_t step = b->r.size / 256 / BLK, rng = 0xa6e ^ (uint64_t)nsnaps;
-	struct h2_vol *v = NULL;
+	for (int i = 1; i < threads; i++)
+		bench_hist_merge(&acc->h[0], &acc->h[i]);
+	res->secs = (double)acc->ns / 1e9;
+	res->sync_s = (double)acc->sync_ns / 1e9;
+	res->iops = res->secs > 0 ? (double)acc->ops / res->secs : 0;
+	res->mbps =
+	    res->secs > 0 ? (double)acc->ops * BLK / res->secs / 1e6 : 0;
+	res->wa = acc->client_written
+		      ? (double)acc->dev_written / (double)acc->client_written
+		      : -1;
+	res->flushes = (double)acc->flushes;
+	res->flush_ms = acc->flushes
+			    ? (double)acc->flush_ns / 1e6 / (double)acc->flushes
+			    : 0;
+	res->write_waits = (double)acc->waits;
+	res->kib_per_dev_write =
+	    acc->dev_writes
+		? (double)acc->dev_written / 1024 / (double)acc->dev_writes
+		: 0;
+	res->used_end_pct = 100 * acc->used_end;
+	if (acc->fl_n) {
+		res->flush_write_ms =
+		    (double)acc->fl_write_ns / 1e6 / (double)acc->fl_n;
+		res->flush_sync_ms =
+		    (double)acc->fl_sync_ns / 1e6 / (double)acc->fl_n;
+	}
+	res->p50_us = (double)bench_hist_pct(&acc->h[0], 0.50) / 1e3;
+	res->p99_us = (double)bench_hist_pct(&acc->h[0], 0.99) / 1e3;
+	res->p999_us = (double)bench_hist_pct(&acc->h[0], 0.999) / 1e3;
+}
+
+/*
+ * Configuration c's store for one round: a fresh device file, the fill,
+ * and the aging with nsnaps snapshots taken at the last steps' starts.
+ * The store stays open for the measured slices.
+ */
+static int write_setup(struct sb *b, int c, int rd, struct wres *res)
+{
+	int nsnaps = b->r.ncfg_snaps[c];
+	uint64_t step = b->r.size / 256 / BLK, rng = 0xa6e ^ (uint64_t)rd;
+	struct side *side = &b->ws[c];
+	struct h2_store_stats s;
+	char name[32], tag[16];
 	uint64_t t0;
-	char name[32];
 	double ms;
 	int r;
 
+	snprintf(tag, sizeof(tag), "write%d", c);
+	r = devfile_create(b, tag, write_dev_size(b));
+	if (r < 0)
+		return r;
+	snprintf(side->path, sizeof(side->path), "%s", b->path);
 	r = store_fresh(b, b->r.size / 16 < 256 * MiB ? b->r.size / 16 : 0,
-			b->r.size, NULL);
-	if (r == 0 && (r = h2_vol_open(b->st, VOL, &v)) < 0)
+			b->r.size, &side->ds);
+	side->st = b->st;
+	side->dev = b->dev;
+	if (r == 0 && (r = h2_vol_open(side->st, VOL, &side->v)) < 0)
 		fail(r, "open volume");
 	if (r == 0) {
 		doing(b, "write section: fill");
-		r = fill_seq(b, v, b->r.size, 1, &res->fill_s);
+		r = fill_seq(b, side->v, b->r.size, 1, &res->fill_s);
 	}
+	/* The same writes in every configuration (the generator's seed
+	 * depends on the round only); only the snapshots differ. */
 	doing(b, "write section: aging");
 	t0 = bench_now_ns();
 	for (int i = 0; i < b->r.snaps && r == 0; i++) {
-		if ((r = h2_store_sync(b->st, NULL)) < 0) {
+		if ((r = h2_store_sync(side->st, NULL)) < 0) {
 			fail(r, "sync");
 			break;
 		}
@@ -707,19 +836,83 @@ static int write_config(struct sb *b, int nsnaps, struct wres *res)
 			r = timed_create(b, name, &ms, NULL, NULL);
 		}
 		if (r == 0)
-			r = rand_writes(b, v, b->r.size, step ? step : 1,
+			r = rand_writes(b, side->v, b->r.size, step ? step : 1,
 					2 + (uint64_t)i, &rng);
 	}
-	if (r == 0 && (r = h2_store_sync(b->st, NULL)) < 0)
+	if (r == 0 && (r = h2_store_sync(side->st, NULL)) < 0)
 		fail(r, "sync");
 	res->age_s = (double)(bench_now_ns() - t0) / 1e9;
+	h2_store_stat(side->st, &s);
+	res->snap_mib = (double)s.snapshot_bytes / MiB;
+	res->used_start_pct =
+	    100 * (double)s.used_bytes / (double)s.total_bytes;
+	return r;
+}
+
+static int write_teardown(struct sb *b, int c)
+{
+	struct side *side = &b->ws[c];
+	int r;
+
+	if (!side->path[0])
+		return 0;
+	use_side(b, side);
+	if (side->v)
+		h2_vol_close(side->v);
+	side->v = NULL;
+	r = store_close(b);
+	side->st = NULL;
+	devfile_remove(b);
+	side->path[0] = 0;
+	return r;
+}
+
+/*
+ * One round: the three stores are set up (filled and aged alike), then
+ * measured in --slices slices each, interleaved (0, 1, N, 1, N, 0, ...):
+ * a noisy neighbour's burst slows every configuration alike instead of
+ * the one that happened to run then.
+ */
+static int write_round(struct sb *b, int rd)
+{
+	struct wacc *acc = calloc(NCFG, sizeof(*acc));
+	double secs = b->r.seconds / b->r.slices;
+	int r = 0;
+
+	if (!acc)
+		return -ENOMEM;
+	for (int c = 0; c < NCFG && r == 0; c++) {
+		if (b->held >= 0 && b->r.ncfg_snaps[c] != b->held)
+			continue;
+		b->r.cfg_ran[c] = true;
+		fprintf(stderr,
+			"write: round %d/%d, %d snapshots: fill and aging...\n",
+			rd + 1, b->r.rounds, b->r.ncfg_snaps[c]);
+		r = write_setup(b, c, rd, &b->r.w[c][rd]);
+	}
 	doing(b, "write section: measured overwrites");
-	if (r == 0)
-		r = overwrite_phase(b, v, res);
-	if (v)
-		h2_vol_close(v);
-	if (store_close(b) < 0 && r == 0)
-		r = -EIO;
+	for (int j = 0; j < b->r.slices && r == 0; j++)
+		for (int k = 0; k < NCFG && r == 0; k++) {
+			int c = (k + j + rd) % NCFG;
+
+			if (b->r.cfg_ran[c])
+				r = slice(b, &b->ws[c], secs, &acc[c]);
+		}
+	for (int c = 0; c < NCFG; c++) {
+		struct wres *res = &b->r.w[c][rd];
+
+		if (write_teardown(b, c) < 0 && r == 0)
+			r = -EIO;
+		if (r < 0 || !b->r.cfg_ran[c])
+			continue;
+		wres_fill(res, &acc[c], b->r.threads);
+		fprintf(stderr,
+			"write: round %d/%d, %3d snapshots: %8.0f IOPS, WA "
+			"%.2f, p99 %.0f us\n",
+			rd + 1, b->r.rounds, b->r.ncfg_snaps[c], res->iops,
+			res->wa, res->p99_us);
+	}
+	free(acc);
 	return r;
 }
 
@@ -730,24 +923,8 @@ static int section_write(struct sb *b)
 	b->r.ncfg_snaps[0] = 0;
 	b->r.ncfg_snaps[1] = b->r.snaps >= 1 ? 1 : 0;
 	b->r.ncfg_snaps[2] = b->r.snaps;
-	for (int rd = 0; rd < b->r.rounds && r == 0; rd++) {
-		for (int k = 0; k < NCFG && r == 0; k++) {
-			/* Rotate the order so no configuration always
-			 * runs first (or last) in a round. */
-			int c = (k + rd) % NCFG;
-			struct wres *res = &b->r.w[c][rd];
-
-			r = write_config(b, b->r.ncfg_snaps[c], res);
-			if (r == 0)
-				fprintf(stderr,
-					"write: round %d/%d, %3d snapshots: "
-					"%8.0f IOPS, WA %.2f, p99 %.0f us "
-					"(aging %.1f s)\n",
-					rd + 1, b->r.rounds, b->r.ncfg_snaps[c],
-					res->iops, res->wa, res->p99_us,
-					res->age_s);
-		}
-	}
+	for (int rd = 0; rd < b->r.rounds && r == 0; rd++)
+		r = write_round(b, rd);
 	return r;
 }
 
@@ -904,6 +1081,8 @@ static int section_delete(struct sb *b)
 	b->gen = calloc(b->r.size / BLK, sizeof(*b->gen));
 	if (!b->gen)
 		return -ENOMEM;
+	/* Peak: the volume, a snapshot holding all of it, their trees. */
+	r = devfile_create(b, "delete", write_dev_size(b));
 	for (int rd = 0; rd < b->r.rounds && r == 0; rd++) {
 		struct h2_vol *v = NULL;
 
@@ -939,6 +1118,8 @@ static int section_delete(struct sb *b)
 	}
 	free(b->gen);
 	b->gen = NULL;
+	if (r == 0)
+		devfile_remove(b);
 	return r;
 }
 
@@ -969,11 +1150,16 @@ static void usage(FILE *f)
 	    "  --threads N      writer threads of the measured overwrites (2)\n"
 	    "  --seconds S      measured overwrites per configuration (10)\n"
 	    "  --rounds N       rounds of the write and delete sections (3)\n"
-	    "  --sparse         leave their device file (4 x size) sparse; "
-	    "the default\n"
-	    "                   zero-fills it once so the file system does "
-	    "not allocate\n"
-	    "                   while timed\n"
+	    "  --held N         write section: only the configuration with N "
+	    "(0, 1 or\n"
+	    "                   --snaps) snapshots held, e.g. under perf\n"
+	    "  --dev-factor N   device file = N x size, sparse (3: the "
+	    "allocation cursor\n"
+	    "                   wraps while measuring, as in a used store)\n"
+	    "  --slices N       measured overwrites: N slices per "
+	    "configuration, interleaved,\n"
+	    "                   each --seconds / N long and ending in a sync "
+	    "(10)\n"
 	    "  --smoke          tiny sizes and times: checks that it runs\n"
 	    "  --json           JSON on stdout instead of the tables\n"
 	    "  --keep           keep the device files\n");
@@ -993,7 +1179,9 @@ static int parse_args(struct sb *b, int argc, char **argv)
 	    {"threads", required_argument, NULL, 'j'},
 	    {"seconds", required_argument, NULL, 't'},
 	    {"rounds", required_argument, NULL, 'r'},
-	    {"sparse", no_argument, NULL, 'Z'},
+	    {"held", required_argument, NULL, 'H'},
+	    {"slices", required_argument, NULL, 'S'},
+	    {"dev-factor", required_argument, NULL, 'F'},
 	    {"smoke", no_argument, NULL, 'q'},
 	    {"json", no_argument, NULL, 'J'},
 	    {"keep", no_argument, NULL, 'k'},
@@ -1001,7 +1189,7 @@ static int parse_args(struct sb *b, int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	const char *tmp = getenv("TMPDIR");
-	bool have[128] = {false}, only = false, sparse = false;
+	bool have[128] = {false}, only = false;
 	char *end;
 	int c;
 
@@ -1015,6 +1203,9 @@ static int parse_args(struct sb *b, int argc, char **argv)
 	b->r.threads = 2;
 	b->r.seconds = 10;
 	b->r.rounds = 3;
+	b->r.slices = 10;
+	b->r.dev_factor = 3;
+	b->held = -1;
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		if (c > 0 && c < 128)
 			have[c] = true;
@@ -1074,8 +1265,20 @@ static int parse_args(struct sb *b, int argc, char **argv)
 			if (b->r.rounds < 1 || b->r.rounds > MAX_ROUNDS)
 				goto bad;
 			break;
-		case 'Z':
-			sparse = true;
+		case 'H':
+			b->held = atoi(optarg);
+			if (b->held < 0)
+				goto bad;
+			break;
+		case 'F':
+			b->r.dev_factor = atoi(optarg);
+			if (b->r.dev_factor < 2 || b->r.dev_factor > 64)
+				goto bad;
+			break;
+		case 'S':
+			b->r.slices = atoi(optarg);
+			if (b->r.slices < 1 || b->r.slices > 1000)
+				goto bad;
 			break;
 		case 'q':
 			b->smoke = true;
@@ -1118,11 +1321,11 @@ static int parse_args(struct sb *b, int argc, char **argv)
 			b->r.seconds = 0.2;
 		if (!have['r'])
 			b->r.rounds = 1;
-		sparse = true;
+		if (!have['S'])
+			b->r.slices = 2;
 	}
 	if (!only)
 		b->r.run_create = b->r.run_write = b->r.run_delete = true;
-	b->r.prealloc = !sparse;
 	b->stall_s = b->smoke ? 30 : STALL_SECONDS;
 	b->r.big_asked = b->r.big;
 	if (b->r.small < MiB || b->r.small % MiB || b->r.big % MiB ||
@@ -1147,7 +1350,6 @@ int main(int argc, char **argv)
 {
 	static struct sb bench;
 	struct sb *b = &bench;
-	uint64_t t0;
 	int r = 0;
 
 	if (parse_args(b, argc, argv) < 0)
@@ -1159,25 +1361,17 @@ int main(int argc, char **argv)
 	}
 	if (b->r.run_create)
 		r = section_create(b);
-	/* The write and delete sections share one device file of 4 x size:
-	 * the 100-snapshot store peaks near 3 x size (the volume, what the
-	 * aging and the measured overwrites leave with the snapshots, and
-	 * their copies of the tree). */
 	if (r == 0 && (b->r.run_write || b->r.run_delete)) {
-		fprintf(stderr, "device file: %" PRIu64 " MiB%s...\n",
-			4 * b->r.size / MiB,
-			b->r.prealloc ? ", writing zeros" : ", sparse");
-		t0 = bench_now_ns();
-		r = devfile_create(b, "work", 4 * b->r.size, b->r.prealloc);
-		if (r == 0)
-			fprintf(stderr, "device file: ready in %.1f s\n",
-				(double)(bench_now_ns() - t0) / 1e9);
+		size_work(b);
+		if (b->r.size_scaled)
+			fprintf(stderr, "write/delete: %s\n", b->r.size_note);
 	}
 	if (r == 0 && b->r.run_write)
 		r = section_write(b);
 	if (r == 0 && b->r.run_delete)
 		r = section_delete(b);
-	store_close(b);
+	/* On failure the stores stay open and the files in place: the
+	 * data is what a post-mortem wants. */
 	atomic_store(&b->dog_stop, true);
 	pthread_join(b->dog_tid, NULL);
 	if (r < 0) {
@@ -1189,7 +1383,6 @@ int main(int argc, char **argv)
 		fprintf(stderr, "h2_snap_bench: FAILED: %s\n", strerror(-r));
 		return 1;
 	}
-	devfile_remove(b);
 	if (b->json)
 		snap_print_json(&b->r);
 	else

@@ -53,6 +53,12 @@ struct wres {
 	double iops, mbps, secs, sync_s, wa;
 	double p50_us, p99_us, p999_us;
 	double flushes, flush_ms, write_waits;
+	/* average flush stages: FROZEN..WRITTEN (blocks written to the
+	 * device file) and WRITTEN..DONE (device flush, header, device
+	 * flush, wake-ups, cache trim) */
+	double flush_write_ms, flush_sync_ms;
+	double kib_per_dev_write; /* device bytes written / pwritev calls */
+	double used_start_pct, used_end_pct; /* store space used */
 	double snap_mib; /* held only by snapshots, at the start */
 	double age_s;	 /* the aging before it (not in iops) */
 	double fill_s;
@@ -74,14 +80,17 @@ struct snap_report {
 	uint64_t small, big, big_asked, size, dirty;
 	bool big_scaled; /* big < big_asked: big_note says why */
 	char big_note[256];
-	int snaps, threads, rounds, creates;
+	bool size_scaled; /* size was halved to fit: size_note says why */
+	char size_note[256];
+	int snaps, threads, rounds, creates, slices;
+	int dev_factor; /* write and delete stores: device = this x size */
 	double seconds;
-	bool prealloc;
 	bool run_create, run_write, run_delete;
 
 	/* figures */
 	struct cr_side cr[NCR];
 	int ncfg_snaps[NCFG];
+	bool cfg_ran[NCFG]; /* false: left out by --held */
 	struct wres w[NCFG][MAX_ROUNDS];
 	uint64_t del_bytes[NDEL];
 	struct dres d[NPATTERN][NDEL][MAX_ROUNDS];

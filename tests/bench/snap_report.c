@@ -32,7 +32,8 @@ static double wmed(const struct snap_report *b, int c, size_t off)
 	return bench_median(v, wfield(b, c, off, v));
 }
 
-/* Per-round IOPS ratio of configuration c to 0 snapshots; median. */
+/* Per-round IOPS ratio of configuration c to 0 snapshots (-1 where 0
+ * snapshots did not run); median. */
 static double wratio(const struct snap_report *b, int c, double *v)
 {
 	for (int i = 0; i < b->rounds; i++)
@@ -148,42 +149,70 @@ static void print_write(const struct snap_report *b)
 	char sz[32], st[32], rb[256];
 	double v[MAX_ROUNDS] = {0};
 
-	printf("2. 4 KiB random overwrites with snapshots held (durable: the "
-	       "final h2_store_sync is\n   timed).  Volume %s, written in "
-	       "full, then %d steps of %s random overwrites,\n   each starting "
-	       "with a sync; snapshots at the starts of the last 0 / 1 / %d "
-	       "steps.\n   %d writer threads, %.1f s, %d round%s, medians "
-	       "(ratios: of per-round ratios)\n",
-	       size_str(sz, sizeof(sz), b->size), b->snaps,
-	       size_str(st, sizeof(st), b->size / 256), b->snaps, b->threads,
-	       b->seconds, b->rounds, b->rounds > 1 ? "s" : "");
-	printf("  %9s %10s %7s %6s %5s %7s %7s %8s %7s %8s %9s  %s\n",
-	       "snapshots", "IOPS", "vs 0", "MB/s", "WA", "p50 us", "p99 us",
-	       "p99.9 us", "flushes", "flush ms", "snap MiB", "vs 0 per round");
+	printf("2. 4 KiB random overwrites with snapshots held (durable: "
+	       "each slice ends in a timed\n   h2_store_sync).  Three "
+	       "stores of %d x the volume, each a %s volume written in\n"
+	       "   full, then %d steps of %s random overwrites each starting "
+	       "with a sync;\n   snapshots at the starts of the last 0 / 1 / "
+	       "%d steps.\n   Measured in %d slices of %.1f s per store, "
+	       "interleaved; %d writer threads,\n   %d round%s, medians "
+	       "(ratios: of "
+	       "per-round ratios)\n",
+	       b->dev_factor, size_str(sz, sizeof(sz), b->size), b->snaps,
+	       size_str(st, sizeof(st), b->size / 256), b->snaps, b->slices,
+	       b->seconds / b->slices, b->threads, b->rounds,
+	       b->rounds > 1 ? "s" : "");
+	if (b->size_scaled)
+		printf("   NOTE: %s\n", b->size_note);
+	printf("  %9s %9s %6s %5s %6s %6s %8s %7s %19s\n", "", "", "", "", "",
+	       "", "", "", "----- flush ms ----");
+	printf("  %9s %9s %6s %5s %6s %6s %8s %7s %6s %6s %5s %8s  %s\n",
+	       "snapshots", "IOPS", "vs 0", "WA", "p50 us", "p99 us",
+	       "p99.9 us", "flushes", "all", "write", "sync", "snap MiB",
+	       "vs 0 per round");
 	for (int c = 0; c < NCFG; c++) {
 		double ratio = wratio(b, c, v);
 		size_t k = 0;
 
+		if (!b->cfg_ran[c])
+			continue;
 		rb[0] = 0;
 		for (int i = 0; i < b->rounds && k < sizeof(rb); i++)
 			k += (size_t)snprintf(rb + k, sizeof(rb) - k, "%s%.2f",
 					      i ? " " : "", v[i]);
-		printf("  %9d %10.0f %7.2f %6.1f %5.2f %7.1f %7.1f %8.1f "
-		       "%7.0f %8.1f %9.1f  %s\n",
+		printf("  %9d %9.0f %6.2f %5.2f %6.1f %6.1f %8.1f %7.0f %6.0f "
+		       "%6.0f %5.0f %8.1f  %s\n",
 		       b->ncfg_snaps[c], wmed(b, c, WOFF(iops)), ratio,
-		       wmed(b, c, WOFF(mbps)), wmed(b, c, WOFF(wa)),
-		       wmed(b, c, WOFF(p50_us)), wmed(b, c, WOFF(p99_us)),
-		       wmed(b, c, WOFF(p999_us)), wmed(b, c, WOFF(flushes)),
-		       wmed(b, c, WOFF(flush_ms)), wmed(b, c, WOFF(snap_mib)),
-		       rb);
+		       wmed(b, c, WOFF(wa)), wmed(b, c, WOFF(p50_us)),
+		       wmed(b, c, WOFF(p99_us)), wmed(b, c, WOFF(p999_us)),
+		       wmed(b, c, WOFF(flushes)), wmed(b, c, WOFF(flush_ms)),
+		       wmed(b, c, WOFF(flush_write_ms)),
+		       wmed(b, c, WOFF(flush_sync_ms)),
+		       wmed(b, c, WOFF(snap_mib)), rb);
 	}
-	printf("  (snap MiB: space held only by snapshots when the phase "
-	       "starts; aging took %.1f / %.1f / %.1f s)\n",
-	       wmed(b, 0, WOFF(age_s)), wmed(b, 1, WOFF(age_s)),
-	       wmed(b, 2, WOFF(age_s)));
+	printf("  %9s %14s %12s %12s %9s %8s\n", "snapshots", "store used %",
+	       "KiB/pwritev", "writer waits", "aging s", "fill s");
+	for (int c = 0; c < NCFG; c++) {
+		if (!b->cfg_ran[c])
+			continue;
+		printf("  %9d %6.1f -> %4.1f %12.1f %12.0f %9.1f %8.1f\n",
+		       b->ncfg_snaps[c], wmed(b, c, WOFF(used_start_pct)),
+		       wmed(b, c, WOFF(used_end_pct)),
+		       wmed(b, c, WOFF(kib_per_dev_write)),
+		       wmed(b, c, WOFF(write_waits)), wmed(b, c, WOFF(age_s)),
+		       wmed(b, c, WOFF(fill_s)));
+	}
+	printf("  (flush ms: average flush, its FROZEN..WRITTEN stage (blocks "
+	       "written to the device\n  file) and WRITTEN..DONE (device "
+	       "flush, header, device flush); snap MiB: space held\n  only "
+	       "by snapshots when measuring starts; store used %%: of its "
+	       "space, before the\n  first slice and after the last; "
+	       "KiB/pwritev: how contiguous its device writes are)\n");
 	for (int c = 1; c < NCFG; c++) {
 		double ratio = wratio(b, c, v);
 
+		if (!b->cfg_ran[c] || !b->cfg_ran[0])
+			continue;
 		printf("  AIM with %d snapshot%s held, IOPS >= %.2f x none: "
 		       "%.2f %s\n",
 		       b->ncfg_snaps[c], b->ncfg_snaps[c] == 1 ? "" : "s",
@@ -294,9 +323,13 @@ void snap_print_json(const struct snap_report *b)
 	printf("\", \"fs\": \"%s\", \"rounds\": %d, \"threads\": %d, "
 	       "\"seconds\": %g, \"size_bytes\": %" PRIu64 ", \"snaps\": %d, "
 	       "\"creates\": %d, \"dirty_bytes\": %" PRIu64
-	       ", \"prealloc\": %s}",
+	       ", \"slices\": %d, \"dev_factor\": %d, \"size_scaled\": %s, "
+	       "\"size_note\": \"",
 	       b->fs, b->rounds, b->threads, b->seconds, b->size, b->snaps,
-	       b->creates, b->dirty, b->prealloc ? "true" : "false");
+	       b->creates, b->dirty, b->slices, b->dev_factor,
+	       b->size_scaled ? "true" : "false");
+	json_str(b->size_note);
+	printf("\"}");
 	if (b->run_create) {
 		printf(",\n  \"create\": {\"big_requested_bytes\": %" PRIu64
 		       ", \"big_scaled\": %s, \"note\": \"",
@@ -342,7 +375,9 @@ void snap_print_json(const struct snap_report *b)
 		for (int c = 0; c < NCFG; c++) {
 			double ratio = wratio(b, c, v);
 
-			printf("    {\"snapshots\": %d, ", b->ncfg_snaps[c]);
+			printf("    {\"snapshots\": %d, \"ran\": %s, ",
+			       b->ncfg_snaps[c],
+			       b->cfg_ran[c] ? "true" : "false");
 			json_wfield(b, c, "iops", WOFF(iops), true);
 			printf("\"ratio_vs_none\": %.6g, ", ratio);
 			json_arr("ratio_vs_none_rounds", v, b->rounds, true);
@@ -353,10 +388,21 @@ void snap_print_json(const struct snap_report *b)
 			json_wfield(b, c, "p999_us", WOFF(p999_us), true);
 			json_wfield(b, c, "flushes", WOFF(flushes), true);
 			json_wfield(b, c, "flush_ms", WOFF(flush_ms), true);
+			json_wfield(b, c, "flush_write_stage_ms",
+				    WOFF(flush_write_ms), true);
+			json_wfield(b, c, "flush_sync_stage_ms",
+				    WOFF(flush_sync_ms), true);
 			json_wfield(b, c, "write_waits", WOFF(write_waits),
 				    true);
 			json_wfield(b, c, "final_sync_s", WOFF(sync_s), true);
 			json_wfield(b, c, "snapshot_mib", WOFF(snap_mib), true);
+			json_wfield(b, c, "kib_per_pwritev",
+				    WOFF(kib_per_dev_write), true);
+			json_wfield(b, c, "used_start_pct",
+				    WOFF(used_start_pct), true);
+			json_wfield(b, c, "used_end_pct", WOFF(used_end_pct),
+				    true);
+			json_wfield(b, c, "fill_s", WOFF(fill_s), true);
 			json_wfield(b, c, "aging_s", WOFF(age_s), false);
 			printf("}%s\n", c + 1 < NCFG ? "," : "");
 		}
