@@ -603,10 +603,13 @@ static int section_create(struct sb *b)
  * snapshots (the data it replaced and the tree copies above it, about
  * as much again), the measured overwrites' copies held by the newest
  * snapshot (up to the volume again) and dirty data: --dev-factor (3) x
- * the volume.  With 3, the allocation cursor wraps during the measured
- * overwrites, so they run in the steady state of a used store (free
- * space is what earlier flushes freed); a larger factor measures a
- * store whose cursor is still in never-used space.
+ * the volume.  With 3, the fill and aging take about two thirds of it,
+ * so the allocation cursor wraps once the measured overwrites have
+ * written about a volume's worth: from then on they run in the steady
+ * state of a used store, whose free space is what earlier flushes freed
+ * (KiB/pwritev in the report shows which regime ran).  A larger factor
+ * keeps the cursor in never-used space.
+ *
  * The file is sparse: allocation is next-fit from a cursor (alloc.c),
  * so every configuration writes fresh file blocks at the same pace
  * until the cursor wraps, and the file system's cost of allocating them
@@ -1155,7 +1158,8 @@ static void usage(FILE *f)
 	    "                   --snaps) snapshots held, e.g. under perf\n"
 	    "  --dev-factor N   device file = N x size, sparse (3: the "
 	    "allocation cursor\n"
-	    "                   wraps while measuring, as in a used store)\n"
+	    "                   wraps after about a volume's worth of "
+	    "measured writes)\n"
 	    "  --slices N       measured overwrites: N slices per "
 	    "configuration, interleaved,\n"
 	    "                   each --seconds / N long and ending in a sync "
