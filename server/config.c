@@ -373,8 +373,10 @@ static int cfg_add_access(struct h2_config *c, const char *identity,
 		}
 	}
 	r = h2_acl_add(c->acl, identity, spec, why, sizeof(why));
-	if (r < 0)
-		snprintf(err, errlen, "%s: %s", where, why);
+	/* (A long message is cut; the length is looked at only to keep
+	 * -Wformat-truncation quiet at -O3.) */
+	if (r < 0 && snprintf(err, errlen, "%s: %s", where, why) < 0)
+		err[0] = '\0';
 	return r;
 }
 

@@ -89,7 +89,7 @@ static void print_cr_row(const char *what, const double *a, int na,
 static void print_create(const struct snap_report *b)
 {
 	const struct cr_side *s = &b->cr[CR_SMALL], *g = &b->cr[CR_BIG];
-	char h1[32], h2[32], d[32];
+	char h1[48], h2[48], d[32];
 	double ratio;
 
 	printf("1. Snapshot create latency vs data written (h2_snap_create "
