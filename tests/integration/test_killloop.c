@@ -28,9 +28,11 @@
  * running its loop, sleeps a random delay drawn from a seeded RNG (the
  * kill moment, not a synchronisation), SIGKILLs h2d, waits until every
  * client has seen its connection die, runs `h2d check` on the store
- * (exit 0 required), and starts h2d again on the same port.  Each client
- * then connects again (a fresh connection, no H2_RECONNECT), reads its
- * whole volume and checks, in this order:
+ * (exit 0 required), and starts h2d again on the same store.  Each
+ * client then connects again (a fresh connection, no H2_RECONNECT; h2d
+ * takes a new port, as over thousands of restarts some other program's
+ * outgoing connection could take the old one while h2d is down), reads
+ * its whole volume and checks, in this order:
  *
  *   1. every block holds zeros (never written) or a write of this test
  *      to this block: never garbage, never another block's data;
@@ -1095,7 +1097,7 @@ Test(killloop, sigkill_at_random_moments_loses_no_synced_write)
 		if (!wait_all(&ctl.down, "saw the kill"))
 			report_failure();
 		check_store("after a kill");
-		h2t_restart_same_port(&srv);
+		h2t_restart(&srv);
 		if (soak &&
 		    (now_ms() - last_print >= 10000 || kills_done == kills)) {
 			print_line("progress", kills_done, t0);
@@ -1114,7 +1116,7 @@ Test(killloop, sigkill_at_random_moments_loses_no_synced_write)
 		report_failure();
 	cr_assert_eq(h2t_stop(&srv, SIGTERM), 0, "h2d did not stop cleanly");
 	check_store("after a clean stop");
-	h2t_restart_same_port(&srv);
+	h2t_restart(&srv);
 	verify_exact();
 	print_line("summary", kills_done, t0);
 	for (int i = 0; i < NTHREADS; i++) {
