@@ -599,14 +599,13 @@ static bool verify_snaps(struct worker *w, bool exact)
 			s++;
 		if (s == w->nsnaps) {
 			fail("thread %d: snapshot %s@%s exists, but it was "
-			     "never "
-			     "made or its deletion returned",
+			     "never made or its deletion returned",
 			     w->id, vol, list[i].name);
 			goto bad;
 		}
 		if (exact && w->snaps[s]->state != SNAP_LIVE) {
-			fail("thread %d: snapshot %s@%s in doubt after a clean "
-			     "stop",
+			fail("thread %d: snapshot %s@%s was in doubt at a "
+			     "clean stop",
 			     w->id, vol, list[i].name);
 			goto bad;
 		}
