@@ -477,6 +477,15 @@ static bool mark(struct chk *c, struct chk_tree *t, const struct h2_blockref *b,
 			H2_BREF_RADIX(b), H2_BLOCK_RADIX);
 		return false;
 	}
+	/* Else it would be taken for the block it starts in: a block
+	 * shared with a tree walked before would not be read at all,
+	 * though the engine reads the unaligned offset and fails. */
+	if (off % H2_BLOCK_SIZE) {
+		problem(c, where,
+			"blockref offset %" PRIu64 " is not block aligned",
+			off);
+		return false;
+	}
 	if (blk >= c->geo.total_blocks) {
 		problem(c, where,
 			"blockref points past the end of the store (%" PRIu64
