@@ -477,6 +477,15 @@ static bool mark(struct chk *c, struct chk_tree *t, const struct h2_blockref *b,
 			H2_BREF_RADIX(b), H2_BLOCK_RADIX);
 		return false;
 	}
+	/* Else it would be taken for the block it starts in: a block
+	 * shared with a tree walked before would not be read at all,
+	 * though the engine reads the unaligned offset and fails. */
+	if (off % H2_BLOCK_SIZE) {
+		problem(c, where,
+			"blockref offset %" PRIu64 " is not block aligned",
+			off);
+		return false;
+	}
 	if (blk >= c->geo.total_blocks) {
 		problem(c, where,
 			"blockref points past the end of the store (%" PRIu64
@@ -837,11 +846,14 @@ static void dcount(struct chk *c, struct dcount *d,
 	if (a->type == H2_BREF_EMPTY || d->failed)
 		return;
 	if (b && b->type != H2_BREF_EMPTY && b->level > a->level) {
+		/* b grew taller (a resize): a's keys are under its slot 0
+		 * path, which may end in a hole (then none of a is in b). */
 		as = malloc(H2_BLOCK_SIZE);
 		bb = *b;
-		while (as && bb.level > a->level && read_indirect(c, &bb, as))
+		while (as && bb.type != H2_BREF_EMPTY && bb.level > a->level &&
+		       read_indirect(c, &bb, as))
 			bb = as[0];
-		if (!as || bb.level != a->level)
+		if (!as || (bb.type != H2_BREF_EMPTY && bb.level != a->level))
 			d->failed = true;
 		free(as);
 		b = &bb;

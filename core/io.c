@@ -130,11 +130,14 @@ static int bref_sane(struct h2_vol *v, const struct h2_blockref *b,
 
 static int rd_flush_run(struct rd *rd)
 {
-	uint8_t *dst = rd->buf + (rd->run_key * H2_BLOCK_SIZE - rd->off);
+	uint8_t *dst;
 	int r;
 
+	/* Without a run, run_key may lie before the request: no pointer
+	 * may be formed from it (UBSan: pointer overflow). */
 	if (!rd->run_n)
 		return 0;
+	dst = rd->buf + (rd->run_key * H2_BLOCK_SIZE - rd->off);
 	r = h2_dev_pread(rd->v->st->dev, dst,
 			 (size_t)rd->run_n * H2_BLOCK_SIZE, rd->run_dev);
 	if (r < 0)

@@ -501,6 +501,41 @@ static void handshake_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	conn_teardown(c);
 }
 
+/* A new connection object for srv, not yet attached to a transport. */
+static struct h2_conn *conn_alloc(struct h2_server *srv)
+{
+	struct h2_conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->srv = srv;
+	c->refs = 1;
+	c->next_handle = 1;
+	c->lim.max_header = H2_FRAME_MAX_HEADER;
+	c->lim.max_payload = H2_MAX_IO;
+	return c;
+}
+
+/* Make c (with its bev) one of srv's connections and start reading. */
+static void conn_start(struct h2_server *srv, struct h2_conn *c)
+{
+	c->open = true;
+	c->next = srv->conns;
+	if (srv->conns)
+		srv->conns->prev = c;
+	srv->conns = c;
+	srv->nconns++;
+	h2_metrics_conn_open(srv->metrics, H2_MPROTO_NATIVE);
+	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+	/* Bound what libevent reads ahead for us: one header plus one
+	 * payload; the write callback fires as output drains. */
+	bufferevent_setwatermark(c->bev, EV_READ, 0,
+				 H2_FRAME_PREFIX + H2_FRAME_MAX_HEADER +
+					 H2_MAX_IO);
+	bufferevent_setwatermark(c->bev, EV_WRITE, out_limit(c) / 2, 0);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 		      struct sockaddr *sa, int salen, void *arg)
 {
@@ -523,18 +558,13 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	/* Replies are small header writes followed by payloads: without
 	 * NODELAY, Nagle and delayed ACKs add 40 ms to request/reply pairs. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	c = calloc(1, sizeof(*c));
+	c = conn_alloc(srv);
 	ssl = c ? SSL_new(srv->ssl_ctx) : NULL;
 	if (!ssl) {
 		free(c);
 		evutil_closesocket(fd);
 		return;
 	}
-	c->srv = srv;
-	c->refs = 1;
-	c->next_handle = 1;
-	c->lim.max_header = H2_FRAME_MAX_HEADER;
-	c->lim.max_payload = H2_MAX_IO;
 	if (sa->sa_family == AF_INET) {
 		struct sockaddr_in *in = (struct sockaddr_in *)sa;
 		char ip[INET_ADDRSTRLEN];
@@ -559,21 +589,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 		free(c);
 		return;
 	}
-	c->open = true;
-	c->next = srv->conns;
-	if (srv->conns)
-		srv->conns->prev = c;
-	srv->conns = c;
-	srv->nconns++;
-	h2_metrics_conn_open(srv->metrics, H2_MPROTO_NATIVE);
-	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-	/* Bound what libevent reads ahead for us: one header plus one
-	 * payload; the write callback fires as output drains. */
-	bufferevent_setwatermark(c->bev, EV_READ, 0,
-				 H2_FRAME_PREFIX + H2_FRAME_MAX_HEADER +
-					 H2_MAX_IO);
-	bufferevent_setwatermark(c->bev, EV_WRITE, out_limit(c) / 2, 0);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	conn_start(srv, c);
 	c->hs_timer = evtimer_new(srv->base, handshake_timeout_cb, c);
 	tv.tv_sec = srv->cfg->handshake_timeout_ms / 1000;
 	tv.tv_usec = (srv->cfg->handshake_timeout_ms % 1000) * 1000;
@@ -954,3 +970,57 @@ void h2_server_free(struct h2_server *srv)
 	h2_metrics_free(srv->metrics);
 	free(srv);
 }
+
+#ifdef H2_FUZZ
+/* ---------------------------------------------------------------------- */
+/* Fuzzing only (tests/fuzz/fuzz_session.c; see server.h).                */
+
+int h2_server_new_plain(struct h2_config *cfg, struct h2_store *st,
+			struct h2_server **out)
+{
+	struct h2_server *srv = calloc(1, sizeof(*srv));
+
+	if (!srv)
+		return -ENOMEM;
+	srv->cfg = cfg;
+	srv->st = st;
+	srv->instance = 1; /* the same in every run */
+	srv->metrics = h2_metrics_new();
+	evthread_use_pthreads();
+	srv->base = event_base_new();
+	if (srv->base)
+		srv->pool =
+		    h2_pool_new(srv->base, cfg->workers ? cfg->workers : 1);
+	if (!srv->metrics || !srv->pool) {
+		h2_server_free(srv);
+		return -ENOMEM;
+	}
+	srv->acl = cfg->acl;
+	cfg->acl = NULL; /* the server owns the live rules */
+	*out = srv;
+	return 0;
+}
+
+struct event_base *h2_server_base(struct h2_server *srv)
+{
+	return srv->base;
+}
+
+int h2_server_adopt(struct h2_server *srv, struct bufferevent *bev,
+		    const char *identity)
+{
+	struct h2_conn *c = conn_alloc(srv);
+
+	if (!c)
+		return -ENOMEM;
+	c->bev = bev;
+	snprintf(c->identity, sizeof(c->identity), "%s", identity);
+	snprintf(c->peer, sizeof(c->peer), "fuzz");
+	conn_start(srv, c);
+	/* Where event_cb puts a connection whose handshake succeeded; no
+	 * TLS, so teardown never looks for an SSL object. */
+	c->state = H2_CONN_HELLO;
+	process_input(c);
+	return 0;
+}
+#endif
