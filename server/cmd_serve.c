@@ -26,10 +26,10 @@
 #include "server.h"
 #include "tls.h"
 
-/* Write the ready file atomically (temp file + rename); nbd_listen is
- * NULL when the NBD frontend is off. */
+/* Write the ready file atomically (temp file + rename); nbd_listen and
+ * nbd_plain are NULL when that NBD listener is off. */
 static int write_ready_file(const char *path, const char *listen,
-			    const char *nbd_listen)
+			    const char *nbd_listen, const char *nbd_plain)
 {
 	char tmp[4096], *text;
 	cJSON *o = cJSON_CreateObject();
@@ -41,6 +41,8 @@ static int write_ready_file(const char *path, const char *listen,
 	cJSON_AddStringToObject(o, "listen", listen);
 	if (nbd_listen)
 		cJSON_AddStringToObject(o, "nbd_listen", nbd_listen);
+	if (nbd_plain)
+		cJSON_AddStringToObject(o, "nbd_plain_listen", nbd_plain);
 	cJSON_AddNumberToObject(o, "pid", (double)getpid());
 	cJSON_AddStringToObject(o, "version", H2_CORE_VERSION);
 	text = cJSON_PrintUnformatted(o);
@@ -166,16 +168,19 @@ int h2d_cmd_serve(int argc, char **argv)
 		h2_log_error("serve", "%s", err);
 		goto out;
 	}
-	h2_log_info("serve", "h2d %s serving device=%s listen=%s nbd_listen=%s "
-			     "workers=%u tls=%s",
+	h2_log_info("serve", "h2d %s serving device=%s listen=%s nbd_listen=%s"
+			     "%s%s workers=%u tls=%s",
 		    H2_CORE_VERSION, cfg.device, h2_server_listen_addr(srv),
 		    h2_nbdsrv_listen_addr(srv) ? h2_nbdsrv_listen_addr(srv)
 					       : "off",
+		    h2_nbdsrv_plain_addr(srv) ? " nbd_plain_listen=" : "",
+		    h2_nbdsrv_plain_addr(srv) ? h2_nbdsrv_plain_addr(srv) : "",
 		    cfg.workers, cfg.allow_tls12 ? "1.2+" : "1.3");
 	if (cfg.ready_file) {
 		r = write_ready_file(cfg.ready_file,
 				     h2_server_listen_addr(srv),
-				     h2_nbdsrv_listen_addr(srv));
+				     h2_nbdsrv_listen_addr(srv),
+				     h2_nbdsrv_plain_addr(srv));
 		if (r < 0) {
 			h2_log_error("serve", "cannot write ready file %s: %s",
 				     cfg.ready_file, strerror(-r));
