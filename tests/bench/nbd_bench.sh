@@ -165,6 +165,7 @@ PIDS=()
 
 stop_pid() {
 	local pid=$1
+	[ -n "$pid" ] || return 0
 	kill "$pid" 2>/dev/null || return 0
 	# Bounded: a server that does not stop is killed.
 	for _ in $(seq 100); do
@@ -397,6 +398,21 @@ for mode in "${MODES[@]}"; do
 	stop_peers
 done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# h2d must stop cleanly: a final flush, exit 0 (in sanitizer builds, also
+# no leak or error reports).
+kill -TERM "$H2D_PID"
+h2d_rc=0
+wait "$H2D_PID" || h2d_rc=$?
+keep=()
+for pid in "${PIDS[@]}"; do
+	[ "$pid" = "$H2D_PID" ] || keep+=("$pid")
+done
+PIDS=("${keep[@]}")
+if [ "$h2d_rc" -ne 0 ]; then
+	tail -n 20 "$H2_DIR/h2d.log" >&2
+	die "h2d exited with status $h2d_rc after SIGTERM"
+fi
 
 # ---------------------------------------------------------------------------
 # Table (medians over rounds; ratios are medians of per-round ratios).
