@@ -51,6 +51,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -76,18 +77,23 @@
  * 45,000 IOPS with 4 workers and 110,000 with 1, on 2 vCPUs).
  *
  * When a connection has no batch at work, what has been parsed goes at
- * once (when the input is drained).  While one is at work, commands
- * gather; a batch that fills up (NBD_BATCH_CMDS commands or
- * NBD_BATCH_BYTES of data) goes too, up to NBD_BATCHES_MAX at work per
- * connection, and the rest goes when a batch finishes.  So fast commands
- * (page cache hits) run in few, growing batches on one worker at a time,
- * while slow ones (the disk) fill batches quickly and keep up to
- * NBD_BATCHES_MAX workers, hence that many device requests, busy for one
- * connection, as one job per command did with the default 4 workers.
+ * once (when the input is drained).  Meanwhile commands gather; a batch
+ * that fills up goes too, up to NBD_BATCHES_MAX at work per connection,
+ * and the rest goes when a batch finishes.  A batch is full at
+ * NBD_BATCH_BYTES of data, or at as many commands as take about
+ * NBD_BATCH_NS to run, going by the connection's recent commands
+ * (between 1 and NBD_BATCH_CMDS_MAX).  So fast commands (page cache
+ * hits) run in few, large batches on one worker at a time, while slow
+ * ones (the disk) go nearly one per batch and keep up to NBD_BATCHES_MAX
+ * workers, hence that many device requests, busy for one connection, as
+ * one job per command did with the default 4 workers.
  */
-#define NBD_BATCH_CMDS	8
-#define NBD_BATCH_BYTES (256u << 10)
-#define NBD_BATCHES_MAX 4
+#define NBD_BATCH_NS	   100000u /* 100 us */
+#define NBD_BATCH_CMDS_MAX 64u
+#define NBD_BATCH_BYTES	   (256u << 10)
+#define NBD_BATCHES_MAX	   4u
+/* What a command is assumed to cost before any was measured. */
+#define NBD_CMD_NS_INITIAL 10000u
 /* Read replies up to this size are copied into one output chain with
  * their neighbours (fewer, fuller TLS records and system calls); larger
  * ones are handed over by reference. */
@@ -151,6 +157,7 @@ struct nbd_conn {
 	struct nbd_batch *batch;
 	unsigned batches; /* batches handed to the pool, not yet done */
 	uint64_t ncmds, nbatches; /* totals, for the log */
+	uint64_t cmd_ns;	  /* recent run time per command (average) */
 	/* while set, the engine's output goes here (batch_done) */
 	struct evbuffer *cork;
 };
@@ -195,6 +202,7 @@ struct nbd_batch {
 	unsigned n;
 	uint64_t bytes;	  /* data read or written */
 	uint64_t account; /* what the commands count in flight */
+	uint64_t run_ns;  /* how long the worker took (batch_run) */
 };
 
 static void process_input(struct nbd_conn *c);
@@ -310,8 +318,8 @@ static void conn_teardown(struct nbd_conn *c, bool graceful)
 	ns->nconns--;
 	h2_log_debug("nbd",
 		     "closed peer=%s identity=%s commands=%" PRIu64
-		     " batches=%" PRIu64,
-		     c->peer, who(c), c->ncmds, c->nbatches);
+		     " batches=%" PRIu64 " ns_per_command=%" PRIu64,
+		     c->peer, who(c), c->ncmds, c->nbatches, c->cmd_ns);
 	conn_unref(c);
 	if (!ns->closing_all)
 		h2_server_check_stopped(srv);
@@ -647,9 +655,14 @@ static void job_submit(struct nbd_job *j)
 static void batch_run(struct h2_job *job)
 {
 	struct nbd_batch *b = (struct nbd_batch *)job;
+	struct timespec t0, t1;
 
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (struct nbd_job *j = b->first; j; j = j->bnext)
 		job_run_io(j);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	b->run_ns = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000u +
+		    (uint64_t)t1.tv_nsec - (uint64_t)t0.tv_nsec;
 }
 
 /*
@@ -664,6 +677,9 @@ static void batch_done(struct h2_job *job)
 	struct evbuffer *out = NULL;
 	unsigned b_n = b->n;
 	uint64_t b_account = b->account;
+
+	/* A moving average (weight 1/4) of the time per command. */
+	c->cmd_ns = (3 * c->cmd_ns + b->run_ns / (b->n ? b->n : 1)) / 4;
 
 	if (c->open && c->bev && !c->cork)
 		out = evbuffer_new();
@@ -711,11 +727,17 @@ static void batch_done(struct h2_job *job)
 static void batch_maybe_flush(struct nbd_conn *c, bool idle)
 {
 	const struct nbd_batch *b = c->batch;
+	uint64_t cmds;
 	bool full;
 
 	if (!b)
 		return;
-	full = b->n >= NBD_BATCH_CMDS || b->bytes >= NBD_BATCH_BYTES;
+	cmds = NBD_BATCH_NS / (c->cmd_ns ? c->cmd_ns : 1);
+	if (cmds < 1)
+		cmds = 1;
+	if (cmds > NBD_BATCH_CMDS_MAX)
+		cmds = NBD_BATCH_CMDS_MAX;
+	full = b->n >= cmds || b->bytes >= NBD_BATCH_BYTES;
 	if ((idle && c->batches == 0) ||
 	    (full && c->batches < NBD_BATCHES_MAX))
 		batch_flush(c);
@@ -1191,6 +1213,7 @@ static void accept_conn(struct h2_nbdsrv *ns, evutil_socket_t fd,
 	c->ns = ns;
 	c->fd = fd;
 	c->refs = 1;
+	c->cmd_ns = NBD_CMD_NS_INITIAL;
 	c->state = NC_PLAIN;
 	c->plain = plain;
 	peer_name(sa, c->peer, sizeof(c->peer));
