@@ -86,7 +86,11 @@
  * hits) run in few, large batches on one worker at a time, while slow
  * ones (the disk) go nearly one per batch and keep up to NBD_BATCHES_MAX
  * workers, hence that many device requests, busy for one connection, as
- * one job per command did with the default 4 workers.
+ * one job per command did with the default 4 workers.  A FLUSH, and a
+ * command with FUA, goes alone, at once, outside that count and the
+ * average: it waits for the store's flush (up to a second or more) while
+ * other commands go on around it, as NBD clients expect, and concurrent
+ * ones share a flush (group commit).
  */
 #define NBD_BATCH_NS	   100000u /* 100 us */
 #define NBD_BATCH_CMDS_MAX 64u
@@ -203,6 +207,7 @@ struct nbd_batch {
 	uint64_t bytes;	  /* data read or written */
 	uint64_t account; /* what the commands count in flight */
 	uint64_t run_ns;  /* how long the worker took (batch_run) */
+	bool solo;	  /* a FLUSH or FUA command alone, not in c->batches */
 };
 
 static void process_input(struct nbd_conn *c);
@@ -679,7 +684,8 @@ static void batch_done(struct h2_job *job)
 	uint64_t b_account = b->account;
 
 	/* A moving average (weight 1/4) of the time per command. */
-	c->cmd_ns = (3 * c->cmd_ns + b->run_ns / (b->n ? b->n : 1)) / 4;
+	if (!b->solo)
+		c->cmd_ns = (3 * c->cmd_ns + b->run_ns / (b->n ? b->n : 1)) / 4;
 
 	if (c->open && c->bev && !c->cork)
 		out = evbuffer_new();
@@ -710,7 +716,8 @@ static void batch_done(struct h2_job *job)
 		next = j->bnext;
 		job_free(j);
 	}
-	c->batches--;
+	if (!b->solo)
+		c->batches--;
 	free(b);
 	request_done(c, b_n, b_account);
 	/* Commands that gathered meanwhile go now. */
@@ -827,18 +834,61 @@ static void do_list(struct nbd_conn *c)
 	job_submit(j);
 }
 
+/* A FLUSH or FUA command as a batch of its own, handed to the pool at
+ * once; takes payload. */
+static void do_solo(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
+		    uint8_t *payload)
+{
+	struct nbd_job *j = job_new(c, NJ_IO);
+	struct nbd_batch *b = calloc(1, sizeof(*b));
+
+	c->ns->srv->requests++;
+	if (!j || !b) {
+		free(j);
+		free(b);
+		free(payload);
+		h2_nbd_reply(c->proto, cmd, -ENOMEM, "out of memory");
+		return;
+	}
+	j->cmd = *cmd;
+	j->vol = c->vol;
+	j->buf = payload;
+	j->account = NBD_REQUEST_SIZE;
+	if (cmd->type == NBD_CMD_READ || cmd->type == NBD_CMD_WRITE)
+		j->account += cmd->len;
+	b->job.run = batch_run;
+	b->job.done = batch_done;
+	b->c = c;
+	b->first = b->last = j;
+	b->n = 1;
+	b->account = j->account;
+	b->solo = true;
+	c->inflight++;
+	c->inflight_bytes += j->account;
+	c->nbatches++;
+	c->ncmds++;
+	conn_ref(c);
+	h2_pool_submit(c->ns->srv->pool, &b->job);
+}
+
 /*
  * H2_NBD_COMMAND with its payload (writes) in hand; takes payload.  The
  * command joins the batch being built (handed over when full, or when
- * process_input has taken everything there is to read).
+ * process_input has taken everything there is to read); a FLUSH goes
+ * alone.
  */
 static void do_command(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
 		       uint8_t *payload)
 {
-	struct nbd_job *j = job_new(c, NJ_IO);
+	struct nbd_job *j;
 	struct nbd_batch *b = c->batch;
 	uint64_t account = NBD_REQUEST_SIZE, data = 0;
 
+	if (cmd->type == NBD_CMD_FLUSH || (cmd->flags & NBD_CMD_FLAG_FUA)) {
+		do_solo(c, cmd, payload);
+		return;
+	}
+	j = job_new(c, NJ_IO);
 	c->ns->srv->requests++;
 	if (!b) {
 		b = calloc(1, sizeof(*b));
