@@ -3,12 +3,13 @@
  *
  * h2ctl.c parses the global flags, resolves the server address and TLS
  * files, and dispatches to one subcommand of the table it owns.  Each
- * subcommand group lives in its own file (ctl_volume.c: volume, sync,
- * stat; ctl_io.c: read, write, import, export; ctl_bench.c: bench) and
- * every command has the same shape: parse and check its arguments first,
- * so that a usage error exits 2 without touching the network, then
- * ctl_connect(), then do the work.  ctl_out.c holds the output helpers
- * (tables, JSON, progress bar, error messages).
+ * subcommand group lives in its own file (ctl_volume.c: volume, sync;
+ * ctl_stat.c: stat; ctl_snapshot.c: snapshot, clone, rollback; ctl_io.c:
+ * read, write, import, export; ctl_bench.c: bench) and every command has
+ * the same shape: parse and check its arguments first, so that a usage
+ * error exits 2 without touching the network, then ctl_connect(), then
+ * do the work.  ctl_out.c holds the output helpers (tables, JSON,
+ * progress bar, error messages).
  *
  * Exit codes: CTL_EXIT_OK, CTL_EXIT_FAIL (the operation failed; a message
  * on stderr names what failed), CTL_EXIT_USAGE (bad command line; a
@@ -83,6 +84,13 @@ int ctl_positional(struct ctl *ctl, int argc, char **argv, int min, int max,
 		   int *npos);
 
 /*
+ * Take every flag (an exact word, "--force") out of a command's
+ * arguments before "--", shifting the rest down and lowering *argc;
+ * returns whether there was one.
+ */
+bool ctl_take_flag(int *argc, char **argv, const char *flag);
+
+/*
  * Parse a size or offset with suffixes K, M, G, T.  what names the
  * argument in the error message ("SIZE").  Returns CTL_EXIT_OK and *out,
  * or the result of ctl_usage().
@@ -97,7 +105,16 @@ int ctl_volume_info(struct ctl *ctl, int argc, char **argv);
 int ctl_volume_delete(struct ctl *ctl, int argc, char **argv);
 int ctl_volume_resize(struct ctl *ctl, int argc, char **argv);
 int ctl_sync(struct ctl *ctl, int argc, char **argv);
+
+/* Subcommands (ctl_stat.c). */
 int ctl_stat(struct ctl *ctl, int argc, char **argv);
+
+/* Subcommands (ctl_snapshot.c). */
+int ctl_snapshot_create(struct ctl *ctl, int argc, char **argv);
+int ctl_snapshot_list(struct ctl *ctl, int argc, char **argv);
+int ctl_snapshot_delete(struct ctl *ctl, int argc, char **argv);
+int ctl_clone(struct ctl *ctl, int argc, char **argv);
+int ctl_rollback(struct ctl *ctl, int argc, char **argv);
 
 /* Subcommands (ctl_io.c). */
 int ctl_write(struct ctl *ctl, int argc, char **argv);

@@ -67,11 +67,36 @@ const char *ctl_h2_reason(int err)
 	return s && *s ? s : h2_strerror(err);
 }
 
+/* Whether the running command is "[group ]name". */
+static bool is_cmd(const struct ctl *ctl, const char *group, const char *name)
+{
+	const struct ctl_cmd *c = ctl ? ctl->cmd : NULL;
+
+	return c && !strcmp(c->name, name) &&
+	       (group ? c->group && !strcmp(c->group, group) : !c->group);
+}
+
 const char *ctl_h2_hint(const struct ctl *ctl, int err, char *buf, size_t n)
 {
 	switch (err) {
 	case H2_ENOENT:
+		/* A snapshot command can miss the snapshot, not the volume. */
+		if (ctl && ctl->cmd && !is_cmd(ctl, "snapshot", "list") &&
+		    ((ctl->cmd->group &&
+		      !strcmp(ctl->cmd->group, "snapshot")) ||
+		     is_cmd(ctl, NULL, "clone") ||
+		     is_cmd(ctl, NULL, "rollback")))
+			return " (see \"h2ctl snapshot list\")";
 		return " (see \"h2ctl volume list\")";
+	case H2_EDEPENDENTS:
+		/* The server's sentence says what depends on what. */
+		if (is_cmd(ctl, "volume", "delete"))
+			return " (--recursive deletes them too)";
+		return "";
+	case H2_EBUSY:
+		if (is_cmd(ctl, NULL, "rollback"))
+			return " (--force rolls back anyway)";
+		return "";
 	case H2_EPERM:
 		if (ctl && ctl->client && h2_client_identity(ctl->client)) {
 			snprintf(buf, n,

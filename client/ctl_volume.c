@@ -1,6 +1,6 @@
 /*
  * ctl_volume.c - h2ctl's volume management and server commands: volume
- * create, list, info, delete, resize; sync; stat.
+ * create, list, info, delete, resize; sync (stat is ctl_stat.c's).
  *
  * The JSON of a volume is the same object everywhere (list, info) so
  * that scripts can reuse one parser; byte counts and timestamps are
@@ -55,7 +55,11 @@ static cJSON *volume_json(const h2_volume_info *vi)
 			   : cJSON_AddNullToObject(o, "created")) ||
 	    !cJSON_AddBoolToObject(o, "can_read", vi->can_read) ||
 	    !cJSON_AddBoolToObject(o, "can_write", vi->can_write) ||
-	    !cJSON_AddBoolToObject(o, "can_admin", vi->can_admin)) {
+	    !cJSON_AddBoolToObject(o, "can_admin", vi->can_admin) ||
+	    !ctl_json_u64(o, "snapshots", vi->snapshots) ||
+	    !ctl_json_u64(o, "snap_bytes", vi->snap_bytes) ||
+	    !(vi->origin[0] ? cJSON_AddStringToObject(o, "origin", vi->origin)
+			    : cJSON_AddNullToObject(o, "origin"))) {
 		cJSON_Delete(o);
 		return NULL;
 	}
@@ -131,10 +135,10 @@ static int list_json(const h2_volume_info *v, size_t n)
 /* Print the volumes as an aligned table. */
 static int list_table(const h2_volume_info *v, size_t n)
 {
-	static const char *const head[] = {"NAME", "SIZE", "USED", "CREATED",
-					   "RIGHTS"};
-	static const enum ctl_align align[] = {CTL_LEFT, CTL_RIGHT, CTL_RIGHT,
-					       CTL_LEFT, CTL_LEFT};
+	static const char *const head[] = {"NAME",  "SIZE",    "USED",
+					   "SNAPS", "CREATED", "RIGHTS"};
+	static const enum ctl_align align[] = {CTL_LEFT,  CTL_RIGHT, CTL_RIGHT,
+					       CTL_RIGHT, CTL_LEFT,  CTL_LEFT};
 	struct ctl_table *t;
 
 	if (n == 0) {
@@ -142,15 +146,16 @@ static int list_table(const h2_volume_info *v, size_t n)
 		       "NAME SIZE\")\n");
 		return ctl_stdout_done();
 	}
-	t = ctl_table_new(5, head, align);
+	t = ctl_table_new(6, head, align);
 	if (!t)
 		return ctl_fail("out of memory");
 	for (size_t i = 0; i < n; i++) {
-		char size[32], used[32], when[40], r[4];
+		char size[32], used[32], snaps[16], when[40], r[4];
 
+		snprintf(snaps, sizeof(snaps), "%" PRIu32, v[i].snapshots);
 		if (!ctl_table_addv(
 			t, v[i].name, ctl_size(v[i].size, size, sizeof(size)),
-			ctl_size(v[i].used_bytes, used, sizeof(used)),
+			ctl_size(v[i].used_bytes, used, sizeof(used)), snaps,
 			ctl_time(v[i].ctime_ns, when, sizeof(when)),
 			rights(&v[i], r))) {
 			ctl_table_free(t);
@@ -196,7 +201,8 @@ int ctl_volume_info(struct ctl *ctl, int argc, char **argv)
 {
 	h2_volume_info vi;
 	struct ctl_table *t;
-	char a[64], b[64], c[24], when[40], r4[4];
+	char a[64], b[64], c[24], when[40], r4[4], sn[96], hs[32];
+	bool ok;
 	int rc, n, r;
 
 	if ((rc = ctl_positional(ctl, argc, argv, 1, 1, &n)) ||
@@ -214,12 +220,16 @@ int ctl_volume_info(struct ctl *ctl, int argc, char **argv)
 	bytes(vi.used_bytes, b, sizeof(b));
 	snprintf(c, sizeof(c), "%" PRIu64, vi.id);
 	rights(&vi, r4);
-	if (!ctl_table_addv(t, "name", vi.name) ||
-	    !ctl_table_addv(t, "id", c) || !ctl_table_addv(t, "size", a) ||
-	    !ctl_table_addv(t, "used", b) ||
-	    !ctl_table_addv(t, "created",
-			    ctl_time(vi.ctime_ns, when, sizeof(when))) ||
-	    !ctl_table_addv(t, "rights", r4)) {
+	snprintf(sn, sizeof(sn), "%" PRIu32 " (holding %s only they use)",
+		 vi.snapshots, ctl_size(vi.snap_bytes, hs, sizeof(hs)));
+	ok = ctl_table_addv(t, "name", vi.name) && ctl_table_addv(t, "id", c) &&
+	     ctl_table_addv(t, "size", a) && ctl_table_addv(t, "used", b) &&
+	     ctl_table_addv(t, "snapshots", sn) &&
+	     (!vi.origin[0] || ctl_table_addv(t, "clone of", vi.origin)) &&
+	     ctl_table_addv(t, "created",
+			    ctl_time(vi.ctime_ns, when, sizeof(when))) &&
+	     ctl_table_addv(t, "rights", r4);
+	if (!ok) {
 		ctl_table_free(t);
 		return ctl_fail("out of memory");
 	}
@@ -230,18 +240,21 @@ int ctl_volume_info(struct ctl *ctl, int argc, char **argv)
 
 int ctl_volume_delete(struct ctl *ctl, int argc, char **argv)
 {
+	bool rec = ctl_take_flag(&argc, argv, "--recursive");
 	int rc, n, r;
 
 	if ((rc = ctl_positional(ctl, argc, argv, 1, 1, &n)) ||
 	    (rc = check_name(ctl, argv[0])) || (rc = ctl_connect(ctl)))
 		return rc;
-	r = h2_volume_delete(ctl->client, argv[0]);
+	r = h2_volume_delete_flags(ctl->client, argv[0],
+				   rec ? H2_DELETE_RECURSIVE : 0);
 	if (r < 0)
 		return ctl_fail_h2(ctl, r, "cannot delete volume \"%s\"",
 				   argv[0]);
 	if (ctl->json)
 		return print_name_size(argv[0], NULL, "deleted");
-	printf("deleted volume \"%s\"\n", argv[0]);
+	printf("deleted volume \"%s\"%s\n", argv[0],
+	       rec ? " with its snapshots and clones" : "");
 	return ctl_stdout_done();
 }
 
@@ -323,105 +336,4 @@ int ctl_sync(struct ctl *ctl, int argc, char **argv)
 		printf("synced all volumes in %.1f ms\n",
 		       ctl_elapsed(&t0, &t1) * 1e3);
 	return ctl_stdout_done();
-}
-
-/* stat as JSON: every counter exact, plus server and identity. */
-static int stat_json(const struct ctl *ctl, const h2_stats *s)
-{
-	const char *id = h2_client_identity(ctl->client);
-	cJSON *o = cJSON_CreateObject();
-	bool ok = o != NULL;
-
-	ok = ok && cJSON_AddStringToObject(o, "server", ctl->server);
-	ok = ok && (id ? cJSON_AddStringToObject(o, "identity", id)
-		       : cJSON_AddNullToObject(o, "identity"));
-	ok = ok && ctl_json_u64(o, "total_bytes", s->total_bytes) &&
-	     ctl_json_u64(o, "used_bytes", s->used_bytes) &&
-	     ctl_json_u64(o, "free_bytes", s->free_bytes) &&
-	     ctl_json_u64(o, "dirty_bytes", s->dirty_bytes) &&
-	     ctl_json_u64(o, "flushes", s->flushes) &&
-	     ctl_json_u64(o, "flush_ns_total", s->flush_ns_total) &&
-	     ctl_json_u64(o, "durable_tid", s->durable_tid) &&
-	     ctl_json_u64(o, "dev_bytes_written", s->dev_bytes_written) &&
-	     ctl_json_u64(o, "client_bytes_written", s->client_bytes_written) &&
-	     ctl_json_u64(o, "client_bytes_read", s->client_bytes_read) &&
-	     ctl_json_u64(o, "volumes", s->volumes) &&
-	     ctl_json_u64(o, "connections", s->connections) &&
-	     ctl_json_u64(o, "requests", s->requests) &&
-	     ctl_json_u64(o, "errors", s->errors);
-	/* null rather than a division by zero before any client write. */
-	ok = ok &&
-	     (s->client_bytes_written
-		  ? cJSON_AddNumberToObject(o, "write_amplification",
-					    (double)s->dev_bytes_written /
-						(double)s->client_bytes_written)
-		  : cJSON_AddNullToObject(o, "write_amplification"));
-	if (!ok) {
-		cJSON_Delete(o);
-		o = NULL;
-	}
-	return ctl_json_print(o);
-}
-
-int ctl_stat(struct ctl *ctl, int argc, char **argv)
-{
-	const char *id;
-	struct ctl_table *t;
-	h2_stats s;
-	char v[13][64];
-	bool ok;
-	int rc, np, r;
-
-	if ((rc = ctl_positional(ctl, argc, argv, 0, 0, &np)) ||
-	    (rc = ctl_connect(ctl)))
-		return rc;
-	r = h2_stat(ctl->client, &s);
-	if (r < 0)
-		return ctl_fail_h2(ctl, r, "cannot get statistics from %s",
-				   ctl->server);
-	if (ctl->json)
-		return stat_json(ctl, &s);
-	id = h2_client_identity(ctl->client);
-	t = ctl_table_new(2, NULL, NULL);
-	if (!t)
-		return ctl_fail("out of memory");
-	if (s.flushes)
-		snprintf(v[4], sizeof(v[4]), "%" PRIu64 " (average %.2f ms)",
-			 s.flushes,
-			 (double)s.flush_ns_total / (double)s.flushes / 1e6);
-	else
-		snprintf(v[4], sizeof(v[4]), "0");
-	if (s.client_bytes_written)
-		snprintf(v[8], sizeof(v[8]), "%.2f",
-			 (double)s.dev_bytes_written /
-			     (double)s.client_bytes_written);
-	else
-		snprintf(v[8], sizeof(v[8]), "-");
-	snprintf(v[9], sizeof(v[9]), "%" PRIu64, s.durable_tid);
-	snprintf(v[10], sizeof(v[10]), "%" PRIu64, s.volumes);
-	snprintf(v[5], sizeof(v[5]), "%" PRIu64, s.connections);
-	snprintf(v[11], sizeof(v[11]), "%" PRIu64 " (%" PRIu64 " errors)",
-		 s.requests, s.errors);
-	ok = ctl_table_addv(t, "server", ctl->server) &&
-	     ctl_table_addv(t, "identity", id ? id : "-") &&
-	     ctl_table_addv(t, "total", bytes(s.total_bytes, v[0], 64)) &&
-	     ctl_table_addv(t, "used", bytes(s.used_bytes, v[1], 64)) &&
-	     ctl_table_addv(t, "free", bytes(s.free_bytes, v[2], 64)) &&
-	     ctl_table_addv(t, "dirty", bytes(s.dirty_bytes, v[3], 64)) &&
-	     ctl_table_addv(t, "durable tid", v[9]) &&
-	     ctl_table_addv(t, "flushes", v[4]) &&
-	     ctl_table_addv(t, "client written",
-			    bytes(s.client_bytes_written, v[12], 64)) &&
-	     ctl_table_addv(t, "client read",
-			    bytes(s.client_bytes_read, v[6], 64)) &&
-	     ctl_table_addv(t, "device written",
-			    bytes(s.dev_bytes_written, v[7], 64)) &&
-	     ctl_table_addv(t, "write amplification", v[8]) &&
-	     ctl_table_addv(t, "volumes", v[10]) &&
-	     ctl_table_addv(t, "connections", v[5]) &&
-	     ctl_table_addv(t, "requests", v[11]);
-	if (ok)
-		ctl_table_print(t, stdout);
-	ctl_table_free(t);
-	return ok ? ctl_stdout_done() : ctl_fail("out of memory");
 }

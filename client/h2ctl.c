@@ -33,29 +33,87 @@ static const struct ctl_cmd cmds[] = {
      "Create an empty volume NAME of SIZE bytes.  Fails if NAME exists.\n"},
     {"volume", "list", ctl_volume_list, "", "list the volumes you can see",
      "List the volumes your certificate gives you a right on: size, space\n"
-     "used, creation time and your rights (r read, w write, a admin).\n"
+     "used, snapshots, creation time and your rights (r read, w write,\n"
+     "a admin).\n"
      "With --json: {\"volumes\": [{\"name\", \"id\", \"size\", "
      "\"used_bytes\",\n"
      "\"ctime_ns\", \"created\", \"can_read\", \"can_write\", "
-     "\"can_admin\"}, ...]}.\n"},
+     "\"can_admin\",\n"
+     "\"snapshots\", \"snap_bytes\", \"origin\"}, ...]} (origin: "
+     "\"VOLUME@SNAP\"\n"
+     "for a clone, else null).\n"},
     {"volume", "info", ctl_volume_info, "NAME", "show one volume",
-     "Show volume NAME: id, size, space used, creation time, your rights.\n"
+     "Show volume NAME: id, size, space used, creation time, your rights,\n"
+     "its snapshots and the space only they hold, and for a clone the\n"
+     "snapshot it was cloned from.\n"
      "With --json: one object with the keys of \"volume list --json\".\n"},
-    {"volume", "delete", ctl_volume_delete, "NAME",
+    {"volume", "delete", ctl_volume_delete, "NAME [--recursive]",
      "delete a volume and its data",
-     "Delete volume NAME and all its data.  There is no undo.\n"},
+     "Delete volume NAME and all its data.  There is no undo.\n"
+     "A volume with snapshots is refused unless --recursive, which also\n"
+     "deletes its snapshots and every clone made from them (and theirs):\n"
+     "that needs the admin right on each of those volumes.\n"},
     {"volume", "resize", ctl_volume_resize, "NAME SIZE",
      "change the size of a volume",
      "Set the size of volume NAME to SIZE bytes.  Growing adds a range\n"
      "that reads as zeros; shrinking drops the data beyond SIZE.\n"},
+    {"snapshot", "create", ctl_snapshot_create, "VOLUME SNAPSHOT",
+     "take a snapshot of a volume",
+     "Take a read-only snapshot VOLUME@SNAPSHOT of VOLUME's current\n"
+     "contents: every write acknowledged before the command is in it.\n"
+     "It copies no data; the blocks the volume overwrites afterwards stay\n"
+     "with the snapshot.  Needs the admin right on VOLUME.\n"
+     "Read it with \"h2ctl read/export VOLUME@SNAPSHOT\" or over NBD\n"
+     "(export name VOLUME@SNAPSHOT, read-only).\n"
+     "With --json: the snapshot's object as in \"snapshot list "
+     "--json\".\n"},
+    {"snapshot", "list", ctl_snapshot_list, "[VOLUME]", "list snapshots",
+     "List the snapshots of VOLUME, or of every volume you can see:\n"
+     "name, creation time, transaction id (TID), the volume's size then,\n"
+     "the space the snapshot alone holds (freed by deleting it) and the\n"
+     "number of clones made from it.\n"
+     "With --json: {\"snapshots\": [{\"volume\", \"name\", "
+     "\"ctime_ns\",\n"
+     "\"created\", \"tid\", \"size\", \"refer_bytes\", "
+     "\"excl_bytes\", \"clones\"},\n"
+     "...]}.\n"},
+    {"snapshot", "delete", ctl_snapshot_delete, "VOLUME SNAPSHOT",
+     "delete a snapshot",
+     "Delete snapshot VOLUME@SNAPSHOT; the space it alone held comes\n"
+     "back.  A snapshot that a clone was made from is refused: delete\n"
+     "the clone first.  Needs the admin right on VOLUME.\n"},
+    {NULL, "clone", ctl_clone, "VOLUME@SNAPSHOT NEWVOLUME",
+     "make a writable volume from a snapshot",
+     "Create NEWVOLUME, a writable volume whose contents are the\n"
+     "snapshot's.  It shares every block with the snapshot (nothing is\n"
+     "copied) until either is written.  Needs the admin right on VOLUME\n"
+     "and on NEWVOLUME.\n"},
+    {NULL, "rollback", ctl_rollback, "VOLUME SNAPSHOT [--force]",
+     "make a volume's contents a snapshot's",
+     "Make VOLUME's contents those of VOLUME@SNAPSHOT, which must be its\n"
+     "newest snapshot (delete newer ones first).  The snapshot is kept.\n"
+     "Refused while a client (native or NBD) has VOLUME open for writing,\n"
+     "unless --force: that client's writes then land on the rolled-back\n"
+     "contents.  Needs the admin right on VOLUME.\n"},
     {NULL, "sync", ctl_sync, "[VOLUME]", "make acknowledged writes durable",
      "Make every write the server acknowledged so far durable: on VOLUME,\n"
      "or on every volume of the store when VOLUME is not given.\n"
      "With --json: {\"volume\": NAME or null, \"seconds\": S}.\n"},
-    {NULL, "stat", ctl_stat, "", "show the server's statistics",
+    {NULL, "stat", ctl_stat, "[VOLUME]", "show the server's statistics",
      "Show the server's space (total, used, free, dirty), flushes, write\n"
      "amplification (device bytes written / client bytes written),\n"
-     "volumes, connections, requests and errors.\n"},
+     "connections, requests and errors by status code; then, per operation\n"
+     "(read, write, trim, write_zeroes, flush, txn, block_status, other),\n"
+     "requests, NBD requests, errors, bytes and latency (mean, p50, p99,\n"
+     "p99.9, from a request's arrival at the server to its reply); then the\n"
+     "volumes used since the server started that you may see.  With VOLUME:\n"
+     "that volume's numbers and operations.  Counters count both the native\n"
+     "protocol and NBD, since the server started.\n"
+     "With --json: one object with every counter (sizes in bytes, times in\n"
+     "ns), \"ops\" keyed by operation, \"errors_by_code\" keyed by status,\n"
+     "and \"volume_stats\": [{\"name\", \"size\", \"used_bytes\",\n"
+     "\"open_handles\", \"requests\", \"errors\", \"errors_by_code\",\n"
+     "\"ops\"}, ...] (\"volumes\" is the number of volumes in the store).\n"},
     {NULL, "write", ctl_write, "VOLUME OFFSET [FILE|-]",
      "write a file or stdin into a volume",
      "Write the bytes of FILE (\"-\" or no FILE: standard input, until end\n"
@@ -65,7 +123,8 @@ static const struct ctl_cmd cmds[] = {
     {NULL, "read", ctl_read, "VOLUME OFFSET LENGTH [FILE|-]",
      "read part of a volume to a file or stdout",
      "Read LENGTH bytes of VOLUME starting at OFFSET into FILE (created or\n"
-     "truncated) or to standard output (\"-\" or no FILE).\n"},
+     "truncated) or to standard output (\"-\" or no FILE).\n"
+     "VOLUME may be a snapshot, VOLUME@SNAPSHOT.\n"},
     {NULL, "import", ctl_import, "VOLUME FILE", "copy a disk image in",
      "Copy the disk image FILE into VOLUME so that the volume reads exactly\n"
      "as FILE, followed by zeros when the volume is larger.  Holes and\n"
@@ -76,7 +135,9 @@ static const struct ctl_cmd cmds[] = {
     {NULL, "export", ctl_export, "VOLUME FILE", "copy a volume out",
      "Copy VOLUME into FILE (created or truncated) as a sparse file of the\n"
      "volume's size: holes of the volume and all-zero blocks stay holes in\n"
-     "FILE.  A progress bar is shown when stderr is a terminal.\n"},
+     "FILE.  A progress bar is shown when stderr is a terminal.\n"
+     "VOLUME may be a snapshot, VOLUME@SNAPSHOT: a consistent backup of a\n"
+     "volume in use.\n"},
     {NULL, "bench", ctl_bench, "VOLUME [OPTIONS]",
      "measure IOPS, throughput and latency",
      "Keep QD requests in flight against VOLUME for SECONDS and report\n"
@@ -504,6 +565,23 @@ int ctl_positional(struct ctl *ctl, int argc, char **argv, int min, int max,
 				 ctl->cmd->args[0] ? ctl->cmd->args : "none");
 	*npos = n;
 	return CTL_EXIT_OK;
+}
+
+bool ctl_take_flag(int *argc, char **argv, const char *flag)
+{
+	bool found = false;
+	int n = 0, i;
+
+	for (i = 0; i < *argc && strcmp(argv[i], "--"); i++) {
+		if (!strcmp(argv[i], flag))
+			found = true;
+		else
+			argv[n++] = argv[i];
+	}
+	for (; i < *argc; i++)
+		argv[n++] = argv[i];
+	*argc = n;
+	return found;
 }
 
 int ctl_parse_size(struct ctl *ctl, const char *what, const char *s,

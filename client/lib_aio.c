@@ -73,7 +73,7 @@ static int aio_io(const char *fn, h2_volume *v, enum h2_call_kind kind,
 	if (!call)
 		return h2_ops_fail(H2_ENOMEM, "out of memory");
 	call->kind = kind;
-	call->handle = v->handle;
+	call->vol = v;
 	call->off = off;
 	call->len = len;
 	call->rbuf = rbuf;
@@ -110,7 +110,7 @@ int h2_aio_flush(h2_volume *v, h2_aio_cb cb, void *arg)
 		return h2_ops_fail(H2_ENOMEM, "out of memory");
 	h2__request__init(&call->req_store);
 	h2__flush__init(&call->flush_store);
-	call->flush_store.handle = v->handle;
+	call->vol = v; /* the I/O thread names its handle */
 	call->req_store.op_case = H2__REQUEST__OP_FLUSH;
 	call->req_store.flush = &call->flush_store;
 	call->kind = H2_CALL_MSG;

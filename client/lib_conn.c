@@ -1,15 +1,15 @@
 /*
- * lib_conn.c - libh2client's connection: connect, TLS, the I/O thread and
- * its table of outstanding requests.
+ * lib_conn.c - libh2client's I/O thread: the queue of calls, the table of
+ * outstanding requests, writing and reading frames, and (H2_RECONNECT)
+ * making the connection again and sending what was in flight again.
  *
- * h2_connect() resolves the address, loads the TLS material, queues a
- * Hello call and starts the I/O thread, which connects (non-blocking, with
- * the deadline), does the TLS handshake, and then runs the loop that
- * serves every call for the life of the client.  Everything that touches
- * the socket or the SSL object runs on that one thread, because an SSL
- * object must not be used from two threads at once; the thread starts
- * with every signal blocked, so a write to a reset connection cannot kill
- * the process with SIGPIPE and the application's signals go elsewhere.
+ * The thread (h2_io_main, started by h2_connect in lib_net.c) makes the
+ * connection, then runs the loop that serves every call for the life of
+ * the client.  Everything that touches the socket or the SSL object runs
+ * on that one thread, because an SSL object must not be used from two
+ * threads at once; the thread starts with every signal blocked, so a
+ * write to a reset connection cannot kill the process with SIGPIPE and
+ * the application's signals go elsewhere.
  *
  * Invariants of the I/O thread:
  *   - Calls are cut into slots in submit order; only the head of the
@@ -23,41 +23,34 @@
  *   - A reply's payload is accepted only where one is expected (a Read
  *     chunk answered OK, exactly the chunk's length); anything else breaks
  *     the stream's framing and fails the connection.
- *   - Once the connection fails, every call in the library completes with
- *     H2_ECLOSED under one hold of c->lock that also sets c->closed, so a
- *     call is either completed by that pass or refused at submit.
+ *   - Once the connection fails for good, every call in the library
+ *     completes with H2_ECLOSED under one hold of c->lock that also sets
+ *     c->closed, so a call is either completed by that pass or refused at
+ *     submit.  With H2_RECONNECT a lost connection first goes through
+ *     io_drop, which frees every slot and puts their calls back at the
+ *     head of the queue (or fails them), and io_reconnect; only giving up
+ *     is "for good".
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
-#include <openssl/x509v3.h>
 
 #include "internal.h"
 
-#define CONN_DEFAULT_TIMEOUT_MS 10000u
-
-/* Milliseconds on the monotonic clock. */
-static uint64_t conn_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
+/* H2_RECONNECT: wait this long between tries, doubling from the first
+ * to the most. */
+#define CONN_BACKOFF_FIRST_MS 50u
+#define CONN_BACKOFF_MAX_MS   2000u
+/* How long a server that answered UNAVAILABLE gets to close (at most
+ * reconnect_timeout_ms). */
+#define CONN_DRAIN_MAX_MS 40000u
 
 /* Copy a string into dst[len], cut short if need be. */
 static void conn_copy(char *dst, size_t len, const char *src)
@@ -70,32 +63,7 @@ static void conn_copy(char *dst, size_t len, const char *src)
 	dst[n] = '\0';
 }
 
-/* Add one to an eventfd's counter; EAGAIN (counter full) is harmless. */
-static void conn_efd_signal(int fd)
-{
-	uint64_t one = 1;
-	ssize_t n;
-
-	do
-		n = write(fd, &one, sizeof(one));
-	while (n < 0 && errno == EINTR);
-}
-
-/* Reset an eventfd's counter to zero (EFD_NONBLOCK: never waits). */
-static void conn_efd_drain(int fd)
-{
-	uint64_t v;
-	ssize_t n;
-
-	do
-		n = read(fd, &v, sizeof(v));
-	while (n < 0 && errno == EINTR);
-}
-
-/* Write the I/O thread's error sentence. */
-static void io_msgf(struct h2_client *c, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void io_msgf(struct h2_client *c, const char *fmt, ...)
+void h2_io_msgf(struct h2_client *c, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -121,7 +89,7 @@ static void conn_complete_locked(struct h2_client *c, struct h2_call *call)
 			c->done_tail->next = call;
 		else {
 			c->done_head = call;
-			conn_efd_signal(c->aio_fd);
+			h2_conn_efd_signal(c->aio_fd);
 		}
 		c->done_tail = call;
 	} else {
@@ -164,6 +132,9 @@ static void conn_enqueue_locked(struct h2_client *c, struct h2_call *call)
 	call->outstanding = 0;
 	call->carve_done = false;
 	call->done = false;
+	call->dropped = false;
+	call->not_run = false;
+	call->seq = c->next_call_seq++;
 	call->result = 0;
 	call->errmsg[0] = '\0';
 	call->resp = NULL;
@@ -175,7 +146,7 @@ static void conn_enqueue_locked(struct h2_client *c, struct h2_call *call)
 	/* One write per sleep of the I/O thread is enough. */
 	if (!c->wake_pending) {
 		c->wake_pending = true;
-		conn_efd_signal(c->wake_fd);
+		h2_conn_efd_signal(c->wake_fd);
 	}
 }
 
@@ -270,8 +241,79 @@ static void io_slot_put(struct h2_client *c, struct h2_slot *s)
 /* Slots may be made now: a call waits and the server allows more. */
 static bool io_can_carve_locked(const struct h2_client *c)
 {
-	return c->submit_head && c->nfree > 0 &&
+	return c->submit_head && c->nfree > 0 && !c->draining &&
 	       H2_MAX_SLOTS - c->nfree < c->max_inflight;
+}
+
+/* The request's operation, for MSG calls (0 for READ/WRITE). */
+static H2__Request__OpCase io_op(const struct h2_call *call)
+{
+	return call->kind == H2_CALL_MSG ? call->msg->op_case
+					 : H2__REQUEST__OP__NOT_SET;
+}
+
+/* A Flush (of a volume, or of the store when call->vol is NULL). */
+static bool io_is_flush(const struct h2_call *call)
+{
+	return io_op(call) == H2__REQUEST__OP_FLUSH;
+}
+
+/* Acknowledged, it is a change that only a later flush makes durable. */
+static bool io_dirties(const struct h2_call *call)
+{
+	switch (io_op(call)) {
+	case H2__REQUEST__OP__NOT_SET:
+		return call->kind == H2_CALL_WRITE && !call->fua;
+	case H2__REQUEST__OP_TRIM:
+		return !call->msg->trim->fua;
+	case H2__REQUEST__OP_WRITE_ZEROES:
+		return !call->msg->write_zeroes->fua;
+	case H2__REQUEST__OP_TXN:
+		return !call->msg->txn->fua;
+	default:
+		return false;
+	}
+}
+
+/*
+ * May be sent again after the connection is lost, whether or not the
+ * server ran it: everything but volume create, delete and resize (see
+ * "H2_RECONNECT" in h2client.h; a Txn writes the same bytes again).
+ */
+static bool io_reissuable(const struct h2_call *call)
+{
+	switch (io_op(call)) {
+	case H2__REQUEST__OP_VOLUME_CREATE:
+	case H2__REQUEST__OP_VOLUME_DELETE:
+	case H2__REQUEST__OP_VOLUME_RESIZE:
+	case H2__REQUEST__OP_HELLO:
+		return false;
+	default:
+		return true;
+	}
+}
+
+/*
+ * A call on a volume that has no handle on this connection finishes
+ * without going to the server: the volume could not be opened again after
+ * a reconnect (its error), or is being closed and was not opened again
+ * (a close, then, has nothing left to do).  true if call was finished.
+ */
+static bool io_settle_locked(struct h2_client *c, struct h2_call *call)
+{
+	struct h2_volume *v = call->vol;
+
+	if (!v || (!v->dead && v->handle != 0))
+		return false;
+	if (io_op(call) != H2__REQUEST__OP_VOLUME_CLOSE)
+		conn_call_error_locked(call, v->dead ? v->dead_err : H2_ECLOSED,
+				       v->dead ? v->dead_msg
+					       : "the volume is being closed");
+	conn_unqueue_locked(c, call);
+	call->carve_done = true;
+	if (call->outstanding == 0)
+		conn_complete_locked(c, call);
+	return true;
 }
 
 /* Cut queued calls into slots, in order, as far as the limits allow. */
@@ -279,10 +321,16 @@ static void io_carve_locked(struct h2_client *c)
 {
 	while (io_can_carve_locked(c)) {
 		struct h2_call *call = c->submit_head;
-		struct h2_slot *s = io_slot_get(c);
+		struct h2_slot *s;
 
+		if (io_settle_locked(c, call))
+			continue;
+		s = io_slot_get(c);
 		s->call = call;
 		if (call->kind == H2_CALL_MSG) {
+			/* A flush covers what was acknowledged before it
+			 * was sent, so at least everything counted now. */
+			s->flush_mark = c->ack_seq;
 			call->carve_done = true;
 		} else {
 			size_t left = call->len - call->carved;
@@ -305,6 +353,67 @@ static void io_carve_locked(struct h2_client *c)
 	}
 }
 
+/* Link a volume the server just opened (see struct h2_call.open_vol). */
+static void io_link_volume_locked(struct h2_client *c, struct h2_volume *v,
+				  const H2__VolumeOpenResult *r)
+{
+	v->handle = r->handle;
+	v->size = r->info ? r->info->size : 0;
+	v->last_ack = v->durable = c->ack_seq;
+	v->next = c->volumes;
+	if (c->volumes)
+		c->volumes->prev = v;
+	c->volumes = v;
+}
+
+/*
+ * What a successful reply means for the durability bookkeeping (struct
+ * h2_volume): a write counts as acknowledged, a flush moves the durable
+ * mark and reports, once per handle, writes that a lost connection may
+ * have lost.  Also links a volume just opened.
+ */
+static void io_account_locked(struct h2_client *c, struct h2_slot *s,
+			      const H2__Response *resp)
+{
+	struct h2_call *call = s->call;
+	struct h2_volume *v = call->vol;
+	char msg[H2_ERRMSG_MAX + 128];
+
+	if (io_dirties(call)) {
+		c->ack_seq++;
+		if (v)
+			v->last_ack = c->ack_seq;
+	} else if (io_is_flush(call) && v) {
+		if (s->flush_mark > v->durable)
+			v->durable = s->flush_mark;
+		if (v->loss_gen != v->seen_gen) {
+			v->seen_gen = v->loss_gen;
+			snprintf(msg, sizeof(msg),
+				 "flushed, but the server restarted without a "
+				 "clean shutdown since writes to '%.100s' were "
+				 "acknowledged: writes not flushed before the "
+				 "connection was lost may be lost",
+				 v->name);
+			conn_call_error_locked(call, H2_EUNSYNCED, msg);
+		}
+	} else if (io_is_flush(call)) {
+		if (s->flush_mark > c->all_durable)
+			c->all_durable = s->flush_mark;
+		if (c->loss_gen != c->sync_seen_gen) {
+			c->sync_seen_gen = c->loss_gen;
+			conn_call_error_locked(
+			    call, H2_EUNSYNCED,
+			    "synced, but the server restarted without a clean "
+			    "shutdown since it acknowledged writes: writes not "
+			    "flushed before the connection was lost may be "
+			    "lost");
+		}
+	} else if (call->open_vol && resp &&
+		   resp->result_case == H2__RESPONSE__RESULT_VOLUME_OPEN) {
+		io_link_volume_locked(c, call->open_vol, resp->volume_open);
+	}
+}
+
 /*
  * A slot is sent and answered: give its result to the call, complete the
  * call if it was the last, free the slot.
@@ -316,6 +425,8 @@ static void io_finish(struct h2_client *c, struct h2_slot *s)
 
 	s->resp = NULL;
 	pthread_mutex_lock(&c->lock);
+	if (s->result == 0)
+		io_account_locked(c, s, resp);
 	if (s->result < 0) {
 		const char *msg = s->lmsg;
 
@@ -403,35 +514,6 @@ static void io_fail_all(struct h2_client *c, int err)
  * TLS and socket errors.  I/O thread.
  */
 
-/* Why the last TLS operation failed, into buf: the verify result, the
- * alert the peer sent, or the library's reason. */
-static void io_tls_reason(struct h2_client *c, int sslerr, int saved_errno,
-			  char *buf, size_t len)
-{
-	long vr = c->ssl ? SSL_get_verify_result(c->ssl) : X509_V_OK;
-	unsigned long e = ERR_peek_error();
-	const char *r;
-
-	if (vr != X509_V_OK) {
-		snprintf(buf, len, "certificate verify failed: %s",
-			 X509_verify_cert_error_string(vr));
-	} else if (e) {
-		r = ERR_reason_error_string(e);
-		if (r)
-			snprintf(buf, len, "%s", r);
-		else
-			ERR_error_string_n(e, buf, len);
-	} else if (sslerr == SSL_ERROR_SYSCALL && saved_errno) {
-		snprintf(buf, len, "%s", strerror(saved_errno));
-	} else if (sslerr == SSL_ERROR_SYSCALL ||
-		   sslerr == SSL_ERROR_ZERO_RETURN) {
-		snprintf(buf, len, "the server closed the connection");
-	} else {
-		snprintf(buf, len, "TLS error %d", sslerr);
-	}
-	ERR_clear_error();
-}
-
 /*
  * A TLS read or write returned failure: 0 if it only has to wait (POLLOUT
  * noted in c->io_pollout), else an error with c->io_msg set.
@@ -449,215 +531,80 @@ static int io_ssl_error(struct h2_client *c, int saved_errno)
 		c->io_pollout = true;
 		return 0;
 	case SSL_ERROR_ZERO_RETURN:
-		io_msgf(c, "the server closed the connection");
+		/* close_notify: what h2d promises with it is in h2.proto. */
+		c->peer_clean = true;
+		h2_io_msgf(c, "the server closed the connection");
 		return H2_ECLOSED;
 	case SSL_ERROR_SSL:
 		ec = ERR_peek_error();
 		if (ERR_GET_LIB(ec) == ERR_LIB_SSL &&
 		    ERR_GET_REASON(ec) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
 			ERR_clear_error();
-			io_msgf(c, "the server closed the connection");
+			h2_io_msgf(c, "the server closed the connection");
 			return H2_ECLOSED;
 		}
-		io_tls_reason(c, e, saved_errno, why, sizeof(why));
-		io_msgf(c, "TLS error: %s", why);
+		h2_net_tls_reason(c, e, saved_errno, why, sizeof(why));
+		h2_io_msgf(c, "TLS error: %s", why);
 		return H2_ETLS;
 	default:
-		io_tls_reason(c, e, saved_errno, why, sizeof(why));
-		io_msgf(c, "%s", why);
+		h2_net_tls_reason(c, e, saved_errno, why, sizeof(why));
+		h2_io_msgf(c, "%s", why);
 		return H2_ECLOSED;
-	}
-}
-
-/*
- * Establishing the connection.  I/O thread, before its loop.
- */
-
-/*
- * Wait for events on the socket until the deadline: 0 when ready,
- * H2_ETIMEDOUT, or H2_ECLOSED when h2_disconnect asked us to stop.
- */
-static int conn_wait(struct h2_client *c, short events)
-{
-	for (;;) {
-		uint64_t now = conn_now_ms();
-		struct pollfd p[2] = {{.fd = c->fd, .events = events},
-				      {.fd = c->wake_fd, .events = POLLIN}};
-		uint64_t left;
-		bool stop;
-		int n;
-
-		if (now >= c->deadline_ms)
-			return H2_ETIMEDOUT;
-		left = c->deadline_ms - now;
-		n = poll(p, 2, left > INT_MAX ? INT_MAX : (int)left);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			io_msgf(c, "poll: %s", strerror(errno));
-			return H2_ECONNECT;
-		}
-		if (p[1].revents) {
-			/* A submit woke us before the loop runs: note it
-			 * consumed, the loop looks at the queue anyway. */
-			pthread_mutex_lock(&c->lock);
-			stop = c->stopping;
-			conn_efd_drain(c->wake_fd);
-			c->wake_pending = false;
-			pthread_mutex_unlock(&c->lock);
-			if (stop) {
-				io_msgf(c, "the client is disconnecting");
-				return H2_ECLOSED;
-			}
-		}
-		if (p[0].revents)
-			return 0;
-	}
-}
-
-/* "1.2.3.4:7410" or "[::1]:7410" for an address. */
-static void conn_addr_name(const struct addrinfo *ai, char *buf, size_t len)
-{
-	char host[NI_MAXHOST], serv[NI_MAXSERV];
-
-	if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof(host), serv,
-			sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
-		snprintf(buf, len, "(unprintable address)");
-		return;
-	}
-	snprintf(buf, len, ai->ai_family == AF_INET6 ? "[%s]:%s" : "%s:%s",
-		 host, serv);
-}
-
-/* TCP connect to the first address that answers; c->fd on success. */
-static int conn_tcp(struct h2_client *c)
-{
-	const struct addrinfo *ai;
-	char addr[NI_MAXHOST + NI_MAXSERV + 4];
-	int rc = H2_ECONNECT, one = 1;
-
-	io_msgf(c, "%s: no usable address", c->peer);
-	for (ai = c->ai; ai; ai = ai->ai_next) {
-		int fd, soerr = 0;
-		socklen_t sl = sizeof(soerr);
-
-		conn_addr_name(ai, addr, sizeof(addr));
-		fd = socket(ai->ai_family,
-			    ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-			    ai->ai_protocol);
-		if (fd < 0) {
-			io_msgf(c, "socket for %s: %s", addr, strerror(errno));
-			continue;
-		}
-		c->fd = fd;
-		if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-			if (errno != EINPROGRESS) {
-				soerr = errno;
-			} else {
-				rc = conn_wait(c, POLLOUT);
-				if (rc == H2_ETIMEDOUT)
-					io_msgf(c,
-						"connect to %s: no answer "
-						"within %u ms",
-						addr, c->timeout_ms);
-				if (rc < 0)
-					goto fail;
-				if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr,
-					       &sl) < 0)
-					soerr = errno;
-			}
-		}
-		if (soerr) {
-			io_msgf(c, "connect to %s: %s", addr, strerror(soerr));
-			rc = H2_ECONNECT;
-			close(fd);
-			c->fd = -1;
-			continue;
-		}
-		/* Requests are small and latency matters; frames are
-		 * written whole, so Nagle would only delay them. */
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		return 0;
-	}
-	return rc;
-fail:
-	close(c->fd);
-	c->fd = -1;
-	return rc;
-}
-
-/* An IPv4 or IPv6 literal? */
-static bool conn_is_ip(const char *s)
-{
-	unsigned char a[sizeof(struct in6_addr)];
-
-	return inet_pton(AF_INET, s, a) == 1 || inet_pton(AF_INET6, s, a) == 1;
-}
-
-/* TLS handshake on c->fd, verifying the server's name or address. */
-static int conn_tls(struct h2_client *c)
-{
-	char why[200];
-	int rc;
-
-	ERR_clear_error();
-	c->ssl = SSL_new(c->ctx);
-	if (!c->ssl || !SSL_set_fd(c->ssl, c->fd)) {
-		io_msgf(c, "cannot set up TLS: out of memory");
-		return H2_ENOMEM;
-	}
-	/* Partial writes let a big payload go out record by record;
-	 * a moving buffer lets a retried write come from a new pointer
-	 * into the same bytes. */
-	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
-				 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-	if (conn_is_ip(c->verify_name)) {
-		/* An address is checked against IP SANs; SNI carries names
-		 * only (RFC 6066), so none is sent. */
-		if (!X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl),
-						   c->verify_name)) {
-			io_msgf(c, "cannot verify address '%s'",
-				c->verify_name);
-			return H2_ETLS;
-		}
-	} else {
-		SSL_set_hostflags(c->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-		if (!SSL_set1_host(c->ssl, c->verify_name) ||
-		    !SSL_set_tlsext_host_name(c->ssl, c->verify_name)) {
-			io_msgf(c, "cannot verify name '%s'", c->verify_name);
-			return H2_ETLS;
-		}
-	}
-	for (;;) {
-		int r, e, saved;
-
-		ERR_clear_error();
-		r = SSL_connect(c->ssl);
-		if (r == 1)
-			return 0;
-		saved = errno;
-		e = SSL_get_error(c->ssl, r);
-		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-			rc = conn_wait(c, e == SSL_ERROR_WANT_READ ? POLLIN
-								   : POLLOUT);
-			if (rc == H2_ETIMEDOUT)
-				io_msgf(c,
-					"TLS handshake with %s: no answer "
-					"within %u ms",
-					c->peer, c->timeout_ms);
-			if (rc < 0)
-				return rc;
-			continue;
-		}
-		io_tls_reason(c, e, saved, why, sizeof(why));
-		io_msgf(c, "TLS handshake with %s failed: %s", c->peer, why);
-		return H2_ETLS;
 	}
 }
 
 /*
  * Writing.  I/O thread.
  */
+
+/* Copies of the messages that name a volume, with its current handle. */
+union io_op_copy {
+	H2__Trim trim;
+	H2__WriteZeroes write_zeroes;
+	H2__Txn txn;
+	H2__Flush flush;
+	H2__BlockStatus block_status;
+	H2__VolumeClose volume_close;
+};
+
+/* Point r's operation at a copy naming handle (r is a shallow copy). */
+static void io_set_handle(H2__Request *r, uint64_t handle, union io_op_copy *u)
+{
+	switch (r->op_case) {
+	case H2__REQUEST__OP_TRIM:
+		u->trim = *r->trim;
+		u->trim.handle = handle;
+		r->trim = &u->trim;
+		break;
+	case H2__REQUEST__OP_WRITE_ZEROES:
+		u->write_zeroes = *r->write_zeroes;
+		u->write_zeroes.handle = handle;
+		r->write_zeroes = &u->write_zeroes;
+		break;
+	case H2__REQUEST__OP_TXN:
+		u->txn = *r->txn;
+		u->txn.handle = handle;
+		r->txn = &u->txn;
+		break;
+	case H2__REQUEST__OP_FLUSH:
+		u->flush = *r->flush;
+		u->flush.handle = handle;
+		r->flush = &u->flush;
+		break;
+	case H2__REQUEST__OP_BLOCK_STATUS:
+		u->block_status = *r->block_status;
+		u->block_status.handle = handle;
+		r->block_status = &u->block_status;
+		break;
+	case H2__REQUEST__OP_VOLUME_CLOSE:
+		u->volume_close = *r->volume_close;
+		u->volume_close.handle = handle;
+		r->volume_close = &u->volume_close;
+		break;
+	default:
+		break;
+	}
+}
 
 /* Pack s's frame header at out: bytes, -ENOBUFS, or -EMSGSIZE. */
 static int io_pack(const struct h2_slot *s, uint8_t *out, size_t cap)
@@ -666,21 +613,25 @@ static int io_pack(const struct h2_slot *s, uint8_t *out, size_t cap)
 	H2__Request r = H2__REQUEST__INIT;
 	H2__Read rd = H2__READ__INIT;
 	H2__Write wr = H2__WRITE__INIT;
+	union io_op_copy u;
 
 	switch (call->kind) {
 	case H2_CALL_MSG:
 		r = *call->msg; /* shallow: only id and payload_len change */
 		r.payload_len = call->payload_len;
+		/* ... and the handle, which belongs to this connection. */
+		if (call->vol)
+			io_set_handle(&r, call->vol->handle, &u);
 		break;
 	case H2_CALL_READ:
-		rd.handle = call->handle;
+		rd.handle = call->vol->handle;
 		rd.offset = call->off + s->coff;
 		rd.length = s->clen;
 		r.op_case = H2__REQUEST__OP_READ;
 		r.read = &rd;
 		break;
 	case H2_CALL_WRITE:
-		wr.handle = call->handle;
+		wr.handle = call->vol->handle;
 		wr.offset = call->off + s->coff;
 		wr.fua = call->fua;
 		r.op_case = H2__REQUEST__OP_WRITE;
@@ -838,6 +789,13 @@ static void io_apply_hello(struct h2_client *c, const H2__HelloResult *hr)
 	if (hr->max_payload)
 		c->max_payload = hr->max_payload;
 	pthread_mutex_unlock(&c->lock);
+	c->instance = hr->instance;
+}
+
+/* Losing the connection now would be followed by a reconnect. */
+static bool io_reconnects(const struct h2_client *c)
+{
+	return c->reconnect && c->hello_done;
 }
 
 /* A reply header arrived: match it to its slot. */
@@ -848,20 +806,37 @@ static int io_on_response(struct h2_client *c, H2__Response *resp,
 	uint64_t expect = 0;
 
 	if (!s->in_use || s->id != resp->id || s->replied || !s->hdr_staged) {
-		io_msgf(c, "protocol error: reply to unknown request id %llu",
-			(unsigned long long)resp->id);
+		h2_io_msgf(c,
+			   "protocol error: reply to unknown request id %llu",
+			   (unsigned long long)resp->id);
 		goto fail;
 	}
 	if (resp->status == H2__STATUS__OK && s->call->kind == H2_CALL_READ)
 		expect = s->clen;
 	if (info->payload_len != expect) {
-		io_msgf(c,
-			"protocol error: reply to request %llu carries %llu "
-			"payload bytes, expected %llu",
-			(unsigned long long)resp->id,
-			(unsigned long long)info->payload_len,
-			(unsigned long long)expect);
+		h2_io_msgf(c,
+			   "protocol error: reply to request %llu carries %llu "
+			   "payload bytes, expected %llu",
+			   (unsigned long long)resp->id,
+			   (unsigned long long)info->payload_len,
+			   (unsigned long long)expect);
 		goto fail;
+	}
+	if (resp->status == H2__STATUS__UNAVAILABLE && io_reconnects(c) &&
+	    !s->call->is_hello) {
+		/* The server is stopping and did not run it: keep the slot
+		 * for the next connection, and send nothing more on this
+		 * one, which the server closes once its work is done. */
+		s->not_run = true;
+		if (!c->draining)
+			c->drain_deadline_ms =
+			    h2_conn_now_ms() +
+			    (c->reconnect_ms < CONN_DRAIN_MAX_MS
+				 ? c->reconnect_ms
+				 : CONN_DRAIN_MAX_MS);
+		c->draining = true;
+		h2_frame_response_free(resp);
+		return 0;
 	}
 	s->result = h2_ops_status_err(resp->status);
 	s->resp = resp;
@@ -933,10 +908,10 @@ static int io_read(struct h2_client *c)
 		if (rc == H2_FRAME_NEED_MORE)
 			continue;
 		if (rc < 0) {
-			io_msgf(c,
-				"protocol error: bad frame from the server "
-				"(%s)",
-				strerror(-rc));
+			h2_io_msgf(c,
+				   "protocol error: bad frame from the server "
+				   "(%s)",
+				   strerror(-rc));
 			return H2_EPROTO;
 		}
 		rc = io_on_response(c, resp, &info);
@@ -966,7 +941,7 @@ static int io_loop(struct h2_client *c)
 				ERR_clear_error();
 				SSL_shutdown(c->ssl);
 			}
-			io_msgf(c, "the client disconnected");
+			h2_io_msgf(c, "the client disconnected");
 			return H2_ECLOSED;
 		}
 		io_carve_locked(c);
@@ -994,18 +969,32 @@ static int io_loop(struct h2_client *c)
 			continue;
 
 		if (!c->hello_done) {
-			uint64_t now = conn_now_ms();
+			uint64_t now = h2_conn_now_ms();
 
 			if (now >= c->deadline_ms) {
-				io_msgf(c,
-					"no reply to Hello from %s within "
-					"%u ms",
-					c->peer, c->timeout_ms);
+				h2_io_msgf(c,
+					   "no reply to Hello from %s within "
+					   "%u ms",
+					   c->peer, c->timeout_ms);
 				return H2_ETIMEDOUT;
 			}
 			timeout = c->deadline_ms - now > INT_MAX
 				      ? INT_MAX
 				      : (int)(c->deadline_ms - now);
+		} else if (c->draining) {
+			/* A server that said it is stopping closes once its
+			 * work is done (h2d gives up on slow clients after
+			 * 30 s); one that does not is given up on. */
+			uint64_t now = h2_conn_now_ms();
+
+			if (now >= c->drain_deadline_ms) {
+				h2_io_msgf(c,
+					   "%s said it was shutting down but "
+					   "did not close",
+					   c->peer);
+				return H2_ECLOSED;
+			}
+			timeout = (int)(c->drain_deadline_ms - now);
 		}
 		p[0] = (struct pollfd){.fd = c->fd,
 				       .events = POLLIN |
@@ -1013,362 +1002,473 @@ static int io_loop(struct h2_client *c)
 		p[1] = (struct pollfd){.fd = c->wake_fd, .events = POLLIN};
 		n = poll(p, 2, timeout);
 		if (n < 0 && errno != EINTR) {
-			io_msgf(c, "poll: %s", strerror(errno));
+			h2_io_msgf(c, "poll: %s", strerror(errno));
 			return H2_ECLOSED;
 		}
 		if (n > 0 && p[1].revents) {
 			pthread_mutex_lock(&c->lock);
-			conn_efd_drain(c->wake_fd);
+			h2_conn_efd_drain(c->wake_fd);
 			c->wake_pending = false;
 			pthread_mutex_unlock(&c->lock);
 		}
 	}
 }
 
-/* The I/O thread: connect, then serve calls until failure or stop. */
-static void *io_main(void *arg)
-{
-	struct h2_client *c = arg;
-	int rc;
+/*
+ * Reconnecting (H2_RECONNECT).  I/O thread.
+ */
 
-	rc = conn_tcp(c);
-	if (rc == 0)
-		rc = conn_tls(c);
-	if (rc == 0)
-		rc = io_loop(c);
-	io_fail_all(c, rc);
-	/* The thread owns the connection: close it now rather than when
-	 * the application gets round to h2_disconnect. */
+/* Close the socket and the TLS session (none may be in use). */
+static void io_close_transport(struct h2_client *c)
+{
 	SSL_free(c->ssl);
 	c->ssl = NULL;
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
 	ERR_clear_error();
-	return NULL;
+}
+
+/* h2_disconnect has asked the I/O thread to stop. */
+static bool io_stopping(struct h2_client *c)
+{
+	bool stop;
+
+	pthread_mutex_lock(&c->lock);
+	stop = c->stopping;
+	pthread_mutex_unlock(&c->lock);
+	return stop;
+}
+
+/* Insert call into the list *head, kept in submit order. */
+static void io_insert_by_seq(struct h2_call **head, struct h2_call *call)
+{
+	while (*head && (*head)->seq < call->seq)
+		head = &(*head)->next;
+	call->next = *head;
+	*head = call;
 }
 
 /*
- * h2_connect and h2_disconnect.
+ * The connection is lost and another will be made: close it and put every
+ * call that had requests on it back at the head of the submit queue, in
+ * submit order, to be cut and sent again from the start.  A call that
+ * must not run twice fails with H2_ECONNLOST instead, unless the server
+ * proved it did not run it (it said UNAVAILABLE, or closed with
+ * close_notify, or nothing of the request was sent).  Notes which volumes
+ * had writes not known durable, for io_resume to judge.
  */
-
-/* Split "host:port", "[v6]:port", "host" or "v6" into c->host, c->port. */
-static int conn_parse_server(struct h2_client *c, const char *s)
+static void io_drop(struct h2_client *c)
 {
-	const char *h = s, *p = NULL, *end;
-	char portbuf[8];
-	size_t hlen;
+	struct h2_call *lost[H2_MAX_SLOTS], *again = NULL, *call, *last;
+	char msg[H2_ERRMSG_MAX + 128];
+	bool clean = c->peer_clean;
+	size_t n = 0, i;
 
-	if (s[0] == '[') {
-		end = strchr(s, ']');
-		if (!end || (end[1] && end[1] != ':'))
-			goto bad;
-		h = s + 1;
-		hlen = (size_t)(end - h);
-		if (end[1] == ':')
-			p = end + 2;
-	} else {
-		end = strrchr(s, ':');
-		if (end && end == strchr(s, ':')) {
-			hlen = (size_t)(end - s);
-			p = end + 1;
+	io_close_transport(c);
+	c->send_head = c->send_tail = NULL;
+	c->tx_done = NULL;
+	c->tx_len = c->tx_pos = 0;
+	c->rx_slot = NULL;
+	c->rx_pos = c->rx_len = 0;
+	snprintf(msg, sizeof(msg),
+		 "connection to %s lost (%s) with the request in flight; it "
+		 "may or may not have been applied",
+		 c->peer, c->io_msg);
+	pthread_mutex_lock(&c->lock);
+	for (i = 0; i < H2_MAX_SLOTS; i++) {
+		struct h2_slot *s = &c->slots[i];
+
+		if (!s->in_use)
+			continue;
+		call = s->call;
+		if (s->not_run || !s->hdr_staged)
+			call->not_run = true;
+		if (!call->dropped) {
+			call->dropped = true;
+			lost[n++] = call;
+		}
+		call->outstanding--;
+		io_slot_put(c, s);
+	}
+	for (i = 0; i < n; i++) {
+		call = lost[i];
+		call->dropped = false;
+		if (call->result < 0 ||
+		    !(clean || call->not_run || io_reissuable(call))) {
+			conn_call_error_locked(call, H2_ECONNLOST, msg);
+			conn_unqueue_locked(c, call);
+			call->carve_done = true;
+			conn_complete_locked(c, call);
+			continue;
+		}
+		call->not_run = false;
+		call->carved = 0;
+		if (!call->carve_done)
+			continue; /* the queue's head: cut again from 0 */
+		call->carve_done = false;
+		io_insert_by_seq(&again, call);
+	}
+	if (again) {
+		for (last = again; last->next; last = last->next)
+			;
+		last->next = c->submit_head;
+		if (!c->submit_head)
+			c->submit_tail = last;
+		c->submit_head = again;
+	}
+	for (struct h2_volume *v = c->volumes; v; v = v->next) {
+		uint64_t durable =
+		    v->durable > c->all_durable ? v->durable : c->all_durable;
+
+		if (!clean && v->last_ack > durable)
+			v->maybe_lost = true;
+	}
+	if (clean)
+		c->all_durable = c->ack_seq;
+	pthread_mutex_unlock(&c->lock);
+	c->dropped_clean = clean;
+	c->prev_instance = c->instance;
+	c->draining = false;
+	c->peer_clean = false;
+}
+
+/*
+ * Send one request on the fresh connection and wait for its reply (no
+ * slot is in use, so the reply is the next frame): 0 with *out (caller
+ * frees with h2_frame_response_free), or an error with c->io_msg set.
+ */
+static int io_exchange(struct h2_client *c, H2__Request *rq, H2__Response **out)
+{
+	struct h2_frame_info info;
+	size_t pos = 0, used, w;
+	int n, rc;
+
+	rq->id = c->next_seq++ << H2_SLOT_BITS;
+	n = h2_frame_pack_request(rq, c->stage, H2_STAGE_CAP);
+	if (n < 0) {
+		h2_io_msgf(c, "cannot encode a request: %s", strerror(-n));
+		return H2_EPROTO;
+	}
+	for (;;) {
+		ssize_t r;
+
+		if (pos < (size_t)n) {
+			ERR_clear_error();
+			if (SSL_write_ex(c->ssl, c->stage + pos,
+					 (size_t)n - pos, &w)) {
+				pos += w;
+				continue;
+			}
+			rc = io_ssl_error(c, errno);
+		} else if (c->rx_pos < c->rx_len) {
+			rc = h2_frame_decoder_feed_response(
+			    c->dec, c->rx + c->rx_pos, c->rx_len - c->rx_pos,
+			    &used, &info, out);
+			c->rx_pos += used;
+			if (rc == H2_FRAME_NEED_MORE)
+				continue;
+			if (rc < 0) {
+				h2_io_msgf(c,
+					   "protocol error: bad frame from the "
+					   "server (%s)",
+					   strerror(-rc));
+				return H2_EPROTO;
+			}
+			if ((*out)->id != rq->id || info.payload_len != 0) {
+				h2_io_msgf(c,
+					   "protocol error: unexpected reply "
+					   "while reconnecting");
+				h2_frame_response_free(*out);
+				*out = NULL;
+				return H2_EPROTO;
+			}
+			return 0;
 		} else {
-			hlen = strlen(s); /* a name, or a bare IPv6 literal */
+			r = io_ssl_read(c, c->rx, H2_RX_CAP);
+			if (r > 0) {
+				c->rx_pos = 0;
+				c->rx_len = (size_t)r;
+				continue;
+			}
+			rc = (int)r;
 		}
-	}
-	if (hlen == 0)
-		goto bad;
-	if (p) {
-		unsigned long v;
-
-		if (!*p || strlen(p) > 5 ||
-		    strspn(p, "0123456789") != strlen(p))
-			goto bad;
-		v = strtoul(p, NULL, 10);
-		if (v == 0 || v > 65535)
-			goto bad;
-		snprintf(portbuf, sizeof(portbuf), "%lu", v);
-	} else {
-		snprintf(portbuf, sizeof(portbuf), "%u", H2_DEFAULT_PORT);
-	}
-	c->host = strndup(h, hlen);
-	c->port = strdup(portbuf);
-	if (!c->host || !c->port)
-		return h2_ops_fail(H2_ENOMEM, "out of memory");
-	return 0;
-bad:
-	return h2_ops_fail(H2_EINVAL,
-			   "bad server address '%s' (want HOST:PORT, "
-			   "[IPV6]:PORT or HOST)",
-			   s);
-}
-
-/* The OpenSSL error queue's first reason, for a file that did not load. */
-static const char *conn_ssl_reason(void)
-{
-	unsigned long e = ERR_peek_error();
-	const char *r = e ? ERR_reason_error_string(e) : NULL;
-
-	return r ? r : "unknown reason";
-}
-
-/* Check that path can be read; the sentence names what it is for. */
-static int conn_check_file(const char *what, const char *path)
-{
-	if (access(path, R_OK) < 0)
-		return h2_ops_fail(H2_ETLS, "cannot read %s '%s': %s", what,
-				   path, strerror(errno));
-	return 0;
-}
-
-/* The client's TLS context: CA, certificate and key, verify the peer. */
-static int conn_ctx(struct h2_client *c, const h2_client_opts *o)
-{
-	const char *key = o->key_file ? o->key_file : o->cert_file;
-	int rc = 0;
-
-	ERR_clear_error();
-	c->ctx = SSL_CTX_new(TLS_client_method());
-	if (!c->ctx)
-		return h2_ops_fail(H2_ENOMEM, "cannot create a TLS context");
-	/* TLS 1.2 at least; the server picks (1.3 when it can). */
-	SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
-	SSL_CTX_set_options(c->ctx, SSL_OP_NO_RENEGOTIATION);
-	SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
-	if (o->ca_file) {
-		rc = conn_check_file("CA file", o->ca_file);
 		if (rc < 0)
-			goto out;
-		if (!SSL_CTX_load_verify_locations(c->ctx, o->ca_file, NULL)) {
-			rc =
-			    h2_ops_fail(H2_ETLS, "cannot load CA file '%s': %s",
-					o->ca_file, conn_ssl_reason());
-			goto out;
-		}
-	} else if (!SSL_CTX_set_default_verify_paths(c->ctx)) {
-		rc = h2_ops_fail(H2_ETLS, "cannot load the system CAs: %s",
-				 conn_ssl_reason());
-		goto out;
+			return rc;
+		rc = h2_net_wait(c, c->io_pollout || pos < (size_t)n ? POLLOUT
+								     : POLLIN);
+		c->io_pollout = false;
+		if (rc == H2_ETIMEDOUT)
+			h2_io_msgf(c, "no reply from %s within %u ms", c->peer,
+				   c->timeout_ms);
+		if (rc < 0)
+			return rc;
 	}
-	if (!o->cert_file) {
-		if (o->key_file)
-			rc = h2_ops_fail(H2_EINVAL,
-					 "key_file without cert_file");
-		goto out;
-	}
-	rc = conn_check_file("certificate", o->cert_file);
-	if (rc == 0)
-		rc = conn_check_file("key", key);
-	if (rc < 0)
-		goto out;
-	if (!SSL_CTX_use_certificate_chain_file(c->ctx, o->cert_file)) {
-		rc = h2_ops_fail(H2_ETLS, "cannot load certificate '%s': %s",
-				 o->cert_file, conn_ssl_reason());
-		goto out;
-	}
-	if (!SSL_CTX_use_PrivateKey_file(c->ctx, key, SSL_FILETYPE_PEM)) {
-		rc = h2_ops_fail(H2_ETLS, "cannot load key '%s': %s", key,
-				 conn_ssl_reason());
-		goto out;
-	}
-	if (!SSL_CTX_check_private_key(c->ctx))
-		rc = h2_ops_fail(H2_ETLS,
-				 "key '%s' does not match certificate "
-				 "'%s'",
-				 key, o->cert_file);
-out:
-	ERR_clear_error();
-	return rc;
 }
 
-/* Start the I/O thread with every signal blocked (see the file comment). */
-static int conn_start_thread(struct h2_client *c)
-{
-	sigset_t all, old;
-	int rc;
-
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	rc = pthread_create(&c->thread, NULL, io_main, c);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc != 0)
-		return h2_ops_fail(H2_ENOMEM, "cannot start the I/O thread: %s",
-				   strerror(rc));
-	c->thread_started = true;
-	return 0;
-}
-
-/* A client with its queues, buffers and eventfds, not yet connected. */
-static struct h2_client *conn_alloc(void)
-{
-	struct h2_client *c = calloc(1, sizeof(*c));
-	unsigned i;
-
-	if (!c)
-		return NULL;
-	c->fd = c->wake_fd = c->aio_fd = -1;
-	pthread_mutex_init(&c->lock, NULL);
-	atomic_init(&c->aio_pending, 0);
-	c->max_inflight = 1; /* only Hello until its reply */
-	c->max_payload = H2_FRAME_DEFAULT_MAX_PAYLOAD;
-	c->next_seq = 1;
-	for (i = 0; i < H2_MAX_SLOTS; i++)
-		c->free_idx[i] = (uint16_t)(H2_MAX_SLOTS - 1 - i);
-	c->nfree = H2_MAX_SLOTS;
-	c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	c->aio_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	c->stage = malloc(H2_STAGE_CAP);
-	c->rx = malloc(H2_RX_CAP);
-	/* Reply payloads are checked against what each request expects,
-	 * exactly, so the decoder needs no payload limit of its own. */
-	c->dec = h2_frame_decoder_new(&(struct h2_frame_limits){
-	    .max_header = H2_FRAME_MAX_HEADER, .max_payload = UINT64_MAX});
-	if (c->wake_fd < 0 || c->aio_fd < 0 || !c->stage || !c->rx || !c->dec) {
-		h2_disconnect(c);
-		return NULL;
-	}
-	return c;
-}
-
-int h2_connect(const h2_client_opts *o, h2_client **out)
+/* Hello again on the fresh connection. */
+static int io_resume_hello(struct h2_client *c)
 {
 	H2__Request rq = H2__REQUEST__INIT;
 	H2__Hello hello = H2__HELLO__INIT;
-	struct addrinfo hints = {.ai_family = AF_UNSPEC,
-				 .ai_socktype = SOCK_STREAM,
-				 .ai_flags = AI_NUMERICSERV};
-	struct h2_call call = {
-	    .kind = H2_CALL_MSG, .msg = &rq, .is_hello = true};
-	const H2__HelloResult *hr;
-	struct h2_client *c;
-	int rc, gai;
-
-	if (!o || !out || !o->server)
-		return h2_ops_fail(H2_EINVAL, "h2_connect: %s is NULL",
-				   !o	  ? "opts"
-				   : !out ? "out"
-					  : "server");
-	c = conn_alloc();
-	if (!c)
-		return h2_ops_fail(H2_ENOMEM, "out of memory");
-	c->peer = strdup(o->server);
-	if (!c->peer) {
-		rc = h2_ops_fail(H2_ENOMEM, "out of memory");
-		goto fail;
-	}
-	rc = conn_parse_server(c, o->server);
-	if (rc < 0)
-		goto fail;
-	c->verify_name = strdup(o->tls_server_name && o->tls_server_name[0]
-				    ? o->tls_server_name
-				    : c->host);
-	if (!c->verify_name) {
-		rc = h2_ops_fail(H2_ENOMEM, "out of memory");
-		goto fail;
-	}
-	c->timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms
-					      : CONN_DEFAULT_TIMEOUT_MS;
-	c->deadline_ms = conn_now_ms() + c->timeout_ms;
-	gai = getaddrinfo(c->host, c->port, &hints, &c->ai);
-	if (gai != 0) {
-		rc = h2_ops_fail(
-		    H2_ECONNECT, "cannot resolve '%s': %s", c->host,
-		    gai == EAI_SYSTEM ? strerror(errno) : gai_strerror(gai));
-		c->ai = NULL;
-		goto fail;
-	}
-	rc = conn_ctx(c, o);
-	if (rc < 0)
-		goto fail;
-	rc = conn_start_thread(c);
-	if (rc < 0)
-		goto fail;
+	H2__Response *resp = NULL;
+	int rc;
 
 	hello.version = H2_PROTO_VERSION;
-	hello.client_name =
-	    (char *)(o->client_name ? o->client_name : "libh2client");
+	hello.client_name = c->client_name;
 	rq.op_case = H2__REQUEST__OP_HELLO;
 	rq.hello = &hello;
-	rc = h2_conn_call(c, &call);
-	if (rc == H2_ECLOSED) {
-		/* The connection failed: say why, not just that it did. */
-		pthread_mutex_lock(&c->lock);
-		if (c->closed)
-			rc =
-			    h2_ops_fail(c->fail_err == H2_ECLOSED ? H2_ECONNECT
-								  : c->fail_err,
-					"%s", c->fail_msg);
-		pthread_mutex_unlock(&c->lock);
-	}
+	rc = io_exchange(c, &rq, &resp);
 	if (rc < 0)
-		goto fail;
-	hr = call.resp->result_case == H2__RESPONSE__RESULT_HELLO
-		 ? call.resp->hello
-		 : NULL;
-	if (!hr) {
-		rc = h2_ops_fail(H2_EPROTO,
-				 "%s answered Hello without a "
-				 "HelloResult",
-				 c->peer);
-		goto fail;
+		return rc;
+	if (resp->status != H2__STATUS__OK) {
+		rc = h2_ops_status_err(resp->status);
+		h2_io_msgf(c, "%s refused Hello: %s", c->peer,
+			   resp->message && resp->message[0] ? resp->message
+							     : h2_strerror(rc));
+	} else if (resp->result_case != H2__RESPONSE__RESULT_HELLO ||
+		   resp->hello->version != H2_PROTO_VERSION) {
+		rc = H2_EPROTO;
+		h2_io_msgf(c,
+			   "%s answered Hello without a HelloResult of "
+			   "protocol version %u",
+			   c->peer, H2_PROTO_VERSION);
+	} else {
+		io_apply_hello(c, resp->hello);
 	}
-	if (hr->version != H2_PROTO_VERSION) {
-		rc = h2_ops_fail(H2_EPROTO,
-				 "%s speaks protocol version %u; this library "
-				 "speaks %u",
-				 c->peer, hr->version, H2_PROTO_VERSION);
-		goto fail;
-	}
-	c->identity = strdup(hr->identity ? hr->identity : "");
-	if (!c->identity) {
-		rc = h2_ops_fail(H2_ENOMEM, "out of memory");
-		goto fail;
-	}
-	h2_frame_response_free(call.resp);
-	*out = c;
-	return 0;
-fail:
-	h2_frame_response_free(call.resp);
-	h2_disconnect(c);
+	h2_frame_response_free(resp);
 	return rc;
 }
 
-void h2_disconnect(h2_client *c)
+/*
+ * Open v again on the fresh connection: 0 (v->handle is new, or v is
+ * marked dead with the server's refusal), or a connection error.
+ */
+static int io_resume_volume(struct h2_client *c, struct h2_volume *v)
 {
-	if (!c)
-		return;
-	if (c->thread_started) {
-		pthread_mutex_lock(&c->lock);
-		c->stopping = true;
-		conn_efd_signal(c->wake_fd);
-		pthread_mutex_unlock(&c->lock);
-		pthread_join(c->thread, NULL);
+	H2__Request rq = H2__REQUEST__INIT;
+	H2__VolumeOpen m = H2__VOLUME_OPEN__INIT;
+	H2__Response *resp = NULL;
+	int rc;
+
+	m.name = v->name;
+	m.write = v->writable;
+	rq.op_case = H2__REQUEST__OP_VOLUME_OPEN;
+	rq.volume_open = &m;
+	rc = io_exchange(c, &rq, &resp);
+	if (rc < 0)
+		return rc;
+	if (resp->status == H2__STATUS__UNAVAILABLE) {
+		/* Stopping again already: try the next server. */
+		h2_io_msgf(c, "%s is shutting down", c->peer);
+		rc = H2_EUNAVAILABLE;
+	} else if (resp->status != H2__STATUS__OK ||
+		   resp->result_case != H2__RESPONSE__RESULT_VOLUME_OPEN) {
+		int err = resp->status != H2__STATUS__OK
+			      ? h2_ops_status_err(resp->status)
+			      : H2_EPROTO;
+
+		v->dead = true;
+		v->dead_err = err;
+		snprintf(v->dead_msg, sizeof(v->dead_msg),
+			 "volume '%.160s' could not be opened again after "
+			 "reconnecting to %s: %s",
+			 v->name, c->peer,
+			 resp->message && resp->message[0] ? resp->message
+							   : h2_strerror(err));
+	} else {
+		v->handle = resp->volume_open->handle;
 	}
-	h2_aio_drain(c);
-	h2_ops_free_volumes(c);
-	if (c->ai)
-		freeaddrinfo(c->ai);
-	SSL_free(c->ssl);
-	SSL_CTX_free(c->ctx);
-	if (c->fd >= 0)
-		close(c->fd);
-	if (c->wake_fd >= 0)
-		close(c->wake_fd);
-	if (c->aio_fd >= 0)
-		close(c->aio_fd);
-	h2_frame_decoder_free(c->dec);
-	pthread_mutex_destroy(&c->lock);
-	free(c->stage);
-	free(c->rx);
-	free(c->peer);
-	free(c->host);
-	free(c->port);
-	free(c->verify_name);
-	free(c->identity);
-	free(c);
+	h2_frame_response_free(resp);
+	return rc;
 }
 
-const char *h2_client_identity(const h2_client *c)
+/*
+ * The fresh connection is up: Hello, open every volume again, and settle
+ * the durability bookkeeping of the loss.  Writes not known durable were
+ * lost only if the old connection ended without close_notify and this is
+ * another server process (a new instance, or one that does not say).
+ */
+static int io_resume(struct h2_client *c)
 {
-	return c && c->identity ? c->identity : "";
+	struct h2_volume **vols = NULL, *v;
+	size_t n = 0, i;
+	bool lost, any = false;
+	int rc;
+
+	rc = io_resume_hello(c);
+	if (rc < 0)
+		return rc;
+	/* The volumes cannot go away meanwhile: h2_volume_close frees one
+	 * only when its close call completes, which is this thread's job,
+	 * and h2_disconnect joins this thread before freeing any. */
+	pthread_mutex_lock(&c->lock);
+	for (v = c->volumes; v; v = v->next)
+		n++;
+	vols = n ? calloc(n, sizeof(*vols)) : NULL;
+	if (n && !vols) {
+		pthread_mutex_unlock(&c->lock);
+		h2_io_msgf(c, "out of memory");
+		return H2_ENOMEM;
+	}
+	n = 0;
+	for (v = c->volumes; v; v = v->next) {
+		v->handle = 0;
+		if (!v->closing && !v->dead)
+			vols[n++] = v;
+	}
+	pthread_mutex_unlock(&c->lock);
+	for (i = 0; i < n && rc == 0; i++)
+		rc = io_resume_volume(c, vols[i]);
+	free(vols);
+	if (rc < 0)
+		return rc;
+
+	lost = !c->dropped_clean &&
+	       (c->instance == 0 || c->instance != c->prev_instance);
+	pthread_mutex_lock(&c->lock);
+	for (v = c->volumes; v; v = v->next) {
+		if (v->maybe_lost && lost) {
+			v->loss_gen++;
+			any = true;
+		}
+		v->maybe_lost = false;
+	}
+	if (any)
+		c->loss_gen++;
+	if (lost)
+		c->all_durable = c->ack_seq; /* counted: nothing is owed */
+	pthread_mutex_unlock(&c->lock);
+	c->reconnects++;
+	return 0;
+}
+
+/* Wait ms milliseconds, or less if h2_disconnect asks us to stop. */
+static int io_sleep(struct h2_client *c, uint64_t ms)
+{
+	uint64_t end = h2_conn_now_ms() + ms, now;
+
+	while ((now = h2_conn_now_ms()) < end) {
+		struct pollfd p = {.fd = c->wake_fd, .events = POLLIN};
+		uint64_t left = end - now;
+
+		if (poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left) > 0) {
+			pthread_mutex_lock(&c->lock);
+			h2_conn_efd_drain(c->wake_fd);
+			c->wake_pending = false;
+			pthread_mutex_unlock(&c->lock);
+		}
+		if (io_stopping(c)) {
+			h2_io_msgf(c, "the client disconnected");
+			return H2_ECLOSED;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Connect again, with backoff, until it works or reconnect_ms have passed
+ * since the loss: 0, or the error to fail every call with (c->io_msg).
+ */
+static int io_reconnect(struct h2_client *c)
+{
+	uint64_t deadline = h2_conn_now_ms() + c->reconnect_ms, now;
+	char last[H2_ERRMSG_MAX];
+	int rc;
+
+	h2_frame_decoder_free(c->dec);
+	c->dec = h2_frame_decoder_new(&(struct h2_frame_limits){
+	    .max_header = H2_FRAME_MAX_HEADER, .max_payload = UINT64_MAX});
+	if (!c->dec) {
+		h2_io_msgf(c, "out of memory");
+		return H2_ENOMEM;
+	}
+	/* A connection that failed soon after it was made does not earn
+	 * an immediate retry: keep backing off from where we were. */
+	if (h2_conn_now_ms() - c->connected_ms >= CONN_BACKOFF_MAX_MS)
+		c->backoff_ms = 0;
+	for (;;) {
+		if (c->backoff_ms) {
+			now = h2_conn_now_ms();
+			rc = io_sleep(c, now >= deadline ? 0
+					 : deadline - now < c->backoff_ms
+					     ? deadline - now
+					     : c->backoff_ms);
+			if (rc < 0)
+				return rc;
+		}
+		c->backoff_ms =
+		    c->backoff_ms ? c->backoff_ms * 2 : CONN_BACKOFF_FIRST_MS;
+		if (c->backoff_ms > CONN_BACKOFF_MAX_MS)
+			c->backoff_ms = CONN_BACKOFF_MAX_MS;
+		now = h2_conn_now_ms();
+		c->deadline_ms = now + c->timeout_ms < deadline
+				     ? now + c->timeout_ms
+				     : deadline;
+		rc = h2_net_tcp(c);
+		if (rc == 0)
+			rc = h2_net_tls(c);
+		if (rc == 0)
+			rc = io_resume(c);
+		if (rc == 0) {
+			c->connected_ms = h2_conn_now_ms();
+			return 0;
+		}
+		io_close_transport(c);
+		c->rx_pos = c->rx_len = 0;
+		if (io_stopping(c)) {
+			h2_io_msgf(c, "the client disconnected");
+			return H2_ECLOSED;
+		}
+		if (rc == H2_ENOMEM)
+			return rc;
+		if (h2_conn_now_ms() >= deadline) {
+			conn_copy(last, sizeof(last), c->io_msg);
+			h2_io_msgf(c, "no new connection within %u ms (%s)",
+				   c->reconnect_ms, last);
+			return H2_ECLOSED;
+		}
+		/* A fresh decoder for the next attempt, too. */
+		h2_frame_decoder_free(c->dec);
+		c->dec = h2_frame_decoder_new(
+		    &(struct h2_frame_limits){.max_header = H2_FRAME_MAX_HEADER,
+					      .max_payload = UINT64_MAX});
+		if (!c->dec) {
+			h2_io_msgf(c, "out of memory");
+			return H2_ENOMEM;
+		}
+	}
+}
+
+/* After this failure, H2_RECONNECT makes another connection. */
+static bool io_may_reconnect(struct h2_client *c, int err)
+{
+	/* A protocol violation or a local shortage would only repeat. */
+	return io_reconnects(c) && err != H2_EPROTO && err != H2_ENOMEM &&
+	       !io_stopping(c);
+}
+
+void *h2_io_main(void *arg)
+{
+	struct h2_client *c = arg;
+	int rc;
+
+	rc = h2_net_tcp(c);
+	if (rc == 0)
+		rc = h2_net_tls(c);
+	c->connected_ms = h2_conn_now_ms();
+	if (rc == 0)
+		rc = io_loop(c);
+	while (rc < 0 && io_may_reconnect(c, rc)) {
+		io_drop(c);
+		rc = io_reconnect(c);
+		if (rc < 0)
+			break; /* gave up: c->io_msg says why */
+		rc = io_loop(c);
+	}
+	io_fail_all(c, rc);
+	/* The thread owns the connection: close it now rather than when
+	 * the application gets round to h2_disconnect. */
+	io_close_transport(c);
+	return NULL;
 }

@@ -1,6 +1,7 @@
 /*
- * lib_ops.c - libh2client's operations: volume management, synchronous
- * I/O, batches (h2_txn), statistics, and the error codes and sentences.
+ * lib_ops.c - libh2client's operations: volume management, snapshots
+ * and clones, synchronous I/O, batches (h2_txn), and the error codes and
+ * sentences (statistics are lib_stat.c's).
  *
  * Every operation checks its arguments here, before anything is queued,
  * and answers H2_EINVAL / H2_ERANGE / H2_ETOOBIG with a sentence in the
@@ -9,7 +10,8 @@
  * it and waits; the protobuf messages it builds point into the caller's
  * memory (names, buffers), which stays valid because the caller waits.
  *
- * Sizes checked here: volume names fit h2_volume_info.name (127 bytes);
+ * Sizes checked here: volume and snapshot names fit h2_volume_info.name
+ * (127 bytes), "VOLUME@SNAP" twice that plus one;
  * off + len must not overflow 64 bits; a batch's data fits max_payload
  * and its ops fit one frame header.
  */
@@ -86,6 +88,8 @@ int h2_ops_status_err(int status)
 		return H2_EPROTO;
 	case H2__STATUS__UNAVAILABLE:
 		return H2_EUNAVAILABLE;
+	case H2__STATUS__HAS_DEPENDENTS:
+		return H2_EDEPENDENTS;
 	default:
 		/* A newer server's status: it failed, we cannot say how. */
 		return H2_EINTERNAL;
@@ -137,6 +141,14 @@ const char *h2_strerror(int err)
 		return "out of memory";
 	case H2_ETIMEDOUT:
 		return "timed out";
+	case H2_ECONNLOST:
+		return "connection lost; the request may or may not have been "
+		       "applied";
+	case H2_EUNSYNCED:
+		return "writes acknowledged before a server restart may be "
+		       "lost";
+	case H2_EDEPENDENTS:
+		return "snapshots or clones depend on it";
 	default:
 		return "unknown error";
 	}
@@ -146,20 +158,32 @@ const char *h2_strerror(int err)
  * Argument checks.
  */
 
-/* A volume name that fits h2_volume_info; the server checks the rest. */
-static int ops_check_name(const char *fn, const char *name)
+/* A name of what (at most max bytes); the server checks the rest. */
+static int ops_check_len(const char *fn, const char *what, const char *name,
+			 size_t max)
 {
 	size_t n;
 
 	if (!name)
-		return h2_ops_fail(H2_EINVAL, "%s: name is NULL", fn);
+		return h2_ops_fail(H2_EINVAL, "%s: %s is NULL", fn, what);
 	n = strlen(name);
-	if (n == 0 || n > OPS_NAME_MAX)
+	if (n == 0 || n > max)
 		return h2_ops_fail(H2_EINVAL,
-				   "%s: volume name must be 1..%zu bytes, "
-				   "not %zu",
-				   fn, OPS_NAME_MAX, n);
+				   "%s: %s must be 1..%zu bytes, not %zu", fn,
+				   what, max, n);
 	return 0;
+}
+
+/* A volume name that fits h2_volume_info. */
+static int ops_check_name(const char *fn, const char *name)
+{
+	return ops_check_len(fn, "volume name", name, OPS_NAME_MAX);
+}
+
+/* A snapshot name (the same rules as a volume name). */
+static int ops_check_snap(const char *fn, const char *name)
+{
+	return ops_check_len(fn, "snapshot name", name, OPS_NAME_MAX);
 }
 
 /* off + len within 64 bits. */
@@ -182,14 +206,16 @@ static int ops_check_flags(const char *fn, unsigned flags, unsigned allowed)
 }
 
 /*
- * One request, one reply.  *resp (if asked for) is the reply on success;
+ * One request, one reply.  vol: the volume it names (the I/O thread puts
+ * in its handle), or NULL.  *resp (if asked for) is the reply on success;
  * caller frees it with h2_frame_response_free.
  */
-static int ops_msg(h2_client *c, const H2__Request *rq, const void *payload,
-		   size_t plen, H2__Response **resp)
+static int ops_msg(h2_client *c, struct h2_volume *vol, const H2__Request *rq,
+		   const void *payload, size_t plen, H2__Response **resp)
 {
 	struct h2_call call = {.kind = H2_CALL_MSG,
 			       .msg = rq,
+			       .vol = vol,
 			       .payload = payload,
 			       .payload_len = plen};
 	int rc = h2_conn_call(c, &call);
@@ -223,6 +249,10 @@ static void ops_copy_info(h2_volume_info *out, const H2__VolumeInfo *vi)
 	out->can_read = vi->can_read;
 	out->can_write = vi->can_write;
 	out->can_admin = vi->can_admin;
+	out->snapshots = vi->snapshots;
+	out->snap_bytes = vi->snap_bytes;
+	snprintf(out->origin, sizeof(out->origin), "%s",
+		 vi->origin ? vi->origin : "");
 }
 
 /*
@@ -245,23 +275,32 @@ int h2_volume_create(h2_client *c, const char *name, uint64_t size)
 	m.size = size;
 	rq.op_case = H2__REQUEST__OP_VOLUME_CREATE;
 	rq.volume_create = &m;
-	return ops_msg(c, &rq, NULL, 0, NULL);
+	return ops_msg(c, NULL, &rq, NULL, 0, NULL);
 }
 
 int h2_volume_delete(h2_client *c, const char *name)
+{
+	return h2_volume_delete_flags(c, name, 0);
+}
+
+int h2_volume_delete_flags(h2_client *c, const char *name, unsigned flags)
 {
 	H2__Request rq = H2__REQUEST__INIT;
 	H2__VolumeDelete m = H2__VOLUME_DELETE__INIT;
 	int rc = ops_check_name("h2_volume_delete", name);
 
+	if (rc == 0)
+		rc = ops_check_flags("h2_volume_delete", flags,
+				     H2_DELETE_RECURSIVE);
 	if (rc < 0)
 		return rc;
 	if (!c)
 		return h2_ops_fail(H2_EINVAL, "h2_volume_delete: c is NULL");
 	m.name = (char *)name;
+	m.recursive = flags & H2_DELETE_RECURSIVE;
 	rq.op_case = H2__REQUEST__OP_VOLUME_DELETE;
 	rq.volume_delete = &m;
-	return ops_msg(c, &rq, NULL, 0, NULL);
+	return ops_msg(c, NULL, &rq, NULL, 0, NULL);
 }
 
 int h2_volume_resize(h2_client *c, const char *name, uint64_t size)
@@ -280,7 +319,7 @@ int h2_volume_resize(h2_client *c, const char *name, uint64_t size)
 	m.size = size;
 	rq.op_case = H2__REQUEST__OP_VOLUME_RESIZE;
 	rq.volume_resize = &m;
-	return ops_msg(c, &rq, NULL, 0, NULL);
+	return ops_msg(c, NULL, &rq, NULL, 0, NULL);
 }
 
 int h2_volume_info_get(h2_client *c, const char *name, h2_volume_info *out)
@@ -298,7 +337,7 @@ int h2_volume_info_get(h2_client *c, const char *name, h2_volume_info *out)
 	m.name = (char *)name;
 	rq.op_case = H2__REQUEST__OP_VOLUME_INFO;
 	rq.volume_info = &m;
-	rc = ops_msg(c, &rq, NULL, 0, &resp);
+	rc = ops_msg(c, NULL, &rq, NULL, 0, &resp);
 	if (rc < 0)
 		return rc;
 	if (resp->result_case != H2__RESPONSE__RESULT_VOLUME_INFO)
@@ -325,7 +364,7 @@ int h2_volume_list(h2_client *c, h2_volume_info **out, size_t *count)
 					  : "count");
 	rq.op_case = H2__REQUEST__OP_VOLUME_LIST;
 	rq.volume_list = &m;
-	rc = ops_msg(c, &rq, NULL, 0, &resp);
+	rc = ops_msg(c, NULL, &rq, NULL, 0, &resp);
 	if (rc < 0)
 		return rc;
 	if (resp->result_case != H2__RESPONSE__RESULT_VOLUME_LIST)
@@ -347,6 +386,201 @@ int h2_volume_list(h2_client *c, h2_volume_info **out, size_t *count)
 }
 
 /*
+ * Snapshots and clones.
+ */
+
+/* Copy a wire SnapshotInfo into the public struct. */
+static void ops_copy_snap(h2_snapshot_info *out, const H2__SnapshotInfo *si)
+{
+	memset(out, 0, sizeof(*out));
+	snprintf(out->volume, sizeof(out->volume), "%s",
+		 si->volume ? si->volume : "");
+	snprintf(out->name, sizeof(out->name), "%s", si->name ? si->name : "");
+	out->ctime_ns = si->ctime_ns;
+	out->tid = si->tid;
+	out->size = si->size;
+	out->refer_bytes = si->refer_bytes;
+	out->excl_bytes = si->excl_bytes;
+	out->clones = si->clones;
+}
+
+int h2_snapshot_create(h2_client *c, const char *volume, const char *name,
+		       h2_snapshot_info *out)
+{
+	H2__Request rq = H2__REQUEST__INIT;
+	H2__SnapshotCreate m = H2__SNAPSHOT_CREATE__INIT;
+	H2__Response *resp = NULL;
+	int rc = ops_check_name("h2_snapshot_create", volume);
+
+	if (rc == 0)
+		rc = ops_check_snap("h2_snapshot_create", name);
+	if (rc < 0)
+		return rc;
+	if (!c)
+		return h2_ops_fail(H2_EINVAL, "h2_snapshot_create: c is NULL");
+	m.volume = (char *)volume;
+	m.name = (char *)name;
+	rq.op_case = H2__REQUEST__OP_SNAPSHOT_CREATE;
+	rq.snapshot_create = &m;
+	rc = ops_msg(c, NULL, &rq, NULL, 0, &resp);
+	if (rc < 0)
+		return rc;
+	if (resp->result_case != H2__RESPONSE__RESULT_SNAPSHOT_INFO)
+		return ops_bad_reply(resp, "SnapshotCreate");
+	if (out)
+		ops_copy_snap(out, resp->snapshot_info);
+	h2_frame_response_free(resp);
+	return 0;
+}
+
+/*
+ * A list too long for one reply comes in several: each asks for what
+ * follows the last snapshot received.
+ */
+int h2_snapshot_list(h2_client *c, const char *volume, h2_snapshot_info **out,
+		     size_t *count)
+{
+	H2__Request rq = H2__REQUEST__INIT;
+	H2__SnapshotList m = H2__SNAPSHOT_LIST__INIT;
+	h2_snapshot_info *a = NULL;
+	size_t n = 0;
+	bool more = true;
+	int rc;
+
+	if (!c || !out || !count)
+		return h2_ops_fail(H2_EINVAL, "h2_snapshot_list: %s is NULL",
+				   !c	  ? "c"
+				   : !out ? "out"
+					  : "count");
+	if (volume && (rc = ops_check_name("h2_snapshot_list", volume)) < 0)
+		return rc;
+	m.volume = (char *)(volume ? volume : "");
+	rq.op_case = H2__REQUEST__OP_SNAPSHOT_LIST;
+	rq.snapshot_list = &m;
+	while (more) {
+		const H2__SnapshotListResult *sl;
+		H2__Response *resp = NULL;
+		h2_snapshot_info *grown;
+
+		if (n > 0) {
+			m.after_volume = a[n - 1].volume;
+			m.after_tid = a[n - 1].tid;
+			m.after_name = a[n - 1].name;
+		}
+		rc = ops_msg(c, NULL, &rq, NULL, 0, &resp);
+		if (rc < 0)
+			goto fail;
+		if (resp->result_case != H2__RESPONSE__RESULT_SNAPSHOT_LIST) {
+			rc = ops_bad_reply(resp, "SnapshotList");
+			goto fail;
+		}
+		sl = resp->snapshot_list;
+		/* A truncated reply that brings nothing would loop forever. */
+		more = sl->truncated && sl->n_snapshots > 0;
+		if (sl->n_snapshots > 0) {
+			grown =
+			    reallocarray(a, n + sl->n_snapshots, sizeof(*a));
+			if (!grown) {
+				h2_frame_response_free(resp);
+				rc = h2_ops_fail(H2_ENOMEM, "out of memory");
+				goto fail;
+			}
+			a = grown;
+		}
+		for (size_t i = 0; i < sl->n_snapshots; i++)
+			ops_copy_snap(&a[n++], sl->snapshots[i]);
+		h2_frame_response_free(resp);
+	}
+	*out = n ? a : NULL;
+	*count = n;
+	if (!n)
+		free(a);
+	return 0;
+fail:
+	free(a);
+	return rc;
+}
+
+void h2_snapshot_list_free(h2_snapshot_info *list)
+{
+	free(list);
+}
+
+int h2_snapshot_delete(h2_client *c, const char *volume, const char *name)
+{
+	H2__Request rq = H2__REQUEST__INIT;
+	H2__SnapshotDelete m = H2__SNAPSHOT_DELETE__INIT;
+	int rc = ops_check_name("h2_snapshot_delete", volume);
+
+	if (rc == 0)
+		rc = ops_check_snap("h2_snapshot_delete", name);
+	if (rc < 0)
+		return rc;
+	if (!c)
+		return h2_ops_fail(H2_EINVAL, "h2_snapshot_delete: c is NULL");
+	m.volume = (char *)volume;
+	m.name = (char *)name;
+	rq.op_case = H2__REQUEST__OP_SNAPSHOT_DELETE;
+	rq.snapshot_delete = &m;
+	return ops_msg(c, NULL, &rq, NULL, 0, NULL);
+}
+
+int h2_clone(h2_client *c, const char *volume, const char *snapshot,
+	     const char *new_volume, h2_volume_info *out)
+{
+	H2__Request rq = H2__REQUEST__INIT;
+	H2__Clone m = H2__CLONE__INIT;
+	H2__Response *resp = NULL;
+	int rc = ops_check_name("h2_clone", volume);
+
+	if (rc == 0)
+		rc = ops_check_snap("h2_clone", snapshot);
+	if (rc == 0)
+		rc = ops_check_name("h2_clone", new_volume);
+	if (rc < 0)
+		return rc;
+	if (!c)
+		return h2_ops_fail(H2_EINVAL, "h2_clone: c is NULL");
+	m.volume = (char *)volume;
+	m.snapshot = (char *)snapshot;
+	m.new_volume = (char *)new_volume;
+	rq.op_case = H2__REQUEST__OP_CLONE;
+	rq.clone = &m;
+	rc = ops_msg(c, NULL, &rq, NULL, 0, &resp);
+	if (rc < 0)
+		return rc;
+	if (resp->result_case != H2__RESPONSE__RESULT_VOLUME_INFO)
+		return ops_bad_reply(resp, "Clone");
+	if (out)
+		ops_copy_info(out, resp->volume_info);
+	h2_frame_response_free(resp);
+	return 0;
+}
+
+int h2_rollback(h2_client *c, const char *volume, const char *snapshot,
+		unsigned flags)
+{
+	H2__Request rq = H2__REQUEST__INIT;
+	H2__Rollback m = H2__ROLLBACK__INIT;
+	int rc = ops_check_name("h2_rollback", volume);
+
+	if (rc == 0)
+		rc = ops_check_snap("h2_rollback", snapshot);
+	if (rc == 0)
+		rc = ops_check_flags("h2_rollback", flags, H2_ROLLBACK_FORCE);
+	if (rc < 0)
+		return rc;
+	if (!c)
+		return h2_ops_fail(H2_EINVAL, "h2_rollback: c is NULL");
+	m.volume = (char *)volume;
+	m.snapshot = (char *)snapshot;
+	m.force = flags & H2_ROLLBACK_FORCE;
+	rq.op_case = H2__REQUEST__OP_ROLLBACK;
+	rq.rollback = &m;
+	return ops_msg(c, NULL, &rq, NULL, 0, NULL);
+}
+
+/*
  * Volumes.
  */
 
@@ -355,10 +589,12 @@ int h2_volume_open(h2_client *c, const char *name, unsigned flags,
 {
 	H2__Request rq = H2__REQUEST__INIT;
 	H2__VolumeOpen m = H2__VOLUME_OPEN__INIT;
-	const H2__VolumeOpenResult *r;
-	H2__Response *resp = NULL;
+	struct h2_call call = {.kind = H2_CALL_MSG};
 	struct h2_volume *v;
-	int rc = ops_check_name("h2_volume_open", name);
+	const char *at = name ? strchr(name, '@') : NULL;
+	/* "VOLUME@SNAP": each part a name. */
+	int rc = ops_check_len("h2_volume_open", "name", name,
+			       at ? 2 * OPS_NAME_MAX + 1 : OPS_NAME_MAX);
 
 	if (rc < 0)
 		return rc;
@@ -371,32 +607,28 @@ int h2_volume_open(h2_client *c, const char *name, unsigned flags,
 	v = calloc(1, sizeof(*v));
 	if (!v)
 		return h2_ops_fail(H2_ENOMEM, "out of memory");
+	v->c = c;
+	snprintf(v->name, sizeof(v->name), "%s", name);
+	v->writable = flags == H2_OPEN_RW;
 	m.name = (char *)name;
-	m.write = flags == H2_OPEN_RW;
+	m.write = v->writable;
 	rq.op_case = H2__REQUEST__OP_VOLUME_OPEN;
 	rq.volume_open = &m;
-	rc = ops_msg(c, &rq, NULL, 0, &resp);
+	/* The I/O thread fills v in and links it when the reply comes (see
+	 * struct h2_call.open_vol); it has not if anything failed. */
+	call.msg = &rq;
+	call.open_vol = v;
+	rc = h2_conn_call(c, &call);
 	if (rc < 0) {
+		h2_frame_response_free(call.resp);
 		free(v);
 		return rc;
 	}
-	if (resp->result_case != H2__RESPONSE__RESULT_VOLUME_OPEN) {
+	if (call.resp->result_case != H2__RESPONSE__RESULT_VOLUME_OPEN) {
 		free(v);
-		return ops_bad_reply(resp, "VolumeOpen");
+		return ops_bad_reply(call.resp, "VolumeOpen");
 	}
-	r = resp->volume_open;
-	v->c = c;
-	v->handle = r->handle;
-	v->size = r->info ? r->info->size : 0;
-	v->writable = m.write;
-	h2_frame_response_free(resp);
-
-	pthread_mutex_lock(&c->lock);
-	v->next = c->volumes;
-	if (c->volumes)
-		c->volumes->prev = v;
-	c->volumes = v;
-	pthread_mutex_unlock(&c->lock);
+	h2_frame_response_free(call.resp);
 	*out = v;
 	return 0;
 }
@@ -435,10 +667,13 @@ int h2_volume_close(h2_volume *v)
 
 	if (!v)
 		return h2_ops_fail(H2_EINVAL, "h2_volume_close: v is NULL");
-	m.handle = v->handle;
+	/* Not to be opened again by a reconnect from now on. */
+	pthread_mutex_lock(&v->c->lock);
+	v->closing = true;
+	pthread_mutex_unlock(&v->c->lock);
 	rq.op_case = H2__REQUEST__OP_VOLUME_CLOSE;
 	rq.volume_close = &m;
-	rc = ops_msg(v->c, &rq, NULL, 0, NULL);
+	rc = ops_msg(v->c, v, &rq, NULL, 0, NULL);
 	ops_volume_free(v);
 	return rc;
 }
@@ -474,7 +709,7 @@ static int ops_io(const char *fn, h2_volume *v, enum h2_call_kind kind,
 		rc = ops_check_range(fn, off, len);
 	if (rc < 0 || len == 0)
 		return rc;
-	call.handle = v->handle;
+	call.vol = v;
 	call.off = off;
 	call.len = len;
 	call.rbuf = rbuf;
@@ -508,13 +743,12 @@ int h2_trim(h2_volume *v, uint64_t off, uint64_t len, unsigned flags)
 		rc = ops_check_range("h2_trim", off, len);
 	if (rc < 0 || len == 0)
 		return rc;
-	m.handle = v->handle;
 	m.offset = off;
 	m.length = len;
 	m.fua = flags & H2_FUA;
 	rq.op_case = H2__REQUEST__OP_TRIM;
 	rq.trim = &m;
-	return ops_msg(v->c, &rq, NULL, 0, NULL);
+	return ops_msg(v->c, v, &rq, NULL, 0, NULL);
 }
 
 int h2_write_zeroes(h2_volume *v, uint64_t off, uint64_t len, unsigned flags)
@@ -530,40 +764,38 @@ int h2_write_zeroes(h2_volume *v, uint64_t off, uint64_t len, unsigned flags)
 		rc = ops_check_range("h2_write_zeroes", off, len);
 	if (rc < 0 || len == 0)
 		return rc;
-	m.handle = v->handle;
 	m.offset = off;
 	m.length = len;
 	m.fua = flags & H2_FUA;
 	m.no_hole = flags & H2_NO_HOLE;
 	rq.op_case = H2__REQUEST__OP_WRITE_ZEROES;
 	rq.write_zeroes = &m;
-	return ops_msg(v->c, &rq, NULL, 0, NULL);
+	return ops_msg(v->c, v, &rq, NULL, 0, NULL);
 }
 
-/* Flush one handle, or the whole store with handle 0. */
-static int ops_flush(h2_client *c, uint64_t handle)
+/* Flush one volume, or the whole store (handle 0) when v is NULL. */
+static int ops_flush(h2_client *c, struct h2_volume *v)
 {
 	H2__Request rq = H2__REQUEST__INIT;
 	H2__Flush m = H2__FLUSH__INIT;
 
-	m.handle = handle;
 	rq.op_case = H2__REQUEST__OP_FLUSH;
 	rq.flush = &m;
-	return ops_msg(c, &rq, NULL, 0, NULL);
+	return ops_msg(c, v, &rq, NULL, 0, NULL);
 }
 
 int h2_flush(h2_volume *v)
 {
 	if (!v)
 		return h2_ops_fail(H2_EINVAL, "h2_flush: v is NULL");
-	return ops_flush(v->c, v->handle);
+	return ops_flush(v->c, v);
 }
 
 int h2_sync(h2_client *c)
 {
 	if (!c)
 		return h2_ops_fail(H2_EINVAL, "h2_sync: c is NULL");
-	return ops_flush(c, 0);
+	return ops_flush(c, NULL);
 }
 
 /*
@@ -619,7 +851,6 @@ int h2_block_status(h2_volume *v, uint64_t off, uint64_t len, h2_extent_fn cb,
 	if (rc < 0)
 		return rc;
 	end = off + len;
-	m.handle = v->handle;
 	rq.op_case = H2__REQUEST__OP_BLOCK_STATUS;
 	rq.block_status = &m;
 	while (pos < end) {
@@ -627,7 +858,7 @@ int h2_block_status(h2_volume *v, uint64_t off, uint64_t len, h2_extent_fn cb,
 
 		m.offset = pos;
 		m.length = end - pos;
-		rc = ops_msg(v->c, &rq, NULL, 0, &resp);
+		rc = ops_msg(v->c, v, &rq, NULL, 0, &resp);
 		if (rc < 0)
 			return rc;
 		if (resp->result_case != H2__RESPONSE__RESULT_BLOCK_STATUS)
@@ -801,7 +1032,6 @@ int h2_txn_commit(h2_txn *t, unsigned flags)
 	}
 	for (i = 0; i < t->nops; i++)
 		ptrs[i] = &t->ops[i];
-	m.handle = t->v->handle;
 	m.n_ops = t->nops;
 	m.ops = ptrs;
 	m.fua = flags & H2_FUA;
@@ -814,7 +1044,7 @@ int h2_txn_commit(h2_txn *t, unsigned flags)
 		rc = h2_ops_fail(H2_ETOOBIG, "h2_txn_commit: too many ops");
 		goto out;
 	}
-	rc = ops_msg(t->v->c, &rq, t->data, t->dlen, NULL);
+	rc = ops_msg(t->v->c, t->v, &rq, t->data, t->dlen, NULL);
 out:
 	free(ptrs);
 	ops_txn_release(t);
@@ -825,47 +1055,4 @@ void h2_txn_abort(h2_txn *t)
 {
 	if (t)
 		ops_txn_release(t);
-}
-
-/*
- * Statistics.
- */
-
-int h2_stat(h2_client *c, h2_stats *out)
-{
-	H2__Request rq = H2__REQUEST__INIT;
-	H2__StatReq m = H2__STAT_REQ__INIT;
-	const H2__StatResult *s;
-	H2__Response *resp = NULL;
-	int rc;
-
-	if (!c || !out)
-		return h2_ops_fail(H2_EINVAL, "h2_stat: %s is NULL",
-				   !c ? "c" : "out");
-	rq.op_case = H2__REQUEST__OP_STAT;
-	rq.stat = &m;
-	rc = ops_msg(c, &rq, NULL, 0, &resp);
-	if (rc < 0)
-		return rc;
-	if (resp->result_case != H2__RESPONSE__RESULT_STAT)
-		return ops_bad_reply(resp, "Stat");
-	s = resp->stat;
-	*out = (h2_stats){
-	    .total_bytes = s->total_bytes,
-	    .used_bytes = s->used_bytes,
-	    .free_bytes = s->free_bytes,
-	    .dirty_bytes = s->dirty_bytes,
-	    .flushes = s->flushes,
-	    .flush_ns_total = s->flush_ns_total,
-	    .durable_tid = s->durable_tid,
-	    .dev_bytes_written = s->dev_bytes_written,
-	    .client_bytes_written = s->client_bytes_written,
-	    .client_bytes_read = s->client_bytes_read,
-	    .volumes = s->volumes,
-	    .connections = s->connections,
-	    .requests = s->requests,
-	    .errors = s->errors,
-	};
-	h2_frame_response_free(resp);
-	return 0;
 }

@@ -425,6 +425,7 @@ void h2_free_add(struct h2_txctx *tx, enum h2_free_kind kind,
 	memset(f, 0, sizeof(*f));
 	f->kind = kind;
 	f->vol_id = tx->vol_id;
+	f->origin_tid = tx->origin_tid;
 	if (bref)
 		f->bref = *bref;
 	if (chain) {
@@ -716,11 +717,19 @@ void h2_tree_remove_range(struct h2_txctx *tx, struct h2_tree *t,
 	}
 }
 
-/* Drop the whole tree, freeing every block it owns. */
+/*
+ * Drop the whole tree, freeing every block it owns.  A root that is not
+ * in memory (its read failed) is freed by its blockref: the flush that
+ * settles it reads the tree then.
+ */
 void h2_tree_discard(struct h2_txctx *tx, struct h2_tree *t)
 {
-	if (!t->root)
+	if (!t->root) {
+		if (!bref_empty(&t->root_bref))
+			h2_free_add(tx, H2_FREE_TREE, &t->root_bref, NULL);
+		memset(&t->root_bref, 0, sizeof(t->root_bref));
 		return;
+	}
 	release_subtree(tx, t->root);
 	h2_chain_drop(t->root);
 	t->root = NULL;

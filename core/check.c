@@ -60,6 +60,7 @@ struct chk_tree {
 	uint64_t nleaves;  /* leaf keys must be below this */
 	uint64_t blocks;   /* blocks this tree references */
 	bool incomplete;   /* part of it could not be walked */
+	bool shared;	   /* the last mark() found a shared subtree */
 };
 
 /* A volume record found in the directory. */
@@ -476,6 +477,15 @@ static bool mark(struct chk *c, struct chk_tree *t, const struct h2_blockref *b,
 			H2_BREF_RADIX(b), H2_BLOCK_RADIX);
 		return false;
 	}
+	/* Else it would be taken for the block it starts in: a block
+	 * shared with a tree walked before would not be read at all,
+	 * though the engine reads the unaligned offset and fails. */
+	if (off % H2_BLOCK_SIZE) {
+		problem(c, where,
+			"blockref offset %" PRIu64 " is not block aligned",
+			off);
+		return false;
+	}
 	if (blk >= c->geo.total_blocks) {
 		problem(c, where,
 			"blockref points past the end of the store (%" PRIu64
@@ -489,13 +499,21 @@ static bool mark(struct chk *c, struct chk_tree *t, const struct h2_blockref *b,
 			"or the freemap)");
 		return false;
 	}
-	t->blocks++;
 	if (bit_get(c->ref, blk)) {
+		if (t->leaf_type == H2_BREF_DATA && b->blocks) {
+			/* A subtree shared with a snapshot or clone walked
+			 * before: its blocks count for this tree too. */
+			t->blocks += b->blocks;
+			t->shared = true;
+			return false;
+		}
+		t->blocks++;
 		problem(c, where,
 			"block is referenced twice (already seen in this or "
 			"another tree); not walked again");
 		return false;
 	}
+	t->blocks++;
 	bit_set(c->ref, blk);
 	c->rep->blocks_referenced++;
 	if (c->fm_known[blk / H2_FM_BITS] && !bit_get(c->fm, blk)) {
@@ -529,11 +547,16 @@ static bool visit(struct chk *c, struct chk_tree *t,
 			"born in flush %" PRIu64 ", after what references it "
 			"(flush %" PRIu64 ")",
 			b->birth_tid, parent_tid);
+	t->shared = false;
 	if (!mark(c, t, b, where)) {
-		if (b->type != H2_BREF_DATA)
+		if (b->type != H2_BREF_DATA && !t->shared)
 			t->incomplete = true;
 		return false;
 	}
+	if (b->type != H2_BREF_INDIRECT && b->blocks != 1)
+		problem(c, where, "blockref counts %" PRIu64 " blocks below "
+				  "it (a leaf holds 1)",
+			b->blocks);
 	if (b->type == H2_BREF_DATA && b->key >= t->nleaves)
 		problem(c, where,
 			"data block beyond the end of the volume (%" PRIu64
@@ -653,6 +676,20 @@ static void walk(struct chk *c, struct chk_tree *t, const struct h2_blockref *b,
 	}
 	if (!verify(c, t, b, buf))
 		return;
+	if (b->type == H2_BREF_INDIRECT) {
+		uint64_t n = 1;
+		char where[160];
+
+		for (unsigned i = 0; i < H2_FANOUT; i++)
+			n += s[i].type == H2_BREF_EMPTY ? 0 : s[i].blocks;
+		if (n != b->blocks) {
+			where_block(where, sizeof(where), t, b);
+			problem(c, where,
+				"blockref counts %" PRIu64 " blocks in its "
+				"subtree, its slots add up to %" PRIu64,
+				b->blocks, n);
+		}
+	}
 	if (b->type == H2_BREF_DIR) {
 		dir_leaf(c, b, buf);
 	} else if (b->type == H2_BREF_INDIRECT && b->level == 1 &&
@@ -709,10 +746,15 @@ static void check_directory(struct chk *c)
 	}
 }
 
+/* Volumes by name, then each volume's snapshots by name. */
 static int rec_cmp_name(const void *a, const void *b)
 {
 	const struct chk_rec *x = a, *y = b;
+	uint64_t px = x->rec.flags & H2_VOLREC_SNAPSHOT ? x->rec.parent_id : 0;
+	uint64_t py = y->rec.flags & H2_VOLREC_SNAPSHOT ? y->rec.parent_id : 0;
 
+	if (px != py)
+		return px < py ? -1 : 1;
 	return strcmp(x->rec.name, y->rec.name);
 }
 
@@ -739,7 +781,7 @@ static void check_records(struct chk *c)
 		return; /* and qsort must not see a NULL array */
 	qsort(c->recs, c->nrecs, sizeof(*c->recs), rec_cmp_name);
 	for (size_t i = 1; i < c->nrecs; i++)
-		if (strcmp(c->recs[i].rec.name, c->recs[i - 1].rec.name) == 0) {
+		if (rec_cmp_name(&c->recs[i], &c->recs[i - 1]) == 0) {
 			fmt(where, sizeof(where), "volume %s",
 			    c->recs[i].rec.name);
 			problem(c, where,
@@ -766,6 +808,195 @@ static void check_records(struct chk *c)
 	qsort(c->recs, c->nrecs, sizeof(*c->recs), rec_cmp_slot);
 }
 
+/* ---------------------------------------------------------------------- */
+/* Snapshots: lineages and their space (see "Shared blocks" in flush.c).  */
+
+static const struct chk_rec *rec_by_id(struct chk *c, uint64_t id)
+{
+	for (size_t i = 0; i < c->nrecs; i++)
+		if (c->recs[i].rec.id == id)
+			return &c->recs[i];
+	return NULL;
+}
+
+/* Counts of the blocks of a that b lacks: all, and born after lo. */
+struct dcount {
+	uint64_t all, above;
+	bool failed;
+};
+
+static bool read_indirect(struct chk *c, const struct h2_blockref *b,
+			  struct h2_blockref *buf)
+{
+	if (b->type != H2_BREF_INDIRECT ||
+	    H2_BREF_OFFSET(b) / H2_BLOCK_SIZE >= c->geo.total_blocks ||
+	    h2_dev_pread(c->dev, buf, H2_BLOCK_SIZE, H2_BREF_OFFSET(b)) < 0 ||
+	    h2_check64(buf, H2_BLOCK_SIZE) != b->check)
+		return false;
+	return true;
+}
+
+static void dcount(struct chk *c, struct dcount *d,
+		   const struct h2_blockref *a, const struct h2_blockref *b,
+		   uint64_t lo)
+{
+	struct h2_blockref *as, bb = {0};
+	bool bs_ok = false;
+
+	if (a->type == H2_BREF_EMPTY || d->failed)
+		return;
+	if (b && b->type != H2_BREF_EMPTY && b->level > a->level) {
+		/* b grew taller (a resize): a's keys are under its slot 0
+		 * path, which may end in a hole (then none of a is in b). */
+		as = malloc(H2_BLOCK_SIZE);
+		bb = *b;
+		while (as && bb.type != H2_BREF_EMPTY && bb.level > a->level &&
+		       read_indirect(c, &bb, as))
+			bb = as[0];
+		if (!as || (bb.type != H2_BREF_EMPTY && bb.level != a->level))
+			d->failed = true;
+		free(as);
+		b = &bb;
+	}
+	if (b && b->type != H2_BREF_EMPTY && b->level == a->level &&
+	    H2_BREF_OFFSET(a) == H2_BREF_OFFSET(b))
+		return;
+	if (b && b->type != H2_BREF_EMPTY && b->level != a->level)
+		b = NULL;
+	if (a->type != H2_BREF_INDIRECT ||
+	    ((!b || b->type == H2_BREF_EMPTY) && a->birth_tid <= lo)) {
+		/* Nothing of it is in b, and nothing below it was born
+		 * after lo (a parent is never older than its children). */
+		d->all += a->blocks;
+		d->above += a->birth_tid > lo ? a->blocks : 0;
+		return;
+	}
+	d->all++;
+	d->above += a->birth_tid > lo;
+	as = malloc(2 * H2_BLOCK_SIZE);
+	if (!as || !read_indirect(c, a, as)) {
+		d->failed = true;
+		free(as);
+		return;
+	}
+	if (b && b->type == H2_BREF_INDIRECT && b->level == a->level)
+		bs_ok = read_indirect(c, b, as + H2_FANOUT);
+	for (unsigned i = 0; i < H2_FANOUT; i++)
+		dcount(c, d, &as[i], bs_ok ? &as[H2_FANOUT + i] : NULL, lo);
+	free(as);
+}
+
+static int snap_cmp_tid(const void *a, const void *b)
+{
+	const struct chk_rec *x = *(const struct chk_rec *const *)a;
+	const struct chk_rec *y = *(const struct chk_rec *const *)b;
+
+	return x->rec.snap_tid < y->rec.snap_tid ? -1
+	       : x->rec.snap_tid > y->rec.snap_tid;
+}
+
+/*
+ * A volume, its snapshots and its clone origin: each snapshot's
+ * exclusive space is what the next one (or the volume) lacks of it, born
+ * after the one before it; the volume's snapshot space sums what each
+ * snapshot's successor lacks.
+ */
+static void check_lineage(struct chk *c, const struct chk_rec *h)
+{
+	const struct chk_rec **l = calloc(c->nrecs + 1, sizeof(*l));
+	uint64_t origin = 0, sum = 0;
+	char where[300];
+	size_t n = 0;
+
+	if (!l) {
+		c->err = -ENOMEM;
+		return;
+	}
+	if (h->rec.origin_id) {
+		const struct chk_rec *o = rec_by_id(c, h->rec.origin_id);
+
+		fmt(where, sizeof(where), "volume %s", h->rec.name);
+		if (!o || !(o->rec.flags & H2_VOLREC_SNAPSHOT))
+			problem(c, where,
+				"clone of snapshot id %" PRIu64 ", which does "
+				"not exist: blocks it shares are unprotected",
+				h->rec.origin_id);
+		else if (o->rec.snap_tid != h->rec.origin_tid)
+			problem(c, where,
+				"clone origin tid %" PRIu64 " differs from its "
+				"snapshot's tid %" PRIu64,
+				h->rec.origin_tid, o->rec.snap_tid);
+		origin = h->rec.origin_tid;
+	}
+	for (size_t i = 0; i < c->nrecs; i++)
+		if ((c->recs[i].rec.flags & H2_VOLREC_SNAPSHOT) &&
+		    c->recs[i].rec.parent_id == h->rec.id)
+			l[n++] = &c->recs[i];
+	if (n)
+		qsort(l, n, sizeof(*l), snap_cmp_tid);
+	for (size_t i = 0; i < n; i++) {
+		const struct h2_volrec *s = &l[i]->rec;
+		const struct h2_volrec *nx = i + 1 < n ? &l[i + 1]->rec
+						       : &h->rec;
+		uint64_t lo = i ? l[i - 1]->rec.snap_tid : origin;
+		struct dcount d = {0};
+
+		fmt(where, sizeof(where), "snapshot %s@%s", h->rec.name,
+		    s->name);
+		if (s->snap_tid > c->hdr.tid || s->snap_tid <= lo ||
+		    s->root.birth_tid > s->snap_tid)
+			problem(c, where,
+				"tid %" PRIu64 " is out of order (previous "
+				"%" PRIu64 ", header %" PRIu64 ", root born "
+				"%" PRIu64 ")",
+				s->snap_tid, lo, c->hdr.tid,
+				s->root.birth_tid);
+		dcount(c, &d, &s->root, &nx->root, lo);
+		if (d.failed) {
+			problem(c, where, "its space could not be verified: "
+					  "a block it shares is unreadable");
+			continue;
+		}
+		sum += d.all;
+		if (d.above != s->excl_blocks)
+			problem(c, where,
+				"record says it holds %" PRIu64 " blocks "
+				"alone, it holds %" PRIu64,
+				s->excl_blocks, d.above);
+	}
+	fmt(where, sizeof(where), "volume %s", h->rec.name);
+	if (sum != h->rec.snap_blocks)
+		problem(c, where,
+			"record says its snapshots alone hold %" PRIu64
+			" blocks, they hold %" PRIu64,
+			h->rec.snap_blocks, sum);
+	free(l);
+}
+
+static void check_snapshots(struct chk *c)
+{
+	char where[200];
+
+	for (size_t i = 0; i < c->nrecs && !c->err; i++) {
+		const struct h2_volrec *r = &c->recs[i].rec;
+
+		if (!(r->flags & H2_VOLREC_SNAPSHOT)) {
+			check_lineage(c, &c->recs[i]);
+			continue;
+		}
+		const struct chk_rec *p = rec_by_id(c, r->parent_id);
+
+		if (!p || (p->rec.flags & H2_VOLREC_SNAPSHOT)) {
+			fmt(where, sizeof(where), "snapshot %s", r->name);
+			problem(c, where,
+				"belongs to volume id %" PRIu64 ", which does "
+				"not exist; the store cannot be opened",
+				r->parent_id);
+			c->unopenable = true;
+		}
+	}
+}
+
 /* Walk one volume's tree and compare its used count. */
 static void check_volume(struct chk *c, const struct chk_rec *cr)
 {
@@ -775,7 +1006,14 @@ static void check_volume(struct chk *c, const struct chk_rec *cr)
 					H2_BLOCK_SIZE};
 	char where[160];
 
-	fmt(t.name, sizeof(t.name), "volume %s", rec->name);
+	if (rec->flags & H2_VOLREC_SNAPSHOT) {
+		const struct chk_rec *p = rec_by_id(c, rec->parent_id);
+
+		fmt(t.name, sizeof(t.name), "snapshot %s@%s",
+		    p ? p->rec.name : "?", rec->name);
+	} else {
+		fmt(t.name, sizeof(t.name), "volume %s", rec->name);
+	}
 	if (rec->root.type != H2_BREF_EMPTY) {
 		fmt(where, sizeof(where), "volume %s (directory record %u)",
 		    rec->name, cr->slot);
@@ -937,6 +1175,7 @@ int h2_check(struct h2_dev *dev, struct h2_check_report **out)
 	rep->volumes = c.nrecs;
 	for (size_t i = 0; i < c.nrecs; i++)
 		check_volume(&c, &c.recs[i]);
+	check_snapshots(&c);
 	compare_freemap(&c);
 done:
 	if (c.dropped && rep->nproblems) {

@@ -117,6 +117,7 @@ struct h2_fdev;
 enum h2_fdev_op {
 	H2_FDEV_WRITE = 1,
 	H2_FDEV_FLUSH = 2,
+	H2_FDEV_READ = 3, /* fault rules only: reads are never recorded */
 };
 
 /* One recorded event.  data is owned by the device (len bytes). */
@@ -155,6 +156,51 @@ const struct h2_fdev_event *h2_fdev_event(struct h2_fdev *fd, size_t i);
 void h2_fdev_fail_writes_after(struct h2_fdev *fd, uint64_t writes);
 void h2_fdev_fail_flushes_after(struct h2_fdev *fd, uint64_t flushes);
 void h2_fdev_fail_reads(struct h2_fdev *fd, uint64_t off, uint64_t len);
+
+/*
+ * General fault rule: one per device, independent of the three calls
+ * above.  It counts the requests of one kind (reads, writes or flushes)
+ * that reach the device from the moment it is set, and fails the nth of
+ * them (1 = the very next one) with err; if persistent, every later one of
+ * that kind fails too until the rule is cleared, else it clears itself
+ * after failing once.
+ *
+ * A short write (writes only) is the way a real device fails half-way:
+ * the first short_len bytes reach the contents (and the event log, as a
+ * write of that length) and the request then fails with err.  The device
+ * API has no partial success, so callers see the same error either way
+ * and must assume any prefix of a failed write may be on the disk.
+ * short_len 0 means half the request, rounded down to 512-byte sectors;
+ * a short_len of the whole request or more is cut to one byte less.
+ *
+ * A failed request (other than the short write's prefix) changes neither
+ * the contents nor the event log.
+ */
+struct h2_fdev_fault {
+	enum h2_fdev_op op; /* kind of request counted */
+	uint64_t nth;	    /* fail the nth one; 0 or UINT64_MAX: never
+			       (the rule only counts) */
+	int err;	    /* negative errno to fail with; 0 = -EIO */
+	bool persistent;    /* then every later one too, until cleared */
+	bool short_write;   /* H2_FDEV_WRITE only: apply a prefix first */
+	uint64_t short_len; /* bytes of that prefix; 0 = half, sectors */
+};
+
+/* What the rule has seen since it was set. */
+struct h2_fdev_fault_stats {
+	uint64_t seen;	    /* requests of its kind, failed ones included */
+	uint64_t failed;    /* of them, failed by the rule */
+	size_t first_event; /* event count when it first failed one (with
+			       recording on: events at or after this index
+			       happened after the failure) */
+};
+
+/* Set (replace) the rule; counting starts now.  Thread-safe. */
+void h2_fdev_fault_set(struct h2_fdev *fd, const struct h2_fdev_fault *f);
+/* Remove the rule: nothing fails any more (its stats are kept). */
+void h2_fdev_fault_clear(struct h2_fdev *fd);
+/* The rule's counters (zeros if none was ever set). */
+void h2_fdev_fault_stats(struct h2_fdev *fd, struct h2_fdev_fault_stats *out);
 
 /* Change bytes of the live contents without recording (simulated rot). */
 int h2_fdev_poke(struct h2_fdev *fd, uint64_t off, const void *buf,

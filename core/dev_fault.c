@@ -30,7 +30,12 @@
  *   - the base map exists only while recording, and then the event log
  *     holds, in order, every successful write (with an owned copy of its
  *     data) and every successful flush since h2_fdev_record();
- *   - a failed write changes neither the contents nor the log.
+ *   - a failed write changes neither the contents nor the log, except
+ *     for the prefix of a short write (a fault rule), which is applied
+ *     and logged as a write of that length;
+ *   - the fault rule counts every request of its kind that reaches the
+ *     device, before the older write/flush/read failure settings are
+ *     looked at (a request that one of those fails is still counted).
  */
 #include "dev.h"
 
@@ -89,6 +94,9 @@ struct h2_fdev {
 	uint64_t flushes_left; /* same for flushes */
 	uint64_t rfail_off;    /* reads overlapping this range fail */
 	uint64_t rfail_len;    /* 0 = no read failures */
+	bool rule_on;	       /* rule below is set */
+	struct h2_fdev_fault rule;
+	struct h2_fdev_fault_stats rule_stats;
 };
 
 static unsigned long fdev_seq;
@@ -362,6 +370,55 @@ static bool read_fails_locked(const struct h2_fdev *fd, uint64_t len,
 	return off < fo ? fo - off < len : off - fo < fl;
 }
 
+/*
+ * Count one request of kind op against the fault rule: 0 if it may go
+ * on, or the error the rule fails it with.
+ */
+static int rule_hit_locked(struct h2_fdev *fd, enum h2_fdev_op op)
+{
+	const struct h2_fdev_fault *f = &fd->rule;
+	struct h2_fdev_fault_stats *s = &fd->rule_stats;
+
+	if (!fd->rule_on || f->op != op)
+		return 0;
+	s->seen++;
+	if (f->nth == 0 || f->nth == UINT64_MAX || s->seen < f->nth ||
+	    (s->seen > f->nth && !f->persistent))
+		return 0;
+	if (s->failed == 0)
+		s->first_event = fd->nlog;
+	s->failed++;
+	return f->err ? f->err : -EIO;
+}
+
+/* Bytes of a total-byte write that a short write lets through. */
+static size_t rule_short_len_locked(const struct h2_fdev *fd, size_t total)
+{
+	uint64_t n = fd->rule.short_len;
+
+	if (!fd->rule.short_write || fd->rule.op != H2_FDEV_WRITE || total == 0)
+		return 0;
+	if (n == 0)
+		n = (total / 2) & ~(uint64_t)(FDEV_SECTOR_SIZE - 1);
+	if (n >= total)
+		n = total - 1;
+	return (size_t)n;
+}
+
+/* Copy the first len bytes of the segments into dst. */
+static void iov_gather(uint8_t *dst, const struct iovec *iov, int iovcnt,
+		       size_t len)
+{
+	for (int i = 0; i < iovcnt && len > 0; i++) {
+		size_t n = iov[i].iov_len < len ? iov[i].iov_len : len;
+
+		if (n)
+			memcpy(dst, iov[i].iov_base, n);
+		dst += n;
+		len -= n;
+	}
+}
+
 /* dev op: read from the live map unless the range is set to fail. */
 static int fdev_pread(struct h2_dev *dev, void *buf, size_t len, uint64_t off)
 {
@@ -369,6 +426,12 @@ static int fdev_pread(struct h2_dev *dev, void *buf, size_t len, uint64_t off)
 	int err = 0;
 
 	pthread_mutex_lock(&fd->lock);
+	err = rule_hit_locked(fd, H2_FDEV_READ);
+	if (err) {
+		err = h2_err(err, "%s: injected read failure at %llu",
+			     dev->name, (unsigned long long)off);
+		goto out;
+	}
 	if (read_fails_locked(fd, len, off)) {
 		err = h2_err(-EIO, "%s: injected read failure at %llu",
 			     dev->name, (unsigned long long)off);
@@ -380,21 +443,36 @@ out:
 	return err;
 }
 
-/* dev op: apply a write to the live map and log it when recording. */
+/*
+ * dev op: apply a write to the live map and log it when recording.  A
+ * short write (fault rule) applies and logs only its prefix, then fails.
+ */
 static int fdev_pwritev(struct h2_dev *dev, const struct iovec *iov, int iovcnt,
 			uint64_t off)
 {
 	struct h2_fdev *fd = (struct h2_fdev *)dev;
 	struct fevent *e = NULL;
-	size_t total = 0;
+	size_t total = 0, apply;
 	uint64_t pos;
-	int err = 0;
+	int err = 0, fail;
 
 	/* The wrapper checked that the sum fits inside the device. */
 	for (int i = 0; i < iovcnt; i++)
 		total += iov[i].iov_len;
 
 	pthread_mutex_lock(&fd->lock);
+	fail = rule_hit_locked(fd, H2_FDEV_WRITE);
+	if (fail) {
+		fail = h2_err(fail, "%s: injected %swrite failure at %llu",
+			      dev->name, fd->rule.short_write ? "short " : "",
+			      (unsigned long long)off);
+		apply = rule_short_len_locked(fd, total);
+		if (apply == 0) {
+			err = fail;
+			goto out;
+		}
+		total = apply;
+	}
 	if (fd->writes_left == 0) {
 		err = h2_err(-EIO, "%s: injected write failure at %llu",
 			     dev->name, (unsigned long long)off);
@@ -410,13 +488,7 @@ static int fdev_pwritev(struct h2_dev *dev, const struct iovec *iov, int iovcnt,
 			err = -ENOMEM;
 			goto out;
 		}
-		pos = 0;
-		for (int i = 0; i < iovcnt; i++) {
-			if (iov[i].iov_len)
-				memcpy(e->data + pos, iov[i].iov_base,
-				       iov[i].iov_len);
-			pos += iov[i].iov_len;
-		}
+		iov_gather(e->data, iov, iovcnt, total);
 		err = map_write(&fd->live, e->data, total, off);
 		if (err)
 			goto out;
@@ -424,13 +496,20 @@ static int fdev_pwritev(struct h2_dev *dev, const struct iovec *iov, int iovcnt,
 		e = NULL;
 	} else {
 		pos = off;
-		for (int i = 0; i < iovcnt; i++) {
-			err = map_write(&fd->live, iov[i].iov_base,
-					iov[i].iov_len, pos);
+		for (int i = 0; i < iovcnt && pos - off < total; i++) {
+			size_t n = iov[i].iov_len;
+
+			if (n > total - (pos - off))
+				n = total - (size_t)(pos - off);
+			err = map_write(&fd->live, iov[i].iov_base, n, pos);
 			if (err)
 				goto out;
-			pos += iov[i].iov_len;
+			pos += n;
 		}
+	}
+	if (fail) {
+		err = fail;
+		goto out;
 	}
 	if (fd->writes_left != UINT64_MAX)
 		fd->writes_left--;
@@ -448,6 +527,11 @@ static int fdev_flush(struct h2_dev *dev)
 	int err = 0;
 
 	pthread_mutex_lock(&fd->lock);
+	err = rule_hit_locked(fd, H2_FDEV_FLUSH);
+	if (err) {
+		err = h2_err(err, "%s: injected flush failure", dev->name);
+		goto out;
+	}
 	if (fd->flushes_left == 0) {
 		err = h2_err(-EIO, "%s: injected flush failure", dev->name);
 		goto out;
@@ -616,6 +700,31 @@ void h2_fdev_fail_reads(struct h2_fdev *fd, uint64_t off, uint64_t len)
 	pthread_mutex_lock(&fd->lock);
 	fd->rfail_off = off;
 	fd->rfail_len = len;
+	pthread_mutex_unlock(&fd->lock);
+}
+
+/* Set the fault rule; its counters start from zero. */
+void h2_fdev_fault_set(struct h2_fdev *fd, const struct h2_fdev_fault *f)
+{
+	pthread_mutex_lock(&fd->lock);
+	fd->rule = *f;
+	fd->rule_on = true;
+	memset(&fd->rule_stats, 0, sizeof(fd->rule_stats));
+	pthread_mutex_unlock(&fd->lock);
+}
+
+/* Stop failing; the counters stay readable. */
+void h2_fdev_fault_clear(struct h2_fdev *fd)
+{
+	pthread_mutex_lock(&fd->lock);
+	fd->rule_on = false;
+	pthread_mutex_unlock(&fd->lock);
+}
+
+void h2_fdev_fault_stats(struct h2_fdev *fd, struct h2_fdev_fault_stats *out)
+{
+	pthread_mutex_lock(&fd->lock);
+	*out = fd->rule_stats;
 	pthread_mutex_unlock(&fd->lock);
 }
 

@@ -10,9 +10,13 @@
  *                bottom-up, each into a newly allocated block (children
  *                before parents, so a parent's blockrefs carry its
  *                children's new offsets and check codes);
- *   3. directory rewrite the directory leaves whose records changed;
- *   4. frees     apply e's frees to the freemap (after all allocations of
- *                this flush: those blocks become reusable next flush);
+ *   3. frees     settle e's frees: what each volume and snapshot holds
+ *                now (so the directory records carry it) and which
+ *                blocks nobody holds any more;
+ *   4. directory rewrite the directory leaves whose records changed,
+ *                then clear the freed blocks in the freemap (after all
+ *                allocations of this flush: the previous image still
+ *                uses them; they become reusable next flush);
  *   5. freemap   write changed freemap pages to their spare slots;
  *   6. barrier   device flush;
  *   7. header    write header copy e % copies, then device flush again.
@@ -42,12 +46,20 @@ struct wq {
 	struct h2_chain *chain[WQ_MAX];
 };
 
-/* A frozen volume: what the flush writes for it. */
+/* A frozen volume or snapshot: what the flush writes for it. */
 struct frozen {
 	struct h2_vol *vol;
 	struct h2_volrec rec;	/* as of the freeze; root filled in */
 	struct h2_chain *root;	/* referenced, or NULL */
-	int64_t delta;		/* blocks gained (-lost) in this flush */
+	bool capture;		/* a snapshot taking its volume's image */
+	/* Space in blocks (struct h2_volrec), updated as the flush goes. */
+	int64_t used, excl, snapb;
+};
+
+/* A block this flush freed, with its volume for messages. */
+struct freed_blk {
+	uint64_t blk;
+	uint64_t vol_id;
 };
 
 struct flushctx {
@@ -58,11 +70,18 @@ struct flushctx {
 	uint32_t nfz;
 	uint32_t nslots;	/* st->nslots at the freeze */
 	struct h2_freelist frees;
+	struct frozen **snaps;	/* durable snapshots by (volume, tid) */
+	uint32_t nsnaps;
+	uint64_t *gone;		/* snapshots whose deletion was settled */
+	size_t ngone;
 	struct h2_chain **l1;	/* written level-1 chains, to evict from */
 	size_t nl1, capl1;
 	uint64_t allocated;	/* blocks this flush allocated */
 	uint64_t freed;
 	uint64_t double_frees;
+	struct freed_blk *fblk; /* cleared in the freemap by release_frees() */
+	size_t nfblk, capfblk;
+	int err; /* settling frees failed: fail the flush */
 };
 
 static int wq_flush(struct flushctx *fc)
@@ -139,7 +158,7 @@ static void account(struct flushctx *fc, uint64_t vol_id, int64_t blocks)
 	struct frozen *f = vol_id ? fz_find(fc, vol_id) : NULL;
 
 	if (f)
-		f->delta += blocks;
+		f->used += blocks;
 }
 
 /*
@@ -193,6 +212,9 @@ static int write_chain(struct flushctx *fc, struct h2_chain *c)
 			}
 			h2_bref_set_child_slot(c, i, &ch->bref);
 		}
+		b.blocks = 1;
+		for (unsigned i = 0; i < H2_FANOUT; i++)
+			b.blocks += ((struct h2_blockref *)c->data)[i].blocks;
 		pthread_mutex_unlock(&c->lock);
 		if (data_children && c->level == 1) {
 			if (fc->nl1 == fc->capl1) {
@@ -216,6 +238,8 @@ static int write_chain(struct flushctx *fc, struct h2_chain *c)
 	b.data_off = blk * H2_BLOCK_SIZE | H2_BLOCK_RADIX;
 	b.birth_tid = fc->epoch;
 	b.check = h2_check64(c->data, H2_BLOCK_SIZE);
+	if (!b.blocks)
+		b.blocks = 1;
 	pthread_mutex_lock(&c->lock);
 	c->bref = b;
 	c->flags = H2_CHAIN_ONDISK;
@@ -230,15 +254,21 @@ static int write_chain(struct flushctx *fc, struct h2_chain *c)
  * Drop written data chains from the frozen level-1 chains that hold them:
  * their blocks are on the device now, and the slot blockrefs say where.
  * A live copy of the parent keeps its own reference, so the live tree
- * never loses a chain it still uses.
+ * never loses a chain it still uses.  If writing failed (written false),
+ * some of those blocks may hold anything: the chains stay, so the failed
+ * store still reads what it acknowledged.
  */
-static void evict_written(struct flushctx *fc)
+static void evict_written(struct flushctx *fc, bool written)
 {
 	for (size_t k = 0; k < fc->nl1; k++) {
 		struct h2_chain *p = fc->l1[k];
 		struct h2_chain *gone[H2_FANOUT];
 		unsigned n = 0;
 
+		if (!written) {
+			h2_chain_drop(p);
+			continue;
+		}
 		pthread_mutex_lock(&p->lock);
 		for (unsigned i = 0; i < H2_FANOUT; i++) {
 			struct h2_chain *ch = p->child[i];
@@ -259,72 +289,427 @@ static void evict_written(struct flushctx *fc)
 	fc->nl1 = fc->capl1 = 0;
 }
 
-/* Free one block in the freemap. */
+/*
+ * Free one block: counted now, cleared in the freemap by release_frees()
+ * once this flush has allocated its last block.
+ */
 static void free_block(struct flushctx *fc, uint64_t vol_id,
 		       const struct h2_blockref *b)
 {
-	struct h2_store *st = fc->st;
 	uint64_t blk = H2_BREF_OFFSET(b) / H2_BLOCK_SIZE;
-	int r;
 
-	if (h2_block_reserved(st, blk)) {
+	if (h2_block_reserved(fc->st, blk)) {
 		fc->double_frees++;
 		return;
 	}
-	r = h2_fm_set(st, blk, false);
-	if (r == -EALREADY) {
-		fprintf(stderr, "h2: flush %" PRIu64 ": block %" PRIu64
-				" freed twice (volume id %" PRIu64
-				"); run h2d check\n",
-			fc->epoch, blk, vol_id);
-		fc->double_frees++;
-		return;
+	if (fc->nfblk == fc->capfblk) {
+		fc->capfblk = fc->capfblk ? fc->capfblk * 2 : 256;
+		fc->fblk =
+		    h2_xrealloc(fc->fblk, fc->capfblk * sizeof(*fc->fblk));
 	}
-	if (r < 0) {
-		fprintf(stderr, "h2: flush %" PRIu64 ": cannot free block "
-				"%" PRIu64 ": %s\n",
-			fc->epoch, blk, h2_core_errmsg());
-		return;
-	}
+	fc->fblk[fc->nfblk].blk = blk;
+	fc->fblk[fc->nfblk].vol_id = vol_id;
+	fc->nfblk++;
 	fc->freed++;
-	account(fc, vol_id, -1);
 }
 
-/* Free the block b names and, for an indirect block, all below it. */
-static void free_tree(struct flushctx *fc, uint64_t vol_id,
-		      const struct h2_blockref *b)
+/*
+ * Clear the freed blocks in the freemap (end of step 4).  Not before the
+ * directory is written: until this flush's header is durable the image
+ * of the previous header still uses these blocks, and the directory's
+ * new blocks, allocated after the frees were settled, must not land on
+ * them.  A freemap page that cannot be loaded fails the flush (the
+ * blocks would leak otherwise).
+ */
+static int release_frees(struct flushctx *fc)
 {
-	if (b->type == H2_BREF_EMPTY)
-		return;
-	if (b->type == H2_BREF_INDIRECT) {
-		struct h2_blockref *slots = malloc(H2_BLOCK_SIZE);
+	int err = 0;
 
-		if (!slots ||
-		    h2_chain_read_block(fc->st, b, slots, "freed subtree") < 0) {
-			/* Its children stay allocated: leaked, not lost. */
-			fprintf(stderr, "h2: flush %" PRIu64 ": cannot read "
-					"a freed indirect block (%s); the "
-					"blocks below it leak until "
-					"repaired\n",
-				fc->epoch, h2_core_errmsg());
-			free(slots);
-			free_block(fc, vol_id, b);
-			return;
+	for (size_t i = 0; i < fc->nfblk && !err; i++) {
+		uint64_t blk = fc->fblk[i].blk;
+		int r = h2_fm_set(fc->st, blk, false);
+
+		if (r == -EALREADY) {
+			fprintf(stderr,
+				"h2: flush %" PRIu64 ": block %" PRIu64
+				" freed twice (volume id %" PRIu64
+				"); run h2d check\n",
+				fc->epoch, blk, fc->fblk[i].vol_id);
+			fc->double_frees++;
+			fc->freed--;
+		} else if (r < 0) {
+			err = h2_err(r,
+				     "flush %" PRIu64 ": cannot free block "
+				     "%" PRIu64 ": %s",
+				     fc->epoch, blk, h2_core_errmsg());
 		}
-		for (unsigned i = 0; i < H2_FANOUT; i++)
-			free_tree(fc, vol_id, &slots[i]);
-		free(slots);
 	}
-	free_block(fc, vol_id, b);
+	free(fc->fblk);
+	fc->fblk = NULL;
+	fc->nfblk = fc->capfblk = 0;
+	return err;
+}
+
+/*
+ * The 64 slots of indirect block b, read into buf (NULL: allocation
+ * failed), or false.  A damaged block (checksum) will never read: what
+ * lies below it leaks until repaired, with a message, and the flush goes
+ * on.  Any other failure (the device did not read it this time, out of
+ * memory) fails the flush through fc->err, which leaves the previous
+ * image as it was: the frees are settled again when the deletion is
+ * retried.
+ */
+static bool read_slots(struct flushctx *fc, const struct h2_blockref *b,
+		       struct h2_blockref *buf)
+{
+	int r =
+	    buf ? h2_chain_read_block(fc->st, b, buf, "flush: freed subtree")
+		: h2_err(-ENOMEM, "out of memory");
+
+	if (r == 0)
+		return true;
+	if (r == -EBADMSG) {
+		fprintf(stderr,
+			"h2: flush %" PRIu64 ": cannot read an "
+			"indirect block (%s); the blocks below it "
+			"leak until repaired\n",
+			fc->epoch, h2_core_errmsg());
+	} else if (!fc->err) {
+		fc->err = h2_err(r, "flush %" PRIu64 ": settling frees: %s",
+				 fc->epoch, h2_core_errmsg());
+	}
+	return false;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Shared blocks.                                                          */
+/*
+ * Trees of one volume's lineage (the volume, its snapshots) share
+ * subtrees.  Birth tids say who holds what without reference counts: a
+ * block the volume stops referencing (a kill) was in snapshot S iff it
+ * was born at or before S's tid, and then it is in the newest snapshot L
+ * too.  So a kill born after L (and after the clone origin, which holds
+ * everything born before it) is freed, anything older stays with L.
+ *
+ * Deleting snapshot S (P before it, N after it: the next snapshot or the
+ * volume) frees the blocks of S that N lacks and that were born after P,
+ * found by walking S and N side by side and skipping equal blockrefs
+ * (shared subtrees) and blocks born at or before P: time in proportion to
+ * what is freed.
+ *
+ * Order makes this exact: a flush first settles its deleted snapshots
+ * against the lineage as the previous flush left it (volume roots from
+ * dir_disk), then the kills of its epoch against the snapshots that
+ * remain.  Each step moves the set of referenced blocks from one exact
+ * state to the next.
+ */
+
+/* What a walk does with the blocks it visits. */
+struct sharew {
+	struct flushctx *fc;
+	uint64_t vol_id;
+	uint64_t lo;	     /* do not visit blocks born at or before */
+	uint64_t free_above; /* free those born after (UINT64_MAX: none) */
+	uint64_t cnt_lo, cnt_hi; /* count those born in (cnt_lo, cnt_hi] */
+	uint64_t counted;
+};
+
+static bool bref_is_empty(const struct h2_blockref *b)
+{
+	return !b || b->type == H2_BREF_EMPTY;
+}
+
+static void visit(struct sharew *w, const struct h2_blockref *a)
+{
+	if (a->birth_tid > w->cnt_lo && a->birth_tid <= w->cnt_hi)
+		w->counted++;
+	if (a->birth_tid > w->free_above)
+		free_block(w->fc, w->vol_id, a);
+}
+
+/*
+ * Visit the blocks of subtree a that subtree b (same keys, possibly
+ * taller: its slot-0 path covers a's range) does not reference.
+ */
+static void diff(struct sharew *w, const struct h2_blockref *a,
+		 const struct h2_blockref *b)
+{
+	struct h2_blockref *as, *bs = NULL, bb;
+	bool b_lower = false, ok = true;
+
+	if (bref_is_empty(a) || a->birth_tid <= w->lo || w->fc->err)
+		return;
+	if (!bref_is_empty(b) && b->level > a->level) {
+		struct h2_blockref *tmp = malloc(H2_BLOCK_SIZE);
+
+		bb = *b;
+		while (ok && bb.type == H2_BREF_INDIRECT &&
+		       bb.level > a->level) {
+			ok = read_slots(w->fc, &bb, tmp);
+			if (ok)
+				bb = tmp[0];
+		}
+		free(tmp);
+		/* Unknown what b holds of a's keys: free nothing. */
+		if (!ok)
+			return;
+		if (bb.level != a->level)
+			memset(&bb, 0, sizeof(bb));
+		b = &bb;
+	}
+	if (!bref_is_empty(b) && b->level == a->level &&
+	    H2_BREF_OFFSET(a) == H2_BREF_OFFSET(b))
+		return; /* shared */
+	visit(w, a);
+	if (a->type != H2_BREF_INDIRECT)
+		return;
+	as = malloc(2 * H2_BLOCK_SIZE);
+	if (!read_slots(w->fc, a, as)) {
+		free(as);
+		return;
+	}
+	if (!bref_is_empty(b) && b->type == H2_BREF_INDIRECT) {
+		if (b->level == a->level) {
+			bs = as + H2_FANOUT;
+			if (!read_slots(w->fc, b, bs)) {
+				/* As above: nothing below a is freed. */
+				free(as);
+				return;
+			}
+		} else if (b->level < a->level) {
+			b_lower = true;
+		}
+	}
+	for (unsigned i = 0; i < H2_FANOUT; i++)
+		diff(w, &as[i], bs ? &bs[i] : (b_lower && i == 0) ? b : NULL);
+	free(as);
+}
+
+/* Snapshots of volume vol_id in fz, oldest first: [*first, *end). */
+static void lineage(struct flushctx *fc, uint64_t vol_id, uint32_t *first,
+		    uint32_t *end)
+{
+	uint32_t lo = 0, hi = fc->nsnaps;
+
+	while (lo < hi) {
+		uint32_t mid = (lo + hi) / 2;
+
+		if (fc->snaps[mid]->rec.parent_id < vol_id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*first = lo;
+	while (lo < fc->nsnaps && fc->snaps[lo]->rec.parent_id == vol_id)
+		lo++;
+	*end = lo;
+}
+
+static int snap_cmp(const void *a, const void *b)
+{
+	const struct frozen *x = *(struct frozen *const *)a;
+	const struct frozen *y = *(struct frozen *const *)b;
+
+	if (x->rec.parent_id != y->rec.parent_id)
+		return x->rec.parent_id < y->rec.parent_id ? -1 : 1;
+	return x->rec.snap_tid < y->rec.snap_tid ? -1
+	       : x->rec.snap_tid > y->rec.snap_tid;
+}
+
+static bool gone(struct flushctx *fc, uint64_t id)
+{
+	for (size_t i = 0; i < fc->ngone; i++)
+		if (fc->gone[i] == id)
+			return true;
+	return false;
+}
+
+static int rec_tid_cmp(const void *a, const void *b)
+{
+	const struct h2_volrec *x = *(struct h2_volrec *const *)a;
+	const struct h2_volrec *y = *(struct h2_volrec *const *)b;
+
+	return x->snap_tid < y->snap_tid ? -1 : x->snap_tid > y->snap_tid;
+}
+
+/* Settle the deletion of a snapshot (see "Shared blocks"). */
+static void settle_snapshot(struct flushctx *fc, const struct h2_free *f)
+{
+	struct h2_store *st = fc->st;
+	const struct h2_volrec *head = &st->dir_disk[f->head_slot];
+	const struct h2_volrec **l, *s = NULL, *p, *pp, *n, *nn;
+	struct h2_blockref head_root = {0};
+	struct frozen *fh, *fp, *fn;
+	uint64_t origin = f->origin_tid, lo, lo_p, freed0;
+	size_t k = 0, at = 0;
+	struct sharew w;
+
+	if (head->id == f->vol_id && (head->flags & H2_VOLREC_USED) &&
+	    !(head->flags & H2_VOLREC_SNAPSHOT)) {
+		head_root = head->root;
+		origin = head->origin_tid;
+	}
+	l = h2_xcalloc(fc->nslots + 1, sizeof(*l));
+	for (uint32_t i = 0; i < fc->nslots; i++) {
+		const struct h2_volrec *r = &st->dir_disk[i];
+
+		if ((r->flags & H2_VOLREC_USED) &&
+		    (r->flags & H2_VOLREC_SNAPSHOT) &&
+		    r->parent_id == f->vol_id && !gone(fc, r->id))
+			l[k++] = r;
+	}
+	qsort(l, k, sizeof(*l), rec_tid_cmp);
+	for (size_t i = 0; i < k; i++)
+		if (l[i]->id == f->snap_id) {
+			s = l[i];
+			at = i;
+		}
+	if (!s) {
+		/* Created and deleted before any flush wrote it. */
+		free(l);
+		return;
+	}
+	p = at >= 1 ? l[at - 1] : NULL;
+	pp = at >= 2 ? l[at - 2] : NULL;
+	n = at + 1 < k ? l[at + 1] : NULL;
+	nn = at + 2 < k ? l[at + 2] : NULL;
+	lo = p ? p->snap_tid : origin;
+	lo_p = p ? (pp ? pp->snap_tid : origin) : lo;
+	fh = fz_find(fc, f->vol_id);
+	fp = p ? fz_find(fc, p->id) : NULL;
+	fn = n ? fz_find(fc, n->id) : NULL;
+
+	/* S's blocks that N lacks: born after P they are freed, born in
+	 * P's own interval they become P's alone. */
+	w = (struct sharew){.fc = fc, .vol_id = f->vol_id, .lo = lo_p,
+			    .free_above = lo, .cnt_lo = lo_p, .cnt_hi = lo};
+	freed0 = fc->freed;
+	diff(&w, &s->root, n ? &n->root : &head_root);
+	if (fp)
+		fp->excl += (int64_t)w.counted;
+	if (fh)
+		fh->snapb -= (int64_t)(fc->freed - freed0);
+	if (fc->freed - freed0 != s->excl_blocks && !fc->err)
+		fprintf(stderr, "h2: flush %" PRIu64 ": snapshot id %" PRIu64
+				" held %" PRIu64 " blocks alone, its record "
+				"said %" PRIu64 "; run h2d check\n",
+			fc->epoch, s->id, fc->freed - freed0, s->excl_blocks);
+	/* N's blocks born after P and at or before S that the one after N
+	 * lacks were shared with S only: now N's alone. */
+	if (n && fn) {
+		w = (struct sharew){.fc = fc, .vol_id = f->vol_id, .lo = lo,
+				    .free_above = UINT64_MAX, .cnt_lo = lo,
+				    .cnt_hi = s->snap_tid};
+		diff(&w, &n->root, nn ? &nn->root : &head_root);
+		fn->excl += (int64_t)w.counted;
+	}
+	if (fc->ngone % 16 == 0)
+		fc->gone = h2_xrealloc(fc->gone,
+				       (fc->ngone + 16) * sizeof(*fc->gone));
+	fc->gone[fc->ngone++] = f->snap_id;
+	free(l);
+}
+
+/* Count the blocks of subtree b born after lo (b itself included). */
+static uint64_t count_after(struct flushctx *fc, const struct h2_blockref *b,
+			    uint64_t lo)
+{
+	struct sharew w = {.fc = fc, .lo = lo, .free_above = UINT64_MAX,
+			   .cnt_lo = lo, .cnt_hi = UINT64_MAX};
+
+	diff(&w, b, NULL);
+	return w.counted;
+}
+
+/* How kills of one volume are settled: its newest snapshot and bounds. */
+struct killctx {
+	struct frozen *head;   /* NULL: the volume is gone */
+	struct frozen *last;   /* its newest snapshot, or NULL */
+	uint64_t floor;	       /* born at or before: someone else holds it */
+	uint64_t last_lo;      /* born after: the newest snapshot's alone */
+};
+
+static void kill_ctx(struct flushctx *fc, const struct h2_free *f,
+		     struct killctx *kc)
+{
+	uint32_t a, e;
+
+	memset(kc, 0, sizeof(*kc));
+	kc->floor = f->origin_tid;
+	kc->last_lo = f->origin_tid;
+	if (!f->vol_id)
+		return;
+	kc->head = fz_find(fc, f->vol_id);
+	lineage(fc, f->vol_id, &a, &e);
+	if (e > a) {
+		kc->last = fc->snaps[e - 1];
+		kc->floor = kc->last->rec.snap_tid;
+		if (e - 1 > a)
+			kc->last_lo = fc->snaps[e - 2]->rec.snap_tid;
+	}
+}
+
+/* The volume stopped referencing b (and, if tree, all below it). */
+static void kill(struct flushctx *fc, const struct h2_free *f,
+		 struct killctx *kc, const struct h2_blockref *b, bool tree)
+{
+	struct h2_blockref *slots;
+
+	if (bref_is_empty(b) || fc->err)
+		return;
+	if (b->birth_tid > kc->floor) {
+		free_block(fc, f->vol_id, b);
+		if (!tree || b->type != H2_BREF_INDIRECT)
+			return;
+		slots = malloc(H2_BLOCK_SIZE);
+		if (read_slots(fc, b, slots))
+			for (unsigned i = 0; i < H2_FANOUT; i++)
+				kill(fc, f, kc, &slots[i], true);
+		free(slots);
+		return;
+	}
+	if (!kc->last)
+		return; /* the clone origin holds it */
+	/* Now held by snapshots only; the newest one alone if born after
+	 * the one before it. */
+	if (kc->head)
+		kc->head->snapb += tree ? (int64_t)b->blocks : 1;
+	if (b->birth_tid > kc->last_lo)
+		kc->last->excl += tree ? (int64_t)count_after(fc, b,
+							      kc->last_lo)
+				       : 1;
 }
 
 /* Settle the epoch's frees (step 4). */
 static int apply_frees(struct flushctx *fc)
 {
+	/* Deleted snapshots first, against the previous image. */
+	for (size_t i = 0; i < fc->frees.n; i++)
+		if (fc->frees.v[i].kind == H2_FREE_SNAP)
+			settle_snapshot(fc, &fc->frees.v[i]);
 	for (size_t i = 0; i < fc->frees.n; i++) {
 		struct h2_free *f = &fc->frees.v[i];
 		struct h2_blockref b = f->bref;
+		struct killctx kc;
+		bool tree;
 
+		if (f->kind == H2_FREE_SNAP)
+			continue;
+		kill_ctx(fc, f, &kc);
+		if (f->kind == H2_FREE_ROLLBACK) {
+			/* The volume's tree was discarded just before this
+			 * entry (its kills came first) and is now the
+			 * snapshot's: every block of it is the volume's
+			 * again. */
+			struct frozen *l = fz_find(fc, f->snap_id);
+
+			if (kc.head && l) {
+				kc.head->snapb -= l->used;
+				kc.head->used = l->used;
+				l->excl = 0;
+			}
+			continue;
+		}
 		if (f->chain) {
 			pthread_mutex_lock(&f->chain->lock);
 			b = f->chain->bref;
@@ -337,12 +722,12 @@ static int apply_frees(struct flushctx *fc)
 					      "(key %" PRIu64 ") has no block",
 					      f->chain->key);
 		}
-		if (f->kind == H2_FREE_BLOCK || f->kind == H2_FREE_CHAIN)
-			free_block(fc, f->vol_id, &b);
-		else
-			free_tree(fc, f->vol_id, &b);
+		tree = f->kind == H2_FREE_TREE || f->kind == H2_FREE_CHAIN_TREE;
+		if (kc.head)
+			kc.head->used -= tree ? (int64_t)b.blocks : 1;
+		kill(fc, f, &kc, &b, tree);
 	}
-	return 0;
+	return fc->err;
 }
 
 /* Rewrite the directory leaves whose records changed (step 3). */
@@ -445,6 +830,12 @@ static bool freeze(struct flushctx *fc)
 		f->vol = v;
 		f->rec = v->rec;
 		f->rec.levels = v->tree.levels;
+		f->used = (int64_t)v->used_blocks;
+		f->excl = (int64_t)v->excl_blocks;
+		f->snapb = (int64_t)v->snap_blocks;
+		f->capture = v->pending;
+		if (f->capture)
+			continue; /* takes its volume's root, below */
 		f->root = v->tree.root;
 		if (f->root)
 			h2_chain_ref(f->root);
@@ -457,6 +848,30 @@ static bool freeze(struct flushctx *fc)
 	pthread_cond_broadcast(&st->txn_cv);
 	pthread_mutex_unlock(&st->txn_lock);
 	qsort(fc->fz, fc->nfz, sizeof(*fc->fz), fz_cmp);
+	/* New snapshots take their volume's image of this epoch; the
+	 * durable ones, by volume and age, tell kills who holds a block. */
+	fc->snaps = h2_xcalloc(fc->nfz + 1, sizeof(*fc->snaps));
+	for (uint32_t i = 0; i < fc->nfz; i++) {
+		struct frozen *f = &fc->fz[i], *h;
+
+		if (!(f->rec.flags & H2_VOLREC_SNAPSHOT))
+			continue;
+		if (!f->capture) {
+			fc->snaps[fc->nsnaps++] = f;
+			continue;
+		}
+		h = fz_find(fc, f->rec.parent_id);
+		if (!h) /* cannot happen: a volume with snapshots stays */
+			continue;
+		f->root = h->root;
+		if (f->root)
+			h2_chain_ref(f->root);
+		f->rec.root = h->rec.root;
+		f->rec.levels = h->rec.levels;
+		f->rec.size = h->rec.size;
+		f->rec.snap_tid = fc->epoch;
+	}
+	qsort(fc->snaps, fc->nsnaps, sizeof(*fc->snaps), snap_cmp);
 	return true;
 }
 
@@ -483,16 +898,18 @@ static int flush_frozen(struct flushctx *fc)
 	}
 	if (r == 0)
 		r = wq_flush(fc);
-	evict_written(fc);
+	evict_written(fc, r == 0);
 	if (r < 0)
 		return r;
 	for (uint32_t i = 0; i < fc->nfz; i++) {
 		struct frozen *f = &fc->fz[i];
 
+		/* Without a root chain, rec.root is the blockref the
+		 * freeze took: EMPTY for an empty tree, the device's root
+		 * for one that did not read (never v->root_err now: a
+		 * transaction of the next epoch may be reading it again). */
 		if (f->root)
 			f->rec.root = f->root->bref;
-		else if (f->vol->root_err == 0)
-			memset(&f->rec.root, 0, sizeof(f->rec.root));
 	}
 	/* Settle frees first so the directory records carry the volumes'
 	 * space as of this image; the directory's own frees come after. */
@@ -501,15 +918,25 @@ static int flush_frozen(struct flushctx *fc)
 		return r;
 	h2_freelist_clear(&fc->frees);
 	for (uint32_t i = 0; i < fc->nfz; i++) {
-		struct frozen *f = &fc->fz[i];
-		int64_t used = (int64_t)f->vol->used_blocks + f->delta;
+		struct frozen *f = &fc->fz[i], *h;
 
-		f->rec.used_blocks = used > 0 ? (uint64_t)used : 0;
+		if (f->capture && (h = fz_find(fc, f->rec.parent_id))) {
+			/* The volume's image as of this flush: every block
+			 * of it is the volume's too. */
+			f->used = h->used;
+			f->excl = 0;
+		}
+		f->rec.used_blocks = f->used > 0 ? (uint64_t)f->used : 0;
+		f->rec.excl_blocks = f->excl > 0 ? (uint64_t)f->excl : 0;
+		f->rec.snap_blocks = f->snapb > 0 ? (uint64_t)f->snapb : 0;
 	}
 	r = write_directory(fc, &dir_root);
 	if (r < 0)
 		return r;
 	r = apply_frees(fc);
+	if (r < 0)
+		return r;
+	r = release_frees(fc);
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&st->space_lock);
@@ -545,9 +972,35 @@ static int flush_frozen(struct flushctx *fc)
 	st->hdr_tid = fc->epoch;
 	st->lifetime_flushes++;
 	pthread_mutex_lock(&st->dir_lock);
-	for (uint32_t i = 0; i < fc->nfz; i++)
-		fc->fz[i].vol->used_blocks = fc->fz[i].rec.used_blocks;
+	for (uint32_t i = 0; i < fc->nfz; i++) {
+		struct frozen *f = &fc->fz[i];
+		struct h2_vol *v = f->vol;
+
+		v->used_blocks = f->rec.used_blocks;
+		v->excl_blocks = f->rec.excl_blocks;
+		v->snap_blocks = f->rec.snap_blocks;
+		if (f->capture)
+			v->rec = f->rec; /* published below */
+	}
 	pthread_mutex_unlock(&st->dir_lock);
+	for (uint32_t i = 0; i < fc->nfz; i++) {
+		struct frozen *f = &fc->fz[i];
+		struct h2_vol *v = f->vol;
+
+		if (!f->capture)
+			continue;
+		pthread_rwlock_wrlock(&v->lock);
+		v->tree.root_bref = f->rec.root;
+		v->tree.levels = f->rec.levels;
+		v->root_err = h2_tree_load_root(st, &v->tree);
+		if (v->root_err == 0)
+			memset(&v->tree.root_bref, 0,
+			       sizeof(v->tree.root_bref));
+		pthread_rwlock_unlock(&v->lock);
+		pthread_mutex_lock(&st->dir_lock);
+		v->pending = false;
+		pthread_mutex_unlock(&st->dir_lock);
+	}
 out:
 	free(sel);
 	return r;
@@ -611,6 +1064,9 @@ int h2_flush_run_once(struct h2_store *st)
 		h2_vol_drop(fc.fz[i].vol);
 	}
 	free(fc.fz);
+	free(fc.snaps);
+	free(fc.gone);
+	free(fc.fblk);
 	h2_freelist_clear(&fc.frees);
 	for (int i = 0; i < fc.wq.n; i++)
 		h2_chain_drop(fc.wq.chain[i]);
@@ -753,7 +1209,7 @@ void h2_flush_kick(struct h2_store *st)
 /* Wait until epoch is durable (asking for a flush if needed). */
 int h2_flush_wait(struct h2_store *st, uint64_t epoch, uint64_t *tid)
 {
-	int r = 0;
+	int r = 0, was_failed;
 
 	if (!st->flusher_running) {
 		/* No flusher thread: the caller flushes. */
@@ -768,8 +1224,11 @@ int h2_flush_wait(struct h2_store *st, uint64_t epoch, uint64_t *tid)
 			}
 			pthread_mutex_unlock(&st->flush_lock);
 			if (r < 0)
-				return h2_err(-EIO, "the store failed an "
-						    "earlier flush");
+				return h2_err(-ESHUTDOWN, "the store failed "
+							  "an earlier flush "
+							  "and refuses "
+							  "writes until "
+							  "reopened");
 			r = h2_flush_run_once(st);
 			if (r < 0)
 				return r;
@@ -789,14 +1248,22 @@ int h2_flush_wait(struct h2_store *st, uint64_t epoch, uint64_t *tid)
 	if (st->sync_target < epoch)
 		st->sync_target = epoch;
 	pthread_cond_signal(&st->flush_cv);
+	was_failed = st->failed;
 	while (st->durable_epoch < epoch && !st->failed)
 		pthread_cond_wait(&st->done_cv, &st->flush_lock);
 	if (st->durable_epoch >= epoch) {
 		if (tid)
 			*tid = st->durable_epoch;
+	} else if (was_failed) {
+		r = h2_err(-ESHUTDOWN, "the store failed an earlier flush "
+				       "and refuses writes until reopened");
 	} else {
-		r = h2_err(-EIO, "sync failed: the store failed a flush and "
-				 "refuses writes until reopened");
+		/* The flush this waited for failed: the device's error. */
+		r = h2_err(st->failed,
+			   "sync failed: the device failed "
+			   "(%s); the store refuses writes until "
+			   "reopened",
+			   strerror(-st->failed));
 	}
 	pthread_mutex_unlock(&st->flush_lock);
 	return r;
@@ -819,7 +1286,9 @@ int h2_store_sync(struct h2_store *st, uint64_t *tid)
 		if (tid)
 			*tid = st->durable_epoch;
 		pthread_mutex_unlock(&st->flush_lock);
-		return st->failed ? h2_err(-EIO, "the store failed a flush")
+		return st->failed ? h2_err(-ESHUTDOWN, "the store failed a "
+						       "flush and refuses "
+						       "writes until reopened")
 				  : 0;
 	}
 	return h2_flush_wait(st, target, tid);
@@ -870,8 +1339,9 @@ int h2_epoch_begin(struct h2_store *st, uint64_t *epoch)
 	for (;;) {
 		if (st->failed) {
 			pthread_mutex_unlock(&st->txn_lock);
-			return h2_err(-EIO, "the store failed a flush and "
-					    "refuses writes until reopened");
+			return h2_err(-ESHUTDOWN, "the store failed a flush "
+						  "and refuses writes until "
+						  "reopened");
 		}
 		if (st->freeze_pending) {
 			pthread_cond_wait(&st->txn_cv, &st->txn_lock);

@@ -35,7 +35,9 @@
  * Trees:
  *
  *   header.dir_root --> INDIRECT (level 2) --> INDIRECT (level 1) --> DIR
- *   A DIR block holds 16 volume records; record r lives in leaf r / 16.
+ *   A DIR block holds 8 volume records; record r lives in leaf r / 8.
+ *   Records are volumes, snapshots (flag SNAPSHOT, parent_id = the
+ *   volume's id) and clones (volumes with origin_id = a snapshot's id).
  *
  *   record.root --> INDIRECT (level L) --> ... --> INDIRECT (level 1)
  *                                                  --> DATA (level 0)
@@ -49,7 +51,7 @@
 
 #include <stdint.h>
 
-#define H2_FORMAT_VERSION 1
+#define H2_FORMAT_VERSION 2
 
 #define H2_BLOCK_RADIX 12
 #define H2_BLOCK_SIZE (1u << H2_BLOCK_RADIX) /* 4 KiB */
@@ -81,8 +83,8 @@
 #define H2_FM_BITS ((H2_BLOCK_SIZE - H2_FM_HDR) * 8u) /* 32256 blocks/page */
 
 /* Directory. */
-#define H2_VOLREC_SIZE 256
-#define H2_VOLREC_PER_BLOCK (H2_BLOCK_SIZE / H2_VOLREC_SIZE) /* 16 */
+#define H2_VOLREC_SIZE 512
+#define H2_VOLREC_PER_BLOCK (H2_BLOCK_SIZE / H2_VOLREC_SIZE) /* 8 */
 #define H2_DIR_LEVELS 2
 #define H2_DIR_MAX_RECORDS (H2_FANOUT * H2_FANOUT * H2_VOLREC_PER_BLOCK)
 #define H2_NAME_MAX 127 /* bytes, not counting the terminating NUL */
@@ -100,7 +102,17 @@ enum h2_bref_type {
  * data_off is the device byte offset of the block, 4 KiB aligned; its low
  * six bits hold the size radix (always H2_BLOCK_RADIX in version 1), as
  * HAMMER2 does.  check is XXH3-64 of the block's bytes, seeded with 0.
- * birth_tid is the flush (header tid) that wrote the block.
+ * birth_tid is the flush (header tid) that wrote the block; a parent is
+ * never older than its children.  blocks counts the blocks of the subtree
+ * the blockref heads, itself included (1 for a leaf), so the space a
+ * whole subtree holds is known without walking it.
+ *
+ * Sharing (snapshots and clones): trees of one volume's lineage share
+ * subtrees by blockref.  A block is in snapshot S of its volume iff it was
+ * born at or before S's tid and was still referenced then; so a block
+ * the volume stops referencing is free at once iff it was born after the
+ * volume's newest snapshot (and after its clone origin), and otherwise is
+ * left to the snapshots.
  */
 struct h2_blockref {
 	uint8_t type;
@@ -112,7 +124,8 @@ struct h2_blockref {
 	uint64_t data_off;
 	uint64_t birth_tid;
 	uint64_t check;
-	uint64_t reserved[3];
+	uint64_t blocks;
+	uint64_t reserved[2];
 };
 _Static_assert(sizeof(struct h2_blockref) == 64, "blockref is 64 bytes");
 _Static_assert(H2_FANOUT * sizeof(struct h2_blockref) == H2_BLOCK_SIZE,
@@ -123,24 +136,36 @@ _Static_assert(H2_FANOUT * sizeof(struct h2_blockref) == H2_BLOCK_SIZE,
 #define H2_BREF_RADIX(b) ((unsigned)((b)->data_off & H2_OFF_RADIX_MASK))
 
 enum h2_volrec_flags {
-	H2_VOLREC_USED = 1u << 0, /* slot holds a volume */
+	H2_VOLREC_USED = 1u << 0,     /* slot holds a record */
+	H2_VOLREC_SNAPSHOT = 1u << 1, /* a read-only snapshot */
 };
 
-/* A volume record: 256 bytes, 16 per DIR block. */
+/*
+ * A directory record: 512 bytes, 8 per DIR block.  Space, in blocks:
+ *   used_blocks  blocks its tree references (shared ones included)
+ *   excl_blocks  snapshot: referenced by no other tree of its volume's
+ *                lineage (freed by deleting it; clones may share them)
+ *   snap_blocks  volume: held by its snapshots and not by the volume
+ */
 struct h2_volrec {
 	uint64_t id;	      /* unique, never reused; 0 = free slot */
 	uint64_t size;	      /* bytes */
 	uint64_t ctime_ns;    /* creation, CLOCK_REALTIME */
-	uint64_t create_tid;  /* epoch the volume was created in */
-	uint64_t parent_id;   /* reserved for snapshots and clones */
-	uint64_t snap_tid;    /* reserved for snapshots */
+	uint64_t create_tid;  /* epoch the record was created in */
+	uint64_t parent_id;   /* snapshot: the volume it belongs to */
+	uint64_t snap_tid;    /* snapshot: the flush whose image it is */
 	uint32_t flags;	      /* enum h2_volrec_flags */
 	uint8_t levels;	      /* height of the data tree (root level) */
 	uint8_t name_len;
 	uint16_t reserved0;
-	char name[H2_NAME_MAX + 1]; /* NUL padded */
+	char name[H2_NAME_MAX + 1]; /* NUL padded; a snapshot's own name */
 	struct h2_blockref root;    /* EMPTY: the volume is all holes */
-	uint64_t used_blocks;	    /* blocks its tree owns, as flushed */
+	uint64_t used_blocks;
+	uint64_t origin_id;   /* clone: the snapshot it was made from */
+	uint64_t origin_tid;  /* clone: that snapshot's tid */
+	uint64_t excl_blocks;
+	uint64_t snap_blocks;
+	uint8_t reserved[224];
 };
 _Static_assert(sizeof(struct h2_volrec) == H2_VOLREC_SIZE, "volrec is 256");
 

@@ -104,11 +104,18 @@ int h2_store_sync(struct h2_store *st, uint64_t *tid);
 
 struct h2_vol_info {
 	uint64_t id;
-	char name[128];
+	char name[256];	      /* "VOLUME" or, for a snapshot, "VOLUME@SNAP" */
 	uint64_t size;	      /* bytes */
 	uint64_t ctime_ns;
 	uint64_t create_tid;
-	uint64_t used_bytes;  /* allocated data, as of the last flush */
+	uint64_t used_bytes;  /* blocks its tree references (data and
+				 metadata, shared ones included), as of
+				 the last flush */
+	uint32_t snapshots;   /* snapshots of this volume */
+	uint64_t snap_bytes;  /* held by its snapshots and not by it:
+				 what deleting all of them would free */
+	char origin[256];     /* a clone: "VOLUME@SNAP" it was cloned from,
+				 else "" */
 };
 
 /* Names: 1..127 bytes of [A-Za-z0-9._-], not starting with '.' or '-'. */
@@ -121,13 +128,28 @@ int h2_vol_list(struct h2_store *st, struct h2_vol_info **out,
 		   size_t *count);
 int h2_vol_info(struct h2_store *st, const char *name,
 		   struct h2_vol_info *out);
-/* -EBUSY while any handle is open on it. */
+/* -EBUSY while any handle is open on it; -ENOTEMPTY if it has
+ * snapshots (see h2_vol_delete_flags). */
 int h2_vol_delete(struct h2_store *st, const char *name);
-/* Shrinking discards the data beyond the new size. */
+/* Shrinking discards the data beyond the new size.  Snapshots: -EROFS. */
 int h2_vol_resize(struct h2_store *st, const char *name, uint64_t size);
 
-/* Open a handle for I/O; close it with h2_vol_close(). */
+/*
+ * Delete a volume.  A volume with snapshots is refused with -ENOTEMPTY
+ * unless flags has H2_DEL_RECURSIVE, which deletes its snapshots, the
+ * clones made from them (recursively) and then the volume.  Returns once
+ * the deletion is durable.
+ */
+enum h2_del_flags { H2_DEL_RECURSIVE = 1u << 0 };
+int h2_vol_delete_flags(struct h2_store *st, const char *name,
+			unsigned flags);
+
+/*
+ * Open a handle for I/O; close it with h2_vol_close().  name may be
+ * "VOLUME@SNAP": a snapshot, opened read-only (writes fail with -EROFS).
+ */
 int h2_vol_open(struct h2_store *st, const char *name, struct h2_vol **out);
+bool h2_vol_read_only(struct h2_vol *vol);
 void h2_vol_close(struct h2_vol *vol);
 uint64_t h2_vol_size(struct h2_vol *vol);
 const char *h2_vol_name(struct h2_vol *vol);
@@ -181,6 +203,59 @@ int h2_vol_block_status(struct h2_vol *vol, uint64_t off, uint64_t len,
 		    h2_extent_cb cb, void *arg);
 
 /* ---------------------------------------------------------------------- */
+/* Snapshots and clones.                                                  */
+/*                                                                        */
+/* A snapshot is a read-only image of a volume at one flush: creating it  */
+/* copies no data (the volume's root is shared) and returns once it is    */
+/* durable, holding every transaction acknowledged before the call and    */
+/* none by half.  A block is shared until one side overwrites it; then    */
+/* the overwritten copy stays with the snapshot (it is freed when the     */
+/* last snapshot holding it is deleted).  A clone is a writable volume    */
+/* whose tree starts as a snapshot's.                                     */
+/*                                                                        */
+/* Snapshot names follow volume names (h2_vol_name_valid) and are unique  */
+/* per volume; "VOLUME@SNAP" names one.  Errors beyond the above:         */
+/*   -ENOTEMPTY  a clone depends on the snapshot, or newer snapshots      */
+/*               exist (rollback)                                          */
+/*   -EBUSY      open handles (or the snapshot is still being created)    */
+
+struct h2_snap_info {
+	uint64_t id;
+	char volume[128];
+	char name[128];
+	uint64_t ctime_ns;
+	uint64_t tid;		/* the flush whose image it is */
+	uint64_t size;		/* volume size then, bytes */
+	uint64_t refer_bytes;	/* blocks its tree references */
+	uint64_t excl_bytes;	/* held by it alone: freed by deleting it
+				   (blocks a clone of it shares count) */
+	uint32_t clones;	/* volumes cloned from it */
+};
+
+int h2_snap_create(struct h2_store *st, const char *vol, const char *snap,
+		   struct h2_snap_info *out);
+/* vol NULL: every volume's.  Sorted by volume, then tid.  free(*out). */
+int h2_snap_list(struct h2_store *st, const char *vol,
+		 struct h2_snap_info **out, size_t *count);
+int h2_snap_info(struct h2_store *st, const char *vol, const char *snap,
+		 struct h2_snap_info *out);
+/* Returns once durable; the space comes back after that flush. */
+int h2_snap_delete(struct h2_store *st, const char *vol, const char *snap);
+/* A new writable volume newvol sharing every block of vol@snap. */
+int h2_snap_clone(struct h2_store *st, const char *vol, const char *snap,
+	     const char *newvol, struct h2_vol_info *out);
+
+/*
+ * Make vol's contents snap's (its newest snapshot; older ones are
+ * refused with -ENOTEMPTY: delete the newer ones first).  With open
+ * handles on vol, -EBUSY unless flags has H2_ROLLBACK_FORCE (their
+ * next reads see the snapshot's data).  Returns once durable.
+ */
+enum h2_rollback_flags { H2_ROLLBACK_FORCE = 1u << 0 };
+int h2_vol_rollback(struct h2_store *st, const char *vol, const char *snap,
+		unsigned flags);
+
+/* ---------------------------------------------------------------------- */
 /* Statistics.                                                            */
 
 struct h2_store_stats {
@@ -191,6 +266,8 @@ struct h2_store_stats {
 	uint64_t free_bytes;	  /* total - used - reserved for dirty data */
 	uint64_t dirty_bytes;	  /* modified, not yet flushed */
 	uint64_t volumes;
+	uint64_t snapshots;
+	uint64_t snapshot_bytes;  /* held only by snapshots (all volumes) */
 	uint64_t flushes;	  /* flushes that wrote a header */
 	uint64_t flush_ns_total;  /* time spent in them */
 	uint64_t last_flush_ns;

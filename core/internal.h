@@ -34,8 +34,11 @@
  *   st->flush_lock          flusher state, sync waiters
  *   st->txn_lock            epoch, active count, freeze (never held
  *                           while waiting for a volume lock)
- *   st->dir_lock            volume table
  *   vol->lock (rwlock)      one volume's tree; writers exclusive
+ *   st->dir_lock            volume table (taken inside a volume's lock
+ *                           by resize, info and root retries; code that
+ *                           needs both the other way drops dir_lock
+ *                           first)
  *   chain->lock             child[] and blockrefs of one chain; parent
  *                           before child, never two siblings
  *   st->free_lock, st->space_lock, st->fm_lock   leaves
@@ -91,13 +94,24 @@ enum h2_free_kind {
 	H2_FREE_TREE,	    /* bref's block and everything below it */
 	H2_FREE_CHAIN,	    /* chain's block, once the flusher wrote it */
 	H2_FREE_CHAIN_TREE, /* chain's subtree, once written */
+	H2_FREE_SNAP,	    /* a deleted snapshot (bref: its root) */
+	H2_FREE_ROLLBACK,   /* vol_id's tree became snapshot snap_id's */
 };
 
+/*
+ * A free entry.  The flusher settles them in order, deleted snapshots
+ * first (against the lineage as the previous flush left it), then the
+ * rest against the snapshots that remain: see flush.c, "Shared blocks".
+ */
 struct h2_free {
 	uint8_t kind;
-	uint64_t vol_id;
+	uint64_t vol_id;	/* the volume whose tree lost it */
+	uint64_t origin_tid;	/* that volume's clone origin (0: none) */
 	struct h2_blockref bref;
 	struct h2_chain *chain; /* holds a reference */
+	uint64_t snap_id;	/* SNAP: the snapshot; ROLLBACK: its target */
+	uint64_t snap_tid;	/* SNAP */
+	uint32_t head_slot;	/* SNAP: the volume's directory slot */
 };
 
 struct h2_freelist {
@@ -116,7 +130,17 @@ struct h2_vol {
 	int refs;		 /* __atomic; table + handles + flush */
 	bool deleted;		 /* under st->dir_lock */
 	int root_err;		 /* root block unreadable: I/O refused */
-	uint64_t used_blocks;	 /* as of the last flush (dir_lock) */
+	/* Space as of the last flush (dir_lock); see struct h2_volrec. */
+	uint64_t used_blocks;
+	uint64_t excl_blocks;
+	uint64_t snap_blocks;
+	char full[2 * H2_NAME_MAX + 2]; /* "name" or "volume@snapshot" */
+	bool snap;		 /* a snapshot (read-only) */
+	bool pending;		 /* snapshot not durable yet (dir_lock) */
+	/* Deleting a snapshot of this lineage waits until this epoch is
+	 * durable: set by rollbacks (volume) and by deleting a clone
+	 * (snapshot), whose frees must settle first (dir_lock). */
+	uint64_t barrier_epoch;
 };
 
 /* Freemap: one in-memory page per on-disk freemap page, loaded lazily. */
@@ -131,6 +155,8 @@ struct h2_freemap {
 	struct h2_fmpage *pages;
 	uint8_t *sel;	   /* selector bits, as in the durable header */
 	uint64_t cursor;   /* next-fit allocation cursor (block number) */
+	bool no_free_word; /* a scan found no 64 free blocks in a row; a
+			      free that empties a bitmap word clears it */
 };
 
 struct h2_store {
@@ -215,6 +241,7 @@ struct h2_txctx {
 	struct h2_store *st;
 	uint64_t epoch;
 	uint64_t vol_id;
+	uint64_t origin_tid;	   /* the volume's clone origin, 0: none */
 	uint64_t created;	   /* MODIFIED chains created */
 	struct h2_freelist *frees; /* what the tree stopped referencing */
 };
@@ -280,6 +307,8 @@ int h2_hdr_write(struct h2_store *st, uint64_t tid, const uint8_t *sel,
 		 const struct h2_blockref *dir_root);
 void h2_vol_ref(struct h2_vol *v);
 void h2_vol_drop(struct h2_vol *v);
+int h2_vol_root_retry(struct h2_vol *v);
+const char *h2_vol_root_why(const struct h2_vol *v);
 
 /* flush.c: flushes, the flusher, syncs and the transaction interlock. */
 int h2_epoch_begin(struct h2_store *st, uint64_t *epoch);

@@ -39,12 +39,12 @@ static int check_range(struct h2_vol *v, uint64_t off, uint64_t len)
 {
 	if (len == 0)
 		return h2_err(-EINVAL, "volume %s: zero-length request",
-			      v->rec.name);
+			      v->full);
 	if (off > v->rec.size || len > v->rec.size - off)
 		return h2_err(-ERANGE,
 			      "volume %s: offset %" PRIu64 " length %" PRIu64
 			      " is beyond its end (size %" PRIu64 ")",
-			      v->rec.name, off, len, v->rec.size);
+			      v->full, off, len, v->rec.size);
 	return 0;
 }
 
@@ -60,7 +60,7 @@ static int check_tail(struct h2_vol *v, const struct h2_op *op)
 	if (op->off >= v->rec.size || op->off + op->len != end)
 		return h2_err(-EAGAIN, "volume %s changed size during the "
 				       "resize; try again",
-			      v->rec.name);
+			      v->full);
 	return 0;
 }
 
@@ -68,13 +68,27 @@ static int check_tail(struct h2_vol *v, const struct h2_op *op)
 static int check_vol(struct h2_vol *v)
 {
 	if (v->deleted)
-		return h2_err(-ENOENT, "volume %s was deleted", v->rec.name);
+		return h2_err(-ENOENT, "volume %s was deleted", v->full);
 	if (v->root_err)
-		return h2_err(v->root_err,
-			      "volume %s: its root block is damaged; run h2d "
-			      "check",
-			      v->rec.name);
+		return h2_err(v->root_err, "volume %s: %s", v->full,
+			      h2_vol_root_why(v));
 	return 0;
+}
+
+/*
+ * Take v's lock shared for a read, after reading its root again if an
+ * earlier attempt failed (h2_vol_root_retry needs the lock exclusively).
+ */
+static void read_lock(struct h2_vol *v)
+{
+	pthread_rwlock_rdlock(&v->lock);
+	if (v->root_err == 0 || v->root_err == -EBADMSG)
+		return;
+	pthread_rwlock_unlock(&v->lock);
+	pthread_rwlock_wrlock(&v->lock);
+	h2_vol_root_retry(v);
+	pthread_rwlock_unlock(&v->lock);
+	pthread_rwlock_rdlock(&v->lock);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -96,7 +110,7 @@ static int verify_fail(struct h2_vol *v, uint64_t key, uint64_t dev_off)
 		      "volume %s: checksum mismatch at offset %" PRIu64
 		      " (device offset %" PRIu64 "): the block is damaged; "
 		      "run h2d check",
-		      v->rec.name, key * H2_BLOCK_SIZE, dev_off);
+		      v->full, key * H2_BLOCK_SIZE, dev_off);
 }
 
 /* Check that a data blockref points into the data area. */
@@ -110,23 +124,26 @@ static int bref_sane(struct h2_vol *v, const struct h2_blockref *b,
 		return h2_err(-EBADMSG,
 			      "volume %s: blockref for offset %" PRIu64
 			      " points outside the data area; run h2d check",
-			      v->rec.name, key * H2_BLOCK_SIZE);
+			      v->full, key * H2_BLOCK_SIZE);
 	return 0;
 }
 
 static int rd_flush_run(struct rd *rd)
 {
-	uint8_t *dst = rd->buf + (rd->run_key * H2_BLOCK_SIZE - rd->off);
+	uint8_t *dst;
 	int r;
 
+	/* Without a run, run_key may lie before the request: no pointer
+	 * may be formed from it (UBSan: pointer overflow). */
 	if (!rd->run_n)
 		return 0;
+	dst = rd->buf + (rd->run_key * H2_BLOCK_SIZE - rd->off);
 	r = h2_dev_pread(rd->v->st->dev, dst,
 			 (size_t)rd->run_n * H2_BLOCK_SIZE, rd->run_dev);
 	if (r < 0)
 		return h2_err(r, "volume %s: device read at offset %" PRIu64
 				 " failed",
-			      rd->v->rec.name, rd->run_dev);
+			      rd->v->full, rd->run_dev);
 	for (unsigned i = 0; i < rd->run_n; i++)
 		if (h2_check64(dst + (size_t)i * H2_BLOCK_SIZE,
 			       H2_BLOCK_SIZE) != rd->run_check[i])
@@ -196,7 +213,7 @@ static int rd_leaf(void *arg, uint64_t key, uint64_t count,
 				 H2_BREF_OFFSET(b));
 		if (r < 0)
 			return h2_err(r, "volume %s: device read failed",
-				      rd->v->rec.name);
+				      rd->v->full);
 		if (h2_check64(tmp, H2_BLOCK_SIZE) != b->check)
 			return verify_fail(rd->v, key, H2_BREF_OFFSET(b));
 		memcpy(rd->buf + (lo - rd->off),
@@ -216,7 +233,7 @@ int h2_vol_read(struct h2_vol *v, void *buf, uint64_t off, uint64_t len)
 			      len, H2_MAX_IO >> 20);
 	if (!buf)
 		return h2_err(-EINVAL, "read: no buffer");
-	pthread_rwlock_rdlock(&v->lock);
+	read_lock(v);
 	r = check_vol(v);
 	if (r == 0)
 		r = check_range(v, off, len);
@@ -279,7 +296,7 @@ int h2_vol_block_status(struct h2_vol *v, uint64_t off, uint64_t len,
 		return h2_err(-ENOMEM, "out of memory");
 	s->off = off;
 	s->end = off + len;
-	pthread_rwlock_rdlock(&v->lock);
+	read_lock(v);
 	r = check_vol(v);
 	if (r == 0)
 		r = check_range(v, off, len);
@@ -411,7 +428,7 @@ static int cap_leaf(void *arg, uint64_t key, uint64_t count,
 		    struct h2_chain *c, const struct h2_blockref *b)
 {
 	struct cap *cp = arg;
-	char what[200];
+	char what[320];
 	int r;
 
 	(void)count;
@@ -426,7 +443,7 @@ static int cap_leaf(void *arg, uint64_t key, uint64_t count,
 	}
 	cp->present = true;
 	snprintf(what, sizeof(what), "volume %s offset %" PRIu64,
-		 cp->v->rec.name, key * H2_BLOCK_SIZE);
+		 cp->v->full, key * H2_BLOCK_SIZE);
 	r = h2_chain_read_block(cp->v->st, b, cp->data, what);
 	return r;
 }
@@ -667,7 +684,11 @@ again:
 	if (r < 0)
 		return r;
 	pthread_rwlock_wrlock(&v->lock);
+	h2_vol_root_retry(v);
 	r = check_vol(v);
+	if (r == 0 && v->snap)
+		r = h2_err(-EROFS, "%s is a snapshot: it is read-only",
+			   v->full);
 	for (size_t i = 0; i < t->n && r == 0; i++)
 		r = t->new_size ? check_tail(v, &t->ops[i])
 				: check_range(v, t->ops[i].off, t->ops[i].len);
@@ -688,7 +709,7 @@ again:
 		}
 		return h2_err(-ENOSPC, "volume %s: no space left in the "
 				       "store",
-			      v->rec.name);
+			      v->full);
 	}
 	if (r < 0)
 		goto unlock;
@@ -700,6 +721,7 @@ again:
 	tx.st = st;
 	tx.epoch = epoch;
 	tx.vol_id = v->rec.id;
+	tx.origin_tid = v->rec.origin_tid;
 	tx.frees = &frees;
 	txn_install(t, &tx);
 	h2_space_unreserve(st, bound - (tx.created < bound ? tx.created

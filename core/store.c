@@ -111,11 +111,12 @@ int h2_hdr_validate(const void *buf, size_t len, uint64_t dev_size,
 
 /*
  * Read every header copy of dev and pick the valid one with the highest
- * tid.  *sel gets a malloc'd copy of its selector bits; *valid_mask has
- * bit i set for each valid copy.  -ENOENT if none is valid.
+ * tid, as h2_hdr_read_best() describes.  Copies that cannot be read are
+ * skipped: *unreadable gets a bit for each and *read_err the last error.
  */
-int h2_hdr_read_best(struct h2_dev *dev, struct h2_volhdr *hdr, uint8_t **sel,
-		     int *copy, unsigned *valid_mask)
+static int hdr_scan(struct h2_dev *dev, struct h2_volhdr *hdr, uint8_t **sel,
+		    int *copy, unsigned *valid_mask, unsigned *unreadable,
+		    int *read_err)
 {
 	unsigned n = h2_hdr_copies(dev->size);
 	uint8_t *buf = malloc(H2_HDR_REGION);
@@ -124,12 +125,18 @@ int h2_hdr_read_best(struct h2_dev *dev, struct h2_volhdr *hdr, uint8_t **sel,
 	if (!buf)
 		return h2_err(-ENOMEM, "out of memory reading headers");
 	*valid_mask = 0;
+	*unreadable = 0;
 	for (unsigned i = 0; i < n; i++) {
 		struct h2_volhdr h;
 		const char *why;
+		int rr =
+		    h2_dev_pread(dev, buf, H2_HDR_REGION, h2_hdr_offset(i));
 
-		if (h2_dev_pread(dev, buf, H2_HDR_REGION, h2_hdr_offset(i)) < 0)
+		if (rr < 0) {
+			*unreadable |= 1u << i;
+			*read_err = rr;
 			continue;
+		}
 		if (h2_hdr_validate(buf, H2_HDR_REGION, dev->size, &why) < 0)
 			continue;
 		memcpy(&h, buf, sizeof(h));
@@ -164,14 +171,59 @@ out:
 	return r;
 }
 
+/*
+ * Read every header copy of dev and pick the valid one with the highest
+ * tid.  *sel gets a malloc'd copy of its selector bits; *valid_mask has
+ * bit i set for each valid copy.  -ENOENT if none is valid.
+ *
+ * A copy that cannot be read is not the same as a damaged one.  Flush t
+ * writes copy t % n, so the copy after the newest valid one (tid T) is
+ * the one flush T + 1 wrote: if it cannot be read, it may hold a newer
+ * image than T, and opening at T would lose synced data and hand out
+ * blocks that image uses.  That is an error (the read's), not a reason
+ * to fall back.  Any other unreadable copy holds an older flush than T
+ * (a newer one would have needed T + 1's copy first), so it is skipped.
+ */
+int h2_hdr_read_best(struct h2_dev *dev, struct h2_volhdr *hdr, uint8_t **sel,
+		     int *copy, unsigned *valid_mask)
+{
+	unsigned n = h2_hdr_copies(dev->size), unreadable, next;
+	int r, read_err = -EIO;
+
+	r = hdr_scan(dev, hdr, sel, copy, valid_mask, &unreadable, &read_err);
+	if (r < 0 && unreadable)
+		return h2_err(read_err,
+			      "%s: no readable valid h2 volume "
+			      "header (%u of %u copies could not "
+			      "be read)",
+			      dev->name,
+			      (unsigned)__builtin_popcount(unreadable), n);
+	if (r < 0)
+		return r;
+	next = (unsigned)((hdr->tid + 1) % n);
+	if (unreadable & (1u << next)) {
+		free(*sel);
+		*sel = NULL;
+		return h2_err(read_err,
+			      "%s: volume header copy %u could not "
+			      "be read; it may hold a newer flush "
+			      "than copy %d (tid %" PRIu64 "), so "
+			      "the store is not opened at the "
+			      "older one",
+			      dev->name, next, *copy, hdr->tid);
+	}
+	return 0;
+}
+
+/* Any valid copy will do here: an unreadable one does not hide a store. */
 bool h2_store_probe(struct h2_dev *dev)
 {
 	struct h2_volhdr h;
 	uint8_t *sel = NULL;
-	unsigned mask;
-	int copy;
+	unsigned mask, unreadable;
+	int copy, read_err;
 
-	if (h2_hdr_read_best(dev, &h, &sel, &copy, &mask) < 0)
+	if (hdr_scan(dev, &h, &sel, &copy, &mask, &unreadable, &read_err) < 0)
 		return false;
 	free(sel);
 	return true;
@@ -390,10 +442,48 @@ static struct h2_vol *vol_new(struct h2_store *st, uint32_t slot,
 	v->tree.leaf_type = H2_BREF_DATA;
 	v->tree.vol_id = rec->id;
 	v->used_blocks = rec->used_blocks;
+	v->excl_blocks = rec->excl_blocks;
+	v->snap_blocks = rec->snap_blocks;
+	v->snap = rec->flags & H2_VOLREC_SNAPSHOT;
+	snprintf(v->full, sizeof(v->full), "%s", rec->name);
 	v->root_err = h2_tree_load_root(st, &v->tree);
 	if (v->root_err == 0)
 		memset(&v->tree.root_bref, 0, sizeof(v->tree.root_bref));
 	return v;
+}
+
+/*
+ * Read v's root again if the last attempt failed for any reason but
+ * damage (a checksum mismatch stays one): a device error while the store
+ * opened must not disable the volume until it is reopened.  Caller holds
+ * v->lock exclusively; the root and its blockref change under dir_lock
+ * as well, where the flusher's freeze reads them.  Returns root_err.
+ */
+int h2_vol_root_retry(struct h2_vol *v)
+{
+	struct h2_tree t = v->tree;
+	int r;
+
+	if (v->root_err == 0 || v->root_err == -EBADMSG)
+		return v->root_err;
+	t.root = NULL;
+	r = h2_tree_load_root(v->st, &t);
+	pthread_mutex_lock(&v->st->dir_lock);
+	if (r == 0) {
+		v->tree.root = t.root;
+		memset(&v->tree.root_bref, 0, sizeof(v->tree.root_bref));
+	}
+	v->root_err = r;
+	pthread_mutex_unlock(&v->st->dir_lock);
+	return r;
+}
+
+/* Why v's root is not usable, for messages (root_err is set). */
+const char *h2_vol_root_why(const struct h2_vol *v)
+{
+	return v->root_err == -EBADMSG
+		   ? "its root block is damaged; run h2d check"
+		   : "its root block could not be read (device error)";
 }
 
 /* Directory loading: each DIR leaf's records become volumes. */
@@ -447,6 +537,44 @@ static int dir_leaf(void *arg, uint64_t key, uint64_t count,
 	return 0;
 }
 
+static struct h2_vol *find_id_locked(struct h2_store *st, uint64_t id)
+{
+	for (uint32_t i = 0; i < st->nslots; i++)
+		if (st->vols[i] && st->vols[i]->rec.id == id)
+			return st->vols[i];
+	return NULL;
+}
+
+/* Snapshots are named "volume@snapshot" in messages. */
+static void set_full_name(struct h2_vol *v, const struct h2_vol *head)
+{
+	if (v->snap && head)
+		snprintf(v->full, sizeof(v->full), "%s@%s", head->rec.name,
+			 v->rec.name);
+	else
+		snprintf(v->full, sizeof(v->full), "%s", v->rec.name);
+}
+
+/* After loading: every snapshot belongs to a volume of the store. */
+static int dir_link(struct h2_store *st)
+{
+	for (uint32_t i = 0; i < st->nslots; i++) {
+		struct h2_vol *v = st->vols[i], *h;
+
+		if (!v || !v->snap)
+			continue;
+		h = find_id_locked(st, v->rec.parent_id);
+		if (!h || h->snap)
+			return h2_err(-EBADMSG,
+				      "snapshot record %u (\"%s\") names "
+				      "volume id %" PRIu64 ", which does "
+				      "not exist: the directory is damaged",
+				      i, v->rec.name, v->rec.parent_id);
+		set_full_name(v, h);
+	}
+	return 0;
+}
+
 static int dir_load(struct h2_store *st, const struct h2_blockref *root)
 {
 	struct dirload dl = {.st = st};
@@ -468,6 +596,8 @@ static int dir_load(struct h2_store *st, const struct h2_blockref *root)
 	r = h2_tree_walk(st, &st->dir_tree, 0,
 			 H2_DIR_MAX_RECORDS / H2_VOLREC_PER_BLOCK - 1,
 			 dir_leaf, &dl);
+	if (r == 0)
+		r = dir_link(st);
 	return r;
 }
 
@@ -607,23 +737,96 @@ bool h2_vol_name_valid(const char *name)
 	return true;
 }
 
-/* Find a live volume by name (dir_lock held). */
+/* Find a live volume (not a snapshot) by name (dir_lock held). */
 static struct h2_vol *find_locked(struct h2_store *st, const char *name)
 {
 	for (uint32_t i = 0; i < st->nslots; i++) {
 		struct h2_vol *v = st->vols[i];
 
-		if (v && strcmp(v->rec.name, name) == 0)
+		if (v && !v->snap && strcmp(v->rec.name, name) == 0)
 			return v;
 	}
 	return NULL;
 }
 
-/* Find and reference a volume by name, or set the error message. */
+/* Find a snapshot of volume h by name, pending ones too (dir_lock). */
+static struct h2_vol *find_snap_locked(struct h2_store *st,
+				       const struct h2_vol *h,
+				       const char *name)
+{
+	for (uint32_t i = 0; i < st->nslots; i++) {
+		struct h2_vol *v = st->vols[i];
+
+		if (v && v->snap && v->rec.parent_id == h->rec.id &&
+		    strcmp(v->rec.name, name) == 0)
+			return v;
+	}
+	return NULL;
+}
+
+/* The durable snapshot vol@snap (dir_lock held), or an error. */
+static int snap_locked(struct h2_store *st, const char *vol, const char *snap,
+		       struct h2_vol **hp, struct h2_vol **sp)
+{
+	struct h2_vol *h = find_locked(st, vol), *s;
+
+	if (!h)
+		return h2_err(-ENOENT, "no volume named \"%s\"", vol);
+	s = find_snap_locked(st, h, snap);
+	if (!s || s->pending)
+		return h2_err(-ENOENT, "volume \"%s\" has no snapshot "
+				       "named \"%s\"",
+			      vol, snap);
+	*hp = h;
+	*sp = s;
+	return 0;
+}
+
+static int check_names(const char *vol, const char *snap)
+{
+	if (!h2_vol_name_valid(vol))
+		return h2_err(-EINVAL, "invalid volume name \"%s\"",
+			      vol ? vol : "(null)");
+	if (snap && !h2_vol_name_valid(snap))
+		return h2_err(-EINVAL,
+			      "invalid snapshot name \"%s\": use 1-127 of "
+			      "A-Z a-z 0-9 . _ - (not starting with . or -)",
+			      snap);
+	return 0;
+}
+
+/*
+ * Find and reference a volume by name, or a durable snapshot by
+ * "volume@snapshot", or set the error message.
+ */
 static int lookup(struct h2_store *st, const char *name, struct h2_vol **out)
 {
-	struct h2_vol *v;
+	char vol[H2_NAME_MAX + 1];
+	const char *at = name ? strchr(name, '@') : NULL;
+	struct h2_vol *v = NULL, *h;
+	int r = 0;
 
+	if (at) {
+		size_t n = (size_t)(at - name);
+
+		if (n > H2_NAME_MAX)
+			return h2_err(-EINVAL, "invalid volume name in \"%s\"",
+				      name);
+		memcpy(vol, name, n);
+		vol[n] = '\0';
+		r = check_names(vol, at + 1);
+		if (r < 0)
+			return r;
+		pthread_mutex_lock(&st->dir_lock);
+		r = snap_locked(st, vol, at + 1, &h, &v);
+		if (r == 0)
+			h2_vol_ref(v);
+		pthread_mutex_unlock(&st->dir_lock);
+		if (r < 0)
+			return r;
+		*out = v;
+		return 0;
+	}
 	if (!h2_vol_name_valid(name))
 		return h2_err(-EINVAL, "invalid volume name \"%s\"",
 			      name ? name : "(null)");
@@ -638,6 +841,19 @@ static int lookup(struct h2_store *st, const char *name, struct h2_vol **out)
 	return 0;
 }
 
+/* h2_vol_root_retry() on a volume or snapshot by name, if it exists. */
+static void root_retry_name(struct h2_store *st, const char *name)
+{
+	struct h2_vol *v;
+
+	if (lookup(st, name, &v) < 0)
+		return;
+	pthread_rwlock_wrlock(&v->lock);
+	h2_vol_root_retry(v);
+	pthread_rwlock_unlock(&v->lock);
+	h2_vol_drop(v);
+}
+
 /* Fill an info struct (the caller keeps v stable). */
 static void fill_info(struct h2_vol *v, struct h2_vol_info *info)
 {
@@ -648,6 +864,19 @@ static void fill_info(struct h2_vol *v, struct h2_vol_info *info)
 	info->ctime_ns = v->rec.ctime_ns;
 	info->create_tid = v->rec.create_tid;
 	info->used_bytes = v->used_blocks * H2_BLOCK_SIZE;
+	info->snap_bytes = v->snap_blocks * H2_BLOCK_SIZE;
+	if (v->snap)
+		snprintf(info->name, sizeof(info->name), "%s", v->full);
+	for (uint32_t i = 0; i < v->st->nslots; i++) {
+		struct h2_vol *s = v->st->vols[i];
+
+		if (s && s->snap && !s->pending &&
+		    s->rec.parent_id == v->rec.id)
+			info->snapshots++;
+		if (s && s->snap && v->rec.origin_id == s->rec.id)
+			snprintf(info->origin, sizeof(info->origin), "%s",
+				 s->full);
+	}
 }
 
 int h2_vol_create(struct h2_store *st, const char *name, uint64_t size,
@@ -725,7 +954,7 @@ int h2_vol_list(struct h2_store *st, struct h2_vol_info **out,
 		}
 	}
 	for (uint32_t i = 0; i < st->nslots; i++)
-		if (st->vols[i])
+		if (st->vols[i] && !st->vols[i]->snap)
 			fill_info(st->vols[i], &v[n++]);
 	pthread_mutex_unlock(&st->dir_lock);
 	*out = v;
@@ -750,24 +979,77 @@ int h2_vol_info(struct h2_store *st, const char *name,
 	return 0;
 }
 
-int h2_vol_delete(struct h2_store *st, const char *name)
+/* Names of the snapshots of h (dir_lock held), for messages. */
+static void snap_names(struct h2_store *st, const struct h2_vol *h, char *buf,
+		       size_t len, unsigned *count)
+{
+	size_t at = 0;
+
+	buf[0] = '\0';
+	*count = 0;
+	for (uint32_t i = 0; i < st->nslots; i++) {
+		struct h2_vol *v = st->vols[i];
+
+		if (!v || !v->snap || v->rec.parent_id != h->rec.id)
+			continue;
+		(*count)++;
+		if (at + strlen(v->rec.name) + 8 < len)
+			at += (size_t)snprintf(buf + at, len - at, "%s%s",
+					       at ? ", " : "", v->rec.name);
+	}
+}
+
+/* Volumes cloned from snapshot s (dir_lock held), for messages. */
+static void clone_names(struct h2_store *st, const struct h2_vol *s, char *buf,
+			size_t len, unsigned *count)
+{
+	size_t at = 0;
+
+	buf[0] = '\0';
+	*count = 0;
+	for (uint32_t i = 0; i < st->nslots; i++) {
+		struct h2_vol *v = st->vols[i];
+
+		if (!v || v->snap || v->rec.origin_id != s->rec.id)
+			continue;
+		(*count)++;
+		if (at + strlen(v->rec.name) + 8 < len)
+			at += (size_t)snprintf(buf + at, len - at, "%s%s",
+					       at ? ", " : "", v->rec.name);
+	}
+}
+
+/* Queue entry e on the current epoch's free list. */
+static void free_entry_add(struct h2_store *st, const struct h2_free *e)
+{
+	struct h2_freelist one = {0};
+	struct h2_txctx tx = {.st = st, .frees = &one};
+
+	h2_free_add(&tx, H2_FREE_BLOCK, NULL, NULL);
+	one.v[0] = *e;
+	pthread_mutex_lock(&st->free_lock);
+	h2_freelist_splice(&st->frees, &one);
+	pthread_mutex_unlock(&st->free_lock);
+}
+
+/* Delete one volume that has no snapshots. */
+static int delete_one(struct h2_store *st, const char *name)
 {
 	struct h2_txctx tx = {0};
 	struct h2_freelist frees = {0};
-	struct h2_vol *v;
+	struct h2_vol *v, *o;
 	uint64_t epoch;
+	char names[256];
+	unsigned n;
 	int r;
 
-	if (st->read_only)
-		return h2_err(-EROFS, "the store is open read-only");
-	if (!h2_vol_name_valid(name))
-		return h2_err(-EINVAL, "invalid volume name \"%s\"",
-			      name ? name : "(null)");
 	r = h2_epoch_begin(st, &epoch);
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&st->dir_lock);
 	v = find_locked(st, name);
+	if (v)
+		snap_names(st, v, names, sizeof(names), &n);
 	if (!v) {
 		r = h2_err(-ENOENT, "no volume named \"%s\"", name);
 	} else if (v->opens > 0) {
@@ -775,9 +1057,20 @@ int h2_vol_delete(struct h2_store *st, const char *name)
 			   "volume \"%s\" is open (%d handle%s); close it "
 			   "first",
 			   name, v->opens, v->opens == 1 ? "" : "s");
+	} else if (n) {
+		r = h2_err(-ENOTEMPTY,
+			   "volume \"%s\" has %u snapshot%s (%s); delete "
+			   "them first, or delete recursively",
+			   name, n, n == 1 ? "" : "s", names);
 	} else {
 		st->vols[v->slot] = NULL;
 		v->deleted = true;
+		/* The origin's blocks this clone held settle with this
+		 * flush: deleting the origin waits for it. */
+		o = v->rec.origin_id ? find_id_locked(st, v->rec.origin_id)
+				     : NULL;
+		if (o)
+			o->barrier_epoch = epoch;
 	}
 	pthread_mutex_unlock(&st->dir_lock);
 	if (r == 0) {
@@ -785,13 +1078,10 @@ int h2_vol_delete(struct h2_store *st, const char *name)
 		tx.st = st;
 		tx.epoch = epoch;
 		tx.vol_id = v->rec.id;
+		tx.origin_tid = v->rec.origin_tid;
 		tx.frees = &frees;
-		if (v->root_err == 0)
-			h2_tree_discard(&tx, &v->tree);
-		else if (v->tree.root_bref.type != H2_BREF_EMPTY)
-			/* A damaged root cannot be walked; the checker will
-			 * count what it owned as leaked. */
-			memset(&v->tree.root_bref, 0, sizeof(struct h2_blockref));
+		/* A root that could not be read goes by its blockref. */
+		h2_tree_discard(&tx, &v->tree);
 		pthread_rwlock_unlock(&v->lock);
 		pthread_mutex_lock(&st->free_lock);
 		h2_freelist_splice(&st->frees, &frees);
@@ -799,7 +1089,88 @@ int h2_vol_delete(struct h2_store *st, const char *name)
 		h2_vol_drop(v);
 	}
 	h2_epoch_end(st, r == 0);
-	return r;
+	return r < 0 ? r : h2_flush_wait(st, epoch, NULL);
+}
+
+/*
+ * Everything that depends on volume name, newest first: clones of its
+ * snapshots (recursively), then its snapshots.  Loops because clients
+ * may add more meanwhile; each step is an ordinary deletion.
+ */
+static int delete_dependents(struct h2_store *st, const char *name, int depth)
+{
+	char child[H2_NAME_MAX + 1], snap[H2_NAME_MAX + 1];
+	int r;
+
+	if (depth > 64)
+		return h2_err(-ELOOP, "volume \"%s\": clones nest deeper than "
+				      "64 levels",
+			      name);
+	for (;;) {
+		struct h2_vol *h, *pick = NULL, *clone = NULL;
+
+		child[0] = snap[0] = '\0';
+		pthread_mutex_lock(&st->dir_lock);
+		h = find_locked(st, name);
+		for (uint32_t i = 0; h && i < st->nslots && !clone; i++) {
+			struct h2_vol *s = st->vols[i];
+
+			if (!s || !s->snap || s->rec.parent_id != h->rec.id)
+				continue;
+			for (uint32_t k = 0; k < st->nslots && !clone; k++) {
+				struct h2_vol *c = st->vols[k];
+
+				if (c && !c->snap && c->rec.origin_id == s->rec.id)
+					clone = c;
+			}
+			if (!pick || s->rec.snap_tid > pick->rec.snap_tid)
+				pick = s;
+		}
+		if (clone)
+			snprintf(child, sizeof(child), "%s", clone->rec.name);
+		else if (pick)
+			snprintf(snap, sizeof(snap), "%s", pick->rec.name);
+		pthread_mutex_unlock(&st->dir_lock);
+		if (!h)
+			return h2_err(-ENOENT, "no volume named \"%s\"", name);
+		if (child[0]) {
+			r = delete_dependents(st, child, depth + 1);
+			if (r == 0)
+				r = delete_one(st, child);
+		} else if (snap[0]) {
+			r = h2_snap_delete(st, name, snap);
+			if (r == -EBUSY && !h2_store_sync(st, NULL))
+				r = h2_snap_delete(st, name, snap);
+		} else {
+			return 0;
+		}
+		if (r < 0 && r != -ENOENT)
+			return r;
+	}
+}
+
+int h2_vol_delete_flags(struct h2_store *st, const char *name, unsigned flags)
+{
+	int r;
+
+	if (st->read_only)
+		return h2_err(-EROFS, "the store is open read-only");
+	if (flags & ~(unsigned)H2_DEL_RECURSIVE)
+		return h2_err(-EINVAL, "unknown delete flags 0x%x", flags);
+	if (!h2_vol_name_valid(name))
+		return h2_err(-EINVAL, "invalid volume name \"%s\"",
+			      name ? name : "(null)");
+	if (flags & H2_DEL_RECURSIVE) {
+		r = delete_dependents(st, name, 0);
+		if (r < 0)
+			return r;
+	}
+	return delete_one(st, name);
+}
+
+int h2_vol_delete(struct h2_store *st, const char *name)
+{
+	return h2_vol_delete_flags(st, name, 0);
 }
 
 int h2_vol_open(struct h2_store *st, const char *name, struct h2_vol **out)
@@ -834,6 +1205,11 @@ void h2_vol_close(struct h2_vol *v)
 	h2_vol_drop(v);
 }
 
+bool h2_vol_read_only(struct h2_vol *v)
+{
+	return v->snap || v->st->read_only;
+}
+
 uint64_t h2_vol_size(struct h2_vol *v)
 {
 	uint64_t size;
@@ -846,7 +1222,399 @@ uint64_t h2_vol_size(struct h2_vol *v)
 
 const char *h2_vol_name(struct h2_vol *v)
 {
-	return v->rec.name;
+	return v->full;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Snapshots and clones (see "Shared blocks" in flush.c).                  */
+
+/* A free directory slot (dir_lock held), or an error. */
+static int free_slot_locked(struct h2_store *st, uint32_t *slot)
+{
+	uint32_t i;
+
+	for (i = 0; i < H2_DIR_MAX_RECORDS && st->vols[i]; i++)
+		;
+	if (i == H2_DIR_MAX_RECORDS)
+		return h2_err(-ENOSPC, "the volume directory is full (%u "
+				       "volumes and snapshots)",
+			      H2_DIR_MAX_RECORDS);
+	*slot = i;
+	return 0;
+}
+
+static void insert_locked(struct h2_store *st, struct h2_vol *v)
+{
+	st->vols[v->slot] = v;
+	if (v->slot >= st->nslots)
+		st->nslots = v->slot + 1;
+}
+
+/* dir_lock held. */
+static void fill_snap(struct h2_store *st, const struct h2_vol *s,
+		      struct h2_snap_info *out)
+{
+	struct h2_vol *h = find_id_locked(st, s->rec.parent_id);
+
+	memset(out, 0, sizeof(*out));
+	out->id = s->rec.id;
+	snprintf(out->volume, sizeof(out->volume), "%s",
+		 h ? h->rec.name : "");
+	snprintf(out->name, sizeof(out->name), "%s", s->rec.name);
+	out->ctime_ns = s->rec.ctime_ns;
+	out->tid = s->rec.snap_tid;
+	out->size = s->rec.size;
+	out->refer_bytes = s->used_blocks * H2_BLOCK_SIZE;
+	out->excl_bytes = s->excl_blocks * H2_BLOCK_SIZE;
+	for (uint32_t i = 0; i < st->nslots; i++) {
+		struct h2_vol *c = st->vols[i];
+
+		if (c && !c->snap && c->rec.origin_id == s->rec.id)
+			out->clones++;
+	}
+}
+
+int h2_snap_create(struct h2_store *st, const char *vol, const char *snap,
+		   struct h2_snap_info *out)
+{
+	struct h2_volrec rec = {0};
+	struct h2_vol *h, *v = NULL;
+	uint64_t epoch;
+	uint32_t slot = 0;
+	int r = check_names(vol, snap);
+
+	if (r < 0)
+		return r;
+	root_retry_name(st, vol);
+	r = h2_epoch_begin(st, &epoch);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&st->dir_lock);
+	h = find_locked(st, vol);
+	if (!h) {
+		r = h2_err(-ENOENT, "no volume named \"%s\"", vol);
+	} else if (h->root_err) {
+		r = h2_err(-EIO, "volume \"%s\": %s", vol, h2_vol_root_why(h));
+	} else if (find_snap_locked(st, h, snap)) {
+		r = h2_err(-EEXIST, "volume \"%s\" already has a snapshot "
+				    "named \"%s\"",
+			   vol, snap);
+	} else {
+		r = free_slot_locked(st, &slot);
+	}
+	if (r == 0) {
+		rec.id = st->next_vol_id++;
+		rec.ctime_ns = h2_wall_ns();
+		rec.create_tid = epoch;
+		rec.parent_id = h->rec.id;
+		rec.flags = H2_VOLREC_USED | H2_VOLREC_SNAPSHOT;
+		rec.levels = 1;
+		rec.name_len = (uint8_t)strlen(snap);
+		memcpy(rec.name, snap, rec.name_len);
+		v = vol_new(st, slot, &rec);
+		if (!v)
+			r = h2_err(-ENOMEM, "out of memory");
+	}
+	if (r == 0) {
+		/* The flush of this epoch gives it the volume's image. */
+		v->pending = true;
+		set_full_name(v, h);
+		insert_locked(st, v);
+		h2_vol_ref(v);
+	}
+	pthread_mutex_unlock(&st->dir_lock);
+	h2_epoch_end(st, r == 0);
+	if (r < 0)
+		return r;
+	r = h2_flush_wait(st, epoch, NULL);
+	if (r == 0 && out) {
+		pthread_mutex_lock(&st->dir_lock);
+		fill_snap(st, v, out);
+		pthread_mutex_unlock(&st->dir_lock);
+	}
+	h2_vol_drop(v);
+	return r;
+}
+
+static int snap_info_cmp(const void *a, const void *b)
+{
+	const struct h2_snap_info *x = a, *y = b;
+	int c = strcmp(x->volume, y->volume);
+
+	if (c)
+		return c;
+	return x->tid < y->tid ? -1 : x->tid > y->tid;
+}
+
+int h2_snap_list(struct h2_store *st, const char *vol,
+		 struct h2_snap_info **out, size_t *count)
+{
+	struct h2_snap_info *v = NULL;
+	struct h2_vol *h = NULL;
+	size_t n = 0;
+	int r = vol ? check_names(vol, NULL) : 0;
+
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&st->dir_lock);
+	if (vol && !(h = find_locked(st, vol))) {
+		pthread_mutex_unlock(&st->dir_lock);
+		return h2_err(-ENOENT, "no volume named \"%s\"", vol);
+	}
+	v = calloc(st->nslots + 1, sizeof(*v));
+	if (!v) {
+		pthread_mutex_unlock(&st->dir_lock);
+		return h2_err(-ENOMEM, "out of memory");
+	}
+	for (uint32_t i = 0; i < st->nslots; i++) {
+		struct h2_vol *s = st->vols[i];
+
+		if (s && s->snap && !s->pending &&
+		    (!h || s->rec.parent_id == h->rec.id))
+			fill_snap(st, s, &v[n++]);
+	}
+	pthread_mutex_unlock(&st->dir_lock);
+	qsort(v, n, sizeof(*v), snap_info_cmp);
+	*out = v;
+	*count = n;
+	return 0;
+}
+
+int h2_snap_info(struct h2_store *st, const char *vol, const char *snap,
+		 struct h2_snap_info *out)
+{
+	struct h2_vol *h, *s;
+	int r = check_names(vol, snap);
+
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&st->dir_lock);
+	r = snap_locked(st, vol, snap, &h, &s);
+	if (r == 0)
+		fill_snap(st, s, out);
+	pthread_mutex_unlock(&st->dir_lock);
+	return r;
+}
+
+int h2_snap_delete(struct h2_store *st, const char *vol, const char *snap)
+{
+	struct h2_free e = {0};
+	struct h2_vol *h, *s;
+	uint64_t epoch, need;
+	char names[256];
+	unsigned n;
+	int r = check_names(vol, snap);
+
+	if (r < 0)
+		return r;
+again:
+	r = h2_epoch_begin(st, &epoch);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&st->dir_lock);
+	h = find_locked(st, vol);
+	s = h ? find_snap_locked(st, h, snap) : NULL;
+	if (s)
+		clone_names(st, s, names, sizeof(names), &n);
+	if (!h) {
+		r = h2_err(-ENOENT, "no volume named \"%s\"", vol);
+	} else if (!s) {
+		r = h2_err(-ENOENT, "volume \"%s\" has no snapshot named "
+				    "\"%s\"",
+			   vol, snap);
+	} else if (s->pending) {
+		r = h2_err(-EBUSY, "snapshot %s is still being created",
+			   s->full);
+	} else if (s->opens > 0) {
+		r = h2_err(-EBUSY, "snapshot %s is open (%d handle%s); close "
+				   "it first",
+			   s->full, s->opens, s->opens == 1 ? "" : "s");
+	} else if (n) {
+		r = h2_err(-ENOTEMPTY,
+			   "snapshot %s has %u clone%s (%s) that depend on "
+			   "it; delete them first",
+			   s->full, n, n == 1 ? "" : "s", names);
+	}
+	need = r == 0 ? (h->barrier_epoch > s->barrier_epoch
+				 ? h->barrier_epoch
+				 : s->barrier_epoch)
+		      : 0;
+	if (r == 0 && need >= epoch) {
+		r = h2_err(-EBUSY, "snapshot %s: a rollback or clone deletion "
+				   "in this very flush must settle first",
+			   s->full);
+	} else if (r == 0 &&
+		   need > __atomic_load_n(&st->durable_epoch,
+					  __ATOMIC_ACQUIRE)) {
+		pthread_mutex_unlock(&st->dir_lock);
+		h2_epoch_end(st, false);
+		r = h2_flush_wait(st, need, NULL);
+		if (r < 0)
+			return r;
+		goto again;
+	}
+	if (r == 0) {
+		st->vols[s->slot] = NULL;
+		s->deleted = true;
+		e.kind = H2_FREE_SNAP;
+		e.vol_id = h->rec.id;
+		e.origin_tid = h->rec.origin_tid;
+		e.bref = s->rec.root;
+		e.snap_id = s->rec.id;
+		e.snap_tid = s->rec.snap_tid;
+		e.head_slot = h->slot;
+		free_entry_add(st, &e);
+	}
+	pthread_mutex_unlock(&st->dir_lock);
+	h2_epoch_end(st, r == 0);
+	if (r < 0)
+		return r;
+	h2_vol_drop(s);
+	return h2_flush_wait(st, epoch, NULL);
+}
+
+int h2_snap_clone(struct h2_store *st, const char *vol, const char *snap,
+	     const char *newvol, struct h2_vol_info *out)
+{
+	struct h2_volrec rec = {0};
+	struct h2_vol *h, *s, *v = NULL;
+	uint64_t epoch;
+	uint32_t slot = 0;
+	int r = check_names(vol, snap);
+
+	if (r == 0 && !h2_vol_name_valid(newvol))
+		r = h2_err(-EINVAL,
+			   "invalid volume name \"%s\": use 1-127 of "
+			   "A-Z a-z 0-9 . _ - (not starting with . or -)",
+			   newvol ? newvol : "(null)");
+	if (r < 0)
+		return r;
+	{
+		char full[2 * H2_NAME_MAX + 2];
+
+		snprintf(full, sizeof(full), "%s@%s", vol, snap);
+		root_retry_name(st, full);
+	}
+	r = h2_epoch_begin(st, &epoch);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&st->dir_lock);
+	r = snap_locked(st, vol, snap, &h, &s);
+	if (r == 0 && find_locked(st, newvol))
+		r = h2_err(-EEXIST, "a volume named \"%s\" already exists",
+			   newvol);
+	if (r == 0 && s->root_err)
+		r = h2_err(-EIO, "snapshot %s: %s", s->full,
+			   h2_vol_root_why(s));
+	if (r == 0)
+		r = free_slot_locked(st, &slot);
+	if (r == 0) {
+		rec.id = st->next_vol_id++;
+		rec.size = s->rec.size;
+		rec.ctime_ns = h2_wall_ns();
+		rec.create_tid = epoch;
+		rec.flags = H2_VOLREC_USED;
+		rec.levels = s->rec.levels;
+		rec.name_len = (uint8_t)strlen(newvol);
+		memcpy(rec.name, newvol, rec.name_len);
+		rec.root = s->rec.root;
+		rec.used_blocks = s->used_blocks;
+		rec.origin_id = s->rec.id;
+		rec.origin_tid = s->rec.snap_tid;
+		v = vol_new(st, slot, &rec);
+		if (!v)
+			r = h2_err(-ENOMEM, "out of memory");
+	}
+	if (r == 0 && v->root_err) {
+		r = v->root_err;
+		h2_vol_drop(v);
+	} else if (r == 0) {
+		insert_locked(st, v);
+		if (out)
+			fill_info(v, out);
+	}
+	pthread_mutex_unlock(&st->dir_lock);
+	h2_epoch_end(st, r == 0);
+	if (r < 0)
+		return r;
+	return h2_flush_wait(st, epoch, NULL);
+}
+
+int h2_vol_rollback(struct h2_store *st, const char *vol, const char *snap,
+		unsigned flags)
+{
+	struct h2_freelist frees = {0};
+	struct h2_txctx tx = {0};
+	struct h2_free e = {0};
+	struct h2_vol *h = NULL, *s = NULL;
+	struct h2_volrec target = {0};
+	uint64_t epoch;
+	int r = check_names(vol, snap);
+
+	if (r == 0 && (flags & ~(unsigned)H2_ROLLBACK_FORCE))
+		r = h2_err(-EINVAL, "unknown rollback flags 0x%x", flags);
+	if (r < 0)
+		return r;
+	r = h2_epoch_begin(st, &epoch);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&st->dir_lock);
+	r = snap_locked(st, vol, snap, &h, &s);
+	for (uint32_t i = 0; r == 0 && i < st->nslots; i++) {
+		struct h2_vol *o = st->vols[i];
+
+		if (!o || !o->snap || o->rec.parent_id != h->rec.id || o == s)
+			continue;
+		if (o->pending)
+			r = h2_err(-EBUSY, "a snapshot of \"%s\" is being "
+					   "created; try again",
+				   vol);
+		else if (o->rec.snap_tid > s->rec.snap_tid)
+			r = h2_err(-ENOTEMPTY,
+				   "snapshot %s is not the newest of \"%s\" "
+				   "(%s is newer); delete the newer ones "
+				   "first",
+				   s->full, vol, o->full);
+	}
+	if (r == 0 && h->opens > 0 && !(flags & H2_ROLLBACK_FORCE))
+		r = h2_err(-EBUSY, "volume \"%s\" is open (%d handle%s); close "
+				   "it first or force the rollback",
+			   vol, h->opens, h->opens == 1 ? "" : "s");
+	if (r == 0) {
+		target = s->rec;
+		h->barrier_epoch = epoch;
+		h2_vol_ref(h);
+	}
+	pthread_mutex_unlock(&st->dir_lock);
+	if (r < 0) {
+		h2_epoch_end(st, false);
+		return r;
+	}
+	pthread_rwlock_wrlock(&h->lock);
+	tx.st = st;
+	tx.epoch = epoch;
+	tx.vol_id = h->rec.id;
+	tx.origin_tid = h->rec.origin_tid;
+	tx.frees = &frees;
+	h2_tree_discard(&tx, &h->tree);
+	h->tree.root_bref = target.root;
+	h->tree.levels = target.levels;
+	h->rec.size = target.size;
+	h->root_err = h2_tree_load_root(st, &h->tree);
+	if (h->root_err == 0)
+		memset(&h->tree.root_bref, 0, sizeof(h->tree.root_bref));
+	e.kind = H2_FREE_ROLLBACK;
+	e.vol_id = h->rec.id;
+	e.origin_tid = h->rec.origin_tid;
+	e.snap_id = target.id;
+	pthread_mutex_lock(&st->free_lock);
+	h2_freelist_splice(&st->frees, &frees);
+	pthread_mutex_unlock(&st->free_lock);
+	free_entry_add(st, &e);
+	pthread_rwlock_unlock(&h->lock);
+	h2_epoch_end(st, true);
+	h2_vol_drop(h);
+	return h2_flush_wait(st, epoch, NULL);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -875,8 +1643,18 @@ void h2_store_stat(struct h2_store *st, struct h2_store_stats *out)
 					   __ATOMIC_RELAXED) *
 			   H2_BLOCK_SIZE;
 	pthread_mutex_lock(&st->dir_lock);
-	for (uint32_t i = 0; i < st->nslots; i++)
-		out->volumes += st->vols[i] != NULL;
+	for (uint32_t i = 0; i < st->nslots; i++) {
+		struct h2_vol *v = st->vols[i];
+
+		if (!v)
+			continue;
+		if (!v->snap)
+			out->volumes++;
+		else if (!v->pending)
+			out->snapshots++;
+		if (!v->snap)
+			out->snapshot_bytes += v->snap_blocks * H2_BLOCK_SIZE;
+	}
 	pthread_mutex_unlock(&st->dir_lock);
 	out->flushes = __atomic_load_n(&st->flushes, __ATOMIC_RELAXED);
 	out->flush_ns_total =

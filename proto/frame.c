@@ -505,6 +505,8 @@ H2__Status h2_status_from_errno(int neg_errno)
 		return H2__STATUS__FAILED_PRECONDITION;
 	case -ESHUTDOWN:
 		return H2__STATUS__UNAVAILABLE;
+	case -ENOTEMPTY:
+		return H2__STATUS__HAS_DEPENDENTS;
 	default:
 		return H2__STATUS__INTERNAL;
 	}
@@ -543,6 +545,8 @@ int h2_errno_from_status(H2__Status status)
 		return -EPROTO;
 	case H2__STATUS__UNAVAILABLE:
 		return -ESHUTDOWN;
+	case H2__STATUS__HAS_DEPENDENTS:
+		return -ENOTEMPTY;
 	case H2__STATUS__INTERNAL:
 	default:
 		/* Also a status from a newer peer that this build lacks. */
@@ -567,10 +571,11 @@ static const char *const frame_status_names[] = {
 	[H2__STATUS__BUSY] = "BUSY",
 	[H2__STATUS__FAILED_PRECONDITION] = "FAILED_PRECONDITION",
 	[H2__STATUS__UNAVAILABLE] = "UNAVAILABLE",
+	[H2__STATUS__HAS_DEPENDENTS] = "HAS_DEPENDENTS",
 };
 /* A Status added to h2.proto must be added above (the test checks names). */
 _Static_assert(sizeof(frame_status_names) / sizeof(frame_status_names[0]) ==
-		       H2__STATUS__UNAVAILABLE + 1,
+		       H2__STATUS__HAS_DEPENDENTS + 1,
 	       "one name per Status");
 
 const char *h2_status_name(H2__Status status)

@@ -22,15 +22,16 @@
  *   - Memory is only allocated by protobuf-c's unpack, which runs once the
  *     whole (bounded) header is present and allocates in proportion to
  *     hdr_len.  The worst shape is a run of 2-byte empty repeated elements:
- *     an empty VolumeInfo costs one pointer and one 96-byte malloc chunk,
- *     so a decoded header keeps up to 52 bytes of heap per wire byte,
- *     3.3 MiB for a 64 KiB header (an empty TxnOp or Extent: 36, an
- *     unknown field: 28).  While unpacking, protobuf-c's scan table adds
- *     32 bytes per field: a peak of about 85 per wire byte, 5.5 MiB.
+ *     an empty VolumeInfo costs one pointer and one 112-byte malloc
+ *     chunk, so a decoded Response keeps up to 60 bytes of heap per wire
+ *     byte, 3.9 MiB for a 64 KiB header (an empty SnapshotInfo: 52).  A
+ *     Request, what a server decodes, keeps at most 36 (an empty TxnOp;
+ *     an unknown field: 28).  While unpacking, protobuf-c's scan table
+ *     adds 32 bytes per field: a peak of about 92 per wire byte, 6 MiB.
  *     (Measured with protobuf-c 1.4.1 and glibc; test_frame checks that
- *     what is kept stays under 56.)  Callers that keep many decoded
- *     headers alive at once (in-flight requests) should convert them and
- *     free the protobuf early.
+ *     what is kept stays under 56 for a Request, 64 for a Response.)
+ *     Callers that keep many decoded headers alive at once (in-flight
+ *     requests) should convert them and free the protobuf early.
  *   - payload_len is checked against the limit before the header is handed
  *     out, so a caller may size a buffer from it.
  *   - Nothing here asserts or aborts on input.
@@ -219,6 +220,7 @@ void h2_frame_buf_free(struct h2_frame_buf *buf);
  *   -EBUSY                      BUSY               -EBUSY
  *   -EPROTO                     FAILED_PRECOND.    -EPROTO
  *   -ESHUTDOWN                  UNAVAILABLE        -ESHUTDOWN
+ *   -ENOTEMPTY                  HAS_DEPENDENTS     -ENOTEMPTY
  *
  * The reverse map is chosen so that status -> errno -> status is the
  * identity; a Status this build does not know (a newer peer) becomes

@@ -95,6 +95,8 @@ static const struct cfg_key cfg_keys[] = {
      CFG_OFF(nbd_plain_listen), 0, 0},
     {"server", "nbd_plain_identity", "nbd-plain-identity", CFG_IDENT,
      CFG_OFF(nbd_plain_identity), 0, 0},
+    {"server", "metrics_listen", "metrics-listen", CFG_LISTEN_OPT,
+     CFG_OFF(metrics_listen), 0, 0},
     {"server", "workers", "workers", CFG_UNS, CFG_OFF(workers), 1, 1024},
     {"server", "max_connections", "max-connections", CFG_UNS,
      CFG_OFF(max_connections), 1, 1000000},
@@ -155,11 +157,17 @@ void h2_config_free(struct h2_config *c)
 	free(c->nbd_listen);
 	free(c->nbd_plain_listen);
 	free(c->nbd_plain_identity);
+	free(c->metrics_listen);
 	free(c->ready_file);
 	free(c->tls_ca);
 	free(c->tls_cert);
 	free(c->tls_key);
 	h2_acl_free(c->acl);
+	for (size_t i = 0; i < c->nflag_rules; i++) {
+		free(c->flag_rules[i].identity);
+		free(c->flag_rules[i].spec);
+	}
+	free(c->flag_rules);
 	free(c->config_path);
 	memset(c, 0, sizeof(*c));
 }
@@ -491,8 +499,65 @@ static int cfg_add_access(struct h2_config *c, const char *identity,
 		}
 	}
 	r = h2_acl_add(c->acl, identity, spec, why, sizeof(why));
-	if (r < 0)
-		snprintf(err, errlen, "%s: %s", where, why);
+	/* (A long message is cut; the length is looked at only to keep
+	 * -Wformat-truncation quiet at -O3.) */
+	if (r < 0 && snprintf(err, errlen, "%s: %s", where, why) < 0)
+		err[0] = '\0';
+	return r;
+}
+
+/*
+ * Add a rule given outside the file (where: "--access" or "--dev") and
+ * remember it, so that a reload keeps it whatever the file says.
+ */
+static int cfg_add_kept_access(struct h2_config *c, const char *identity,
+			       const char *spec, const char *where, char *err,
+			       size_t errlen)
+{
+	struct h2_config_rule *rules, *r;
+	int rc = cfg_add_access(c, identity, spec, where, err, errlen);
+
+	if (rc < 0)
+		return rc;
+	rules = realloc(c->flag_rules,
+			(c->nflag_rules + 1) * sizeof(*c->flag_rules));
+	if (!rules)
+		goto oom;
+	c->flag_rules = rules;
+	r = &rules[c->nflag_rules];
+	r->identity = strdup(identity);
+	r->spec = strdup(spec);
+	r->where = where;
+	if (!r->identity || !r->spec) {
+		free(r->identity);
+		free(r->spec);
+		goto oom;
+	}
+	c->nflag_rules++;
+	return 0;
+oom:
+	snprintf(err, errlen, "%s: out of memory", where);
+	return -ENOMEM;
+}
+
+int h2_config_reload_access(const struct h2_config *c, struct h2_acl **out,
+			    char *err, size_t errlen)
+{
+	struct h2_config fresh;
+	int r = 0;
+
+	h2_config_defaults(&fresh);
+	if (c->config_path)
+		r = h2_config_load(&fresh, c->config_path, err, errlen);
+	for (size_t i = 0; r == 0 && i < c->nflag_rules; i++)
+		r = cfg_add_access(&fresh, c->flag_rules[i].identity,
+				   c->flag_rules[i].spec,
+				   c->flag_rules[i].where, err, errlen);
+	if (r == 0) {
+		*out = fresh.acl;
+		fresh.acl = NULL;
+	}
+	h2_config_free(&fresh);
 	return r;
 }
 
@@ -789,6 +854,10 @@ static void cfg_usage(FILE *f)
 		"apply to\n"
 		"                             plaintext NBD connections "
 		"(required with it)\n"
+		"  --metrics-listen HOST:PORT Prometheus metrics over plain "
+		"HTTP (default off;\n"
+		"                             no authentication: keep it on "
+		"loopback)\n"
 		"  --ca PATH                  CA that client certificates "
 		"chain to\n"
 		"  --cert PATH, --key PATH    server certificate and key\n"
@@ -885,7 +954,8 @@ static int cfg_access_flag(struct h2_config *c, const char *arg, char *err,
 		e = s + strlen(s);
 		while (e > s && isspace((unsigned char)e[-1]))
 			*--e = '\0';
-		r = cfg_add_access(c, s, eq + 1, "--access", err, errlen);
+		r = cfg_add_kept_access(c, s, eq + 1, "--access", err,
+					errlen);
 	}
 	free(id);
 	return r;
@@ -1111,8 +1181,8 @@ int h2_config_apply_dev(struct h2_config *c, char *err, size_t errlen)
 
 	/* The development client certificate always administers everything,
 	 * even when --access adds rules for other identities. */
-	r = cfg_add_access(c, CFG_DEV_IDENTITY, "admin:*", "--dev", err,
-			   errlen);
+	r = cfg_add_kept_access(c, CFG_DEV_IDENTITY, "admin:*", "--dev", err,
+				errlen);
 	if (r < 0)
 		return r;
 	if (!c->listen && cfg_set_str(&c->listen, CFG_DEFAULT_LISTEN) < 0)

@@ -15,6 +15,7 @@
  *   nbd_plain_listen = 127.0.0.1:10810 ; NBD without TLS, loopback only;
  *                                      ; default off
  *   nbd_plain_identity = bench     ; whose [access] rules apply there
+ *   metrics_listen = 127.0.0.1:9410 ; Prometheus GET /metrics; default off
  *   workers = 4
  *   max_connections = 1024
  *   max_inflight = 64              ; requests read ahead per connection
@@ -45,6 +46,13 @@
 
 #include "acl.h"
 
+/* An access rule from --access or --dev: kept across reloads. */
+struct h2_config_rule {
+	char *identity;
+	char *spec;
+	const char *where; /* "--access" or "--dev" */
+};
+
 struct h2_config {
 	char *device;
 	uint32_t flush_interval_ms;
@@ -56,6 +64,8 @@ struct h2_config {
 				   "" = off */
 	char *nbd_plain_identity; /* the identity of every plaintext NBD
 				     connection; required with it */
+	char *metrics_listen;	/* plain HTTP GET /metrics "HOST:PORT";
+				   NULL or "" = off */
 	unsigned workers;
 	unsigned max_connections;
 	unsigned max_inflight;
@@ -67,7 +77,9 @@ struct h2_config {
 	char *tls_ca, *tls_cert, *tls_key;
 	bool allow_tls12;
 
-	struct h2_acl *acl;	/* owned */
+	struct h2_acl *acl;	/* owned: file, flag and --dev rules */
+	struct h2_config_rule *flag_rules; /* --access and --dev, owned */
+	size_t nflag_rules;
 	bool dev;		/* --dev: embedded development defaults */
 	bool check_only;	/* --check-config: validate, then exit */
 	char *config_path;	/* the file it came from, for reloads */
@@ -76,7 +88,8 @@ struct h2_config {
 /*
  * Defaults: no device, flush every 1000 ms, dirty_max 256M, dirty_hard 0
  * (= twice dirty_max, as the engine does), cache_max 512M, listen
- * 127.0.0.1:7410, nbd_listen 127.0.0.1:10809, no plaintext NBD, 4 workers, 1024 connections, 64 requests and 64M in
+ * 127.0.0.1:7410, nbd_listen 127.0.0.1:10809, no plaintext NBD, no
+ * metrics_listen, 4 workers, 1024 connections, 64 requests and 64M in
  * flight per connection, 10 s handshake timeout, log level info, no
  * ready file, no TLS files, TLS 1.3 only, acl NULL (no rules), not dev.
  * Overwrites all of c (call it first); aborts if out of memory.
@@ -97,7 +110,8 @@ int h2_config_load(struct h2_config *c, const char *path, char *err,
  * Apply `h2d serve` flags (argv without the subcommand).  Recognized:
  * --config PATH (loaded first, before the other flags apply), --device,
  * --listen, --nbd-listen ("" turns NBD off), --nbd-plain-listen (loopback
- * only) with --nbd-plain-identity (required with it), --ca, --cert, --key, --allow-tls12, --access ID=SPEC
+ * only) with --nbd-plain-identity (required with it), --metrics-listen,
+ * --ca, --cert, --key, --allow-tls12, --access ID=SPEC
  * (repeatable), --flush-interval MS, --dirty-max SIZE, --dirty-hard SIZE,
  * --cache-max SIZE, --workers N, --max-connections N, --max-inflight N,
  * --max-inflight-bytes SIZE, --log-level L, --ready-file PATH, --dev.
@@ -138,6 +152,18 @@ int h2_config_loopback_addr(const char *hostport, struct sockaddr_storage *ss,
 
 /* Is sa a loopback address (as h2_config_loopback_addr counts them)? */
 bool h2_config_sa_loopback(const struct sockaddr *sa);
+
+/*
+ * The access rules a reload (SIGHUP) puts in force: the config file's
+ * [access] rules as the file is now (none when it has no [access]
+ * section, or when c came from no file), plus every rule c was given
+ * with --access or --dev, which always stay.  *out: the new rule list
+ * (caller frees with h2_acl_free), NULL when there is no rule at all.
+ * -EINVAL (-ENOMEM) with err set if the file no longer loads; c is not
+ * changed either way.
+ */
+int h2_config_reload_access(const struct h2_config *c, struct h2_acl **out,
+			    char *err, size_t errlen);
 
 /* Free everything c owns and zero it (c itself is the caller's). */
 void h2_config_free(struct h2_config *c);

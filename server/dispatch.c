@@ -8,8 +8,29 @@
  * the engine's sentence as the message.
  *
  * Rights: a volume the client has no right to does not exist for it
- * (NOT_FOUND, hidden from lists); a weaker right than needed is
- * PERMISSION_DENIED.  Writes need a handle opened for writing.
+ * (NOT_FOUND, hidden from lists and from per-volume statistics); a weaker
+ * right than needed is PERMISSION_DENIED.  Writes need a handle opened
+ * for writing.  Server-wide statistics (Stat) are for every verified
+ * client: they name no volume.
+ *
+ * Every request is counted once, when its reply is queued (or would be,
+ * on a connection already gone): account() with its operation, status,
+ * bytes and arrival time, and with the volume of its handle, whose
+ * counters the handle caches from when it was opened (a snapshot's
+ * handle counts under its volume).
+ *
+ * Snapshots ("VOLUME@SNAP"): opening one needs read on VOLUME and is
+ * always read-only; listing them needs read; creating, deleting,
+ * cloning (plus admin on the new name) and rolling back need admin.
+ * Deleting a volume recursively also deletes the clones made from its
+ * snapshots, so it needs admin on each of them: the volumes are listed
+ * first, the rights checked on the loop thread, and only then is the
+ * delete run (two jobs).
+ *
+ * A handle is entered in the connection's table (without a volume) as
+ * soon as its VolumeOpen is accepted, so that a rollback sees a volume
+ * being opened for writing as well as one already open; I/O cannot name
+ * such a handle until the open has finished.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -18,7 +39,9 @@
 #include <string.h>
 
 #include "log.h"
+#include "nbd.h"
 #include "srv.h"
+#include "stat_reply.h"
 
 /*
  * Extents per BlockStatus reply.  An Extent costs up to 26 bytes on the
@@ -27,6 +50,12 @@
  * client asks again from where a reply stopped.
  */
 #define MAX_EXTENTS 2048
+/*
+ * Room a SnapshotList reply leaves for everything but its snapshots
+ * (id, status, message, tags): a reply that would need more is cut short
+ * and the client asks again from where it stopped.
+ */
+#define SNAPLIST_RESERVE 1024
 
 enum job_kind {
 	J_CREATE,
@@ -43,15 +72,23 @@ enum job_kind {
 	J_FLUSH,
 	J_STATUS,
 	J_STAT,
+	J_SNAP_CREATE,
+	J_SNAP_LIST,
+	J_SNAP_DELETE,
+	J_CLONE,
+	J_ROLLBACK,
+	J_DELETE_PLAN, /* recursive delete: list the volumes, check rights */
 };
 
 /* A refcounted open volume (table + jobs using it). */
 struct vhandle {
 	int refs; /* loop thread */
-	struct h2_vol *vol;
+	struct h2_vol *vol;	/* NULL while its VolumeOpen runs */
+	struct h2_vmetrics *vm; /* its counters; NULL if out of memory */
 	bool write;
+	bool snap; /* a snapshot: read-only */
 	uint64_t id;
-	char name[128];
+	char name[256]; /* "VOLUME" or "VOLUME@SNAP" */
 };
 
 struct ext {
@@ -69,6 +106,9 @@ struct rjob {
 	uint64_t payload_len;
 	uint64_t account;	/* bytes counted in flight */
 	struct vhandle *h;	/* I/O jobs */
+	enum h2_mop mop;	/* for the counters */
+	uint64_t mbytes;
+	uint64_t start_ns;
 	/* results */
 	int err;
 	char msg[400];
@@ -82,7 +122,79 @@ struct rjob {
 	struct ext *ext;
 	size_t next;
 	struct h2_store_stats stats;
+	/* snapshots */
+	char vname[128], sname[128]; /* J_OPEN of "VOLUME@SNAP" */
+	bool is_snap;
+	struct h2_snap_info snap;
+	struct h2_snap_info *slist;
+	size_t nslist;
+	bool *doomed; /* recursive delete: the clones in list it deletes */
 };
+
+/* Count a finished request (see the top of the file). */
+static void account(struct h2_conn *c, const struct vhandle *h,
+		    enum h2_mop op, int err, uint64_t bytes, uint64_t start_ns)
+{
+	h2_metrics_request(c->srv->metrics, h ? h->vm : NULL,
+			   H2_MPROTO_NATIVE, op,
+			   (unsigned)h2_status_from_errno(err), bytes,
+			   start_ns);
+}
+
+/* The operation a request counts as. */
+static enum h2_mop request_op(const H2__Request *req)
+{
+	switch (req ? req->op_case : H2__REQUEST__OP__NOT_SET) {
+	case H2__REQUEST__OP_READ:
+		return H2_MOP_READ;
+	case H2__REQUEST__OP_WRITE:
+		return H2_MOP_WRITE;
+	case H2__REQUEST__OP_TRIM:
+		return H2_MOP_TRIM;
+	case H2__REQUEST__OP_WRITE_ZEROES:
+		return H2_MOP_WRITE_ZEROES;
+	case H2__REQUEST__OP_TXN:
+		return H2_MOP_TXN;
+	case H2__REQUEST__OP_FLUSH:
+		return H2_MOP_FLUSH;
+	case H2__REQUEST__OP_BLOCK_STATUS:
+		return H2_MOP_BLOCK_STATUS;
+	default:
+		return H2_MOP_OTHER;
+	}
+}
+
+/* The bytes a request covers (counted if it succeeds): the data of a
+ * write, the range of the rest, a transaction's ops summed. */
+static uint64_t request_bytes(const H2__Request *req, uint64_t payload_len)
+{
+	uint64_t n = 0;
+
+	switch (req->op_case) {
+	case H2__REQUEST__OP_READ:
+		return req->read->length;
+	case H2__REQUEST__OP_WRITE:
+		return payload_len;
+	case H2__REQUEST__OP_TRIM:
+		return req->trim->length;
+	case H2__REQUEST__OP_WRITE_ZEROES:
+		return req->write_zeroes->length;
+	case H2__REQUEST__OP_BLOCK_STATUS:
+		return req->block_status->length;
+	case H2__REQUEST__OP_TXN:
+		for (size_t i = 0; i < req->txn->n_ops; i++)
+			n += req->txn->ops[i]->length;
+		return n;
+	default:
+		return 0;
+	}
+}
+
+void h2_dispatch_count_failed(struct h2_conn *c, const H2__Request *req,
+			      int err)
+{
+	account(c, NULL, request_op(req), err, 0, h2_metrics_now());
+}
 
 /* ---------------------------------------------------------------------- */
 /* Handles.                                                               */
@@ -92,10 +204,11 @@ static struct vhandle **handles(struct h2_conn *c)
 	return (struct vhandle **)c->handles;
 }
 
+/* The open handle id names (not one whose open is still running). */
 static struct vhandle *handle_find(struct h2_conn *c, uint64_t id)
 {
 	for (size_t i = 0; i < c->nhandles; i++)
-		if (handles(c)[i]->id == id)
+		if (handles(c)[i]->id == id && handles(c)[i]->vol)
 			return handles(c)[i];
 	return NULL;
 }
@@ -105,11 +218,16 @@ static void handle_unref(struct vhandle *h)
 	if (--h->refs > 0)
 		return;
 	h2_vol_close(h->vol);
+	if (h->vm) {
+		h2_metrics_volume_handle(h->vm, false);
+		h2_metrics_volume_put(h->vm);
+	}
 	free(h);
 }
 
-static int handle_add(struct h2_conn *c, struct h2_vol *vol, bool write,
-		      const char *name, uint64_t *id)
+/* Enter a handle for name in c's table; its volume comes later. */
+static int handle_add(struct h2_conn *c, bool write, bool snap,
+		      const char *name, struct vhandle **out)
 {
 	struct vhandle *h;
 
@@ -126,13 +244,24 @@ static int handle_add(struct h2_conn *c, struct h2_vol *vol, bool write,
 	if (!h)
 		return -ENOMEM;
 	h->refs = 1;
-	h->vol = vol;
 	h->write = write;
+	h->snap = snap;
 	h->id = c->next_handle++;
 	snprintf(h->name, sizeof(h->name), "%s", name);
 	handles(c)[c->nhandles++] = h;
-	*id = h->id;
+	*out = h;
 	return 0;
+}
+
+/* Its open finished: the volume, and the counters of volume (for a
+ * snapshot, its volume's). */
+static void handle_opened(struct h2_conn *c, struct vhandle *h,
+			  struct h2_vol *vol, const char *volume)
+{
+	h->vol = vol;
+	h->vm = h2_metrics_volume_get(c->srv->metrics, volume);
+	if (h->vm)
+		h2_metrics_volume_handle(h->vm, true);
 }
 
 static void handle_remove(struct h2_conn *c, struct vhandle *h)
@@ -143,6 +272,30 @@ static void handle_remove(struct h2_conn *c, struct vhandle *h)
 			break;
 		}
 	handle_unref(h);
+}
+
+/*
+ * Whether a connection of srv (native or NBD) has volume open for
+ * writing or is opening it so; *who describes one (loop thread).
+ */
+static bool open_for_writing(struct h2_server *srv, const char *volume,
+			     char *who, size_t len)
+{
+	for (struct h2_conn *c = srv->conns; c; c = c->next)
+		for (size_t i = 0; i < c->nhandles; i++) {
+			struct vhandle *h = handles(c)[i];
+
+			if (h->write && strcmp(h->name, volume) == 0) {
+				snprintf(who, len, "identity \"%s\" from %s",
+					 c->identity, c->peer);
+				return true;
+			}
+		}
+	if (srv->nbd && h2_nbdsrv_writing(srv, volume)) {
+		snprintf(who, len, "an NBD client");
+		return true;
+	}
+	return false;
 }
 
 void h2_dispatch_conn_free(struct h2_conn *c)
@@ -158,7 +311,10 @@ void h2_dispatch_conn_free(struct h2_conn *c)
 
 static void fail(struct rjob *j, int err)
 {
-	j->err = err;
+	/* The engine's ESHUTDOWN means a store that failed a flush, not a
+	 * stopping server: UNAVAILABLE would tell the client that the
+	 * request was not run and may be tried again elsewhere. */
+	j->err = err == -ESHUTDOWN ? -EIO : err;
 	snprintf(j->msg, sizeof(j->msg), "%s", h2_core_errmsg());
 }
 
@@ -185,7 +341,12 @@ static void job_run(struct h2_job *job)
 				     q->volume_create->size, &j->info);
 		break;
 	case J_DELETE:
-		r = h2_vol_delete(st, q->volume_delete->name);
+		r = h2_vol_delete_flags(
+		    st, q->volume_delete->name,
+		    q->volume_delete->recursive ? H2_DEL_RECURSIVE : 0);
+		break;
+	case J_DELETE_PLAN:
+		r = h2_vol_list(st, &j->list, &j->nlist);
 		break;
 	case J_RESIZE:
 		r = h2_vol_resize(st, q->volume_resize->name,
@@ -202,7 +363,9 @@ static void job_run(struct h2_job *job)
 		break;
 	case J_OPEN:
 		r = h2_vol_open(st, q->volume_open->name, &j->vol);
-		if (r == 0)
+		if (r == 0 && j->is_snap)
+			r = h2_snap_info(st, j->vname, j->sname, &j->snap);
+		else if (r == 0)
 			r = h2_vol_info(st, q->volume_open->name, &j->info);
 		if (r < 0 && j->vol) {
 			h2_vol_close(j->vol);
@@ -284,7 +447,42 @@ static void job_run(struct h2_job *job)
 			r = 0;
 		break;
 	case J_STAT:
+		/* The engine's numbers, and the volumes' sizes for the
+		 * per-volume entries. */
 		h2_store_stat(st, &j->stats);
+		if (*q->stat->volume) {
+			r = h2_vol_info(st, q->stat->volume, &j->info);
+		} else {
+			r = h2_vol_list(st, &j->list, &j->nlist);
+			if (r == 0)
+				h2_stat_sort_vols(j->list, j->nlist);
+		}
+		break;
+	case J_SNAP_CREATE:
+		r = h2_snap_create(st, q->snapshot_create->volume,
+				   q->snapshot_create->name, &j->snap);
+		break;
+	case J_SNAP_LIST:
+		r = h2_snap_list(st,
+				 q->snapshot_list->volume[0]
+				     ? q->snapshot_list->volume
+				     : NULL,
+				 &j->slist, &j->nslist);
+		break;
+	case J_SNAP_DELETE:
+		r = h2_snap_delete(st, q->snapshot_delete->volume,
+				   q->snapshot_delete->name);
+		break;
+	case J_CLONE:
+		r = h2_snap_clone(st, q->clone->volume, q->clone->snapshot,
+			     q->clone->new_volume, &j->info);
+		break;
+	case J_ROLLBACK:
+		/* The loop thread refused it if a client has the volume
+		 * open for writing (unless forced); readers see the
+		 * snapshot's data from their next read. */
+		r = h2_vol_rollback(st, q->rollback->volume, q->rollback->snapshot,
+				H2_ROLLBACK_FORCE);
 		break;
 	}
 	if (r < 0)
@@ -306,11 +504,97 @@ static void info_to_pb(const struct h2_vol_info *in, enum h2_right right,
 	out->can_read = right >= H2_RIGHT_READ;
 	out->can_write = right >= H2_RIGHT_WRITE;
 	out->can_admin = right >= H2_RIGHT_ADMIN;
+	out->snapshots = in->snapshots;
+	out->snap_bytes = in->snap_bytes;
+	out->origin = (char *)in->origin;
+}
+
+/* The VolumeInfo of an open snapshot (name: "VOLUME@SNAP"). */
+static void snap_vi_to_pb(const struct h2_snap_info *in, const char *name,
+			  enum h2_right right, H2__VolumeInfo *out)
+{
+	h2__volume_info__init(out);
+	out->name = (char *)name;
+	out->id = in->id;
+	out->size = in->size;
+	out->used_bytes = in->refer_bytes;
+	out->ctime_ns = in->ctime_ns;
+	out->can_read = right >= H2_RIGHT_READ;
+	out->can_admin = right >= H2_RIGHT_ADMIN;
+}
+
+static void snap_to_pb(const struct h2_snap_info *in, H2__SnapshotInfo *out)
+{
+	h2__snapshot_info__init(out);
+	out->volume = (char *)in->volume;
+	out->name = (char *)in->name;
+	out->ctime_ns = in->ctime_ns;
+	out->tid = in->tid;
+	out->size = in->size;
+	out->refer_bytes = in->refer_bytes;
+	out->excl_bytes = in->excl_bytes;
+	out->clones = in->clones;
 }
 
 static enum h2_right rights(struct h2_conn *c, const char *volume)
 {
 	return h2_acl_rights(c->srv->acl, c->identity, volume);
+}
+
+/* Order of snapshots in a SnapshotList reply: volume, tid, name. */
+static int snap_cmp(const char *va, uint64_t ta, const char *na, const char *vb,
+		    uint64_t tb, const char *nb)
+{
+	int r = strcmp(va, vb);
+
+	if (r)
+		return r;
+	if (ta != tb)
+		return ta < tb ? -1 : 1;
+	return strcmp(na, nb);
+}
+
+static int snap_qsort(const void *a, const void *b)
+{
+	const struct h2_snap_info *x = a, *y = b;
+
+	return snap_cmp(x->volume, x->tid, x->name, y->volume, y->tid, y->name);
+}
+
+/*
+ * Fill sl with the snapshots of j->slist the client may see, after the
+ * request's cursor, as many as fit one reply (sis/sip: room for all).
+ */
+static void snap_list_fill(struct rjob *j, H2__SnapshotInfo *sis,
+			   H2__SnapshotInfo **sip, H2__SnapshotListResult *sl)
+{
+	const H2__SnapshotList *q = j->req->snapshot_list;
+	size_t n = 0, used = 0;
+
+	qsort(j->slist, j->nslist, sizeof(*j->slist), snap_qsort);
+	for (size_t i = 0; i < j->nslist; i++) {
+		const struct h2_snap_info *s = &j->slist[i];
+		size_t len;
+
+		if (rights(j->c, s->volume) == H2_RIGHT_NONE)
+			continue; /* invisible to this client */
+		if (q->after_volume[0] &&
+		    snap_cmp(s->volume, s->tid, s->name, q->after_volume,
+			     q->after_tid, q->after_name) <= 0)
+			continue;
+		snap_to_pb(s, &sis[n]);
+		/* The element, its tag and its length (< 2^14: 2 bytes). */
+		len = protobuf_c_message_get_packed_size(&sis[n].base) + 3;
+		if (used + len > H2_FRAME_MAX_HEADER - SNAPLIST_RESERVE) {
+			sl->truncated = true;
+			break;
+		}
+		used += len;
+		sip[n] = &sis[n];
+		n++;
+	}
+	sl->n_snapshots = n;
+	sl->snapshots = sip;
 }
 
 static void job_free(struct rjob *j)
@@ -322,13 +606,114 @@ static void job_free(struct rjob *j)
 	free(j->data);
 	free(j->list);
 	free(j->ext);
+	free(j->slist);
+	free(j->doomed);
 	free(j);
+}
+
+/*
+ * A recursive delete's plan is back (every volume, j->list): the clones
+ * it would delete are the volumes whose origin is a snapshot of the
+ * volume or, in turn, of such a clone.  The client needs admin on each.
+ * Returns true if the delete was submitted (the job lives on, j->doomed
+ * marking the clones in j->list), false with j->err set (answered) or
+ * the connection gone if not.
+ */
+static bool delete_plan_done(struct rjob *j)
+{
+	struct h2_conn *c = j->c;
+	const char *name = j->req->volume_delete->name;
+	bool *doomed = calloc(j->nlist + 1, sizeof(*doomed));
+	bool grew = true;
+
+	if (!c->open) {
+		free(doomed);
+		return false;
+	}
+	if (!doomed) {
+		j->err = -ENOMEM;
+		h2_conn_reply_error(c, j->id, j->err, "out of memory");
+		return false;
+	}
+	while (grew) {
+		grew = false;
+		for (size_t i = 0; i < j->nlist; i++) {
+			const char *o = j->list[i].origin;
+			const char *at = strchr(o, '@');
+			size_t n = at ? (size_t)(at - o) : 0;
+			bool from =
+			    n && strlen(name) == n && memcmp(o, name, n) == 0;
+
+			for (size_t k = 0; !from && n && k < j->nlist; k++)
+				from = doomed[k] &&
+				       strlen(j->list[k].name) == n &&
+				       memcmp(o, j->list[k].name, n) == 0;
+			if (from && !doomed[i]) {
+				doomed[i] = grew = true;
+				if (rights(c, j->list[i].name) <
+				    H2_RIGHT_ADMIN) {
+					char m[1024];
+
+					snprintf(
+					    m, sizeof(m),
+					    "deleting \"%.127s\" recursively "
+					    "would delete its clone "
+					    "\"%s\", on which identity "
+					    "\"%s\" has no admin right",
+					    name, j->list[i].name, c->identity);
+					free(doomed);
+					j->err = -EACCES;
+					h2_conn_reply_error(c, j->id, j->err,
+							    m);
+					return false;
+				}
+			}
+		}
+	}
+	j->doomed = doomed;
+	j->kind = J_DELETE;
+	h2_pool_submit(c->srv->pool, &j->job);
+	return true;
+}
+
+/* h2_stat_query.visible: what the connection's client may see. */
+static bool stat_visible(void *arg, const char *volume)
+{
+	struct h2_conn *c = arg;
+
+	return rights(c, volume) != H2_RIGHT_NONE;
+}
+
+/* A StatResult for the client; NULL (and *err) if out of memory. */
+static struct h2_stat_reply *stat_reply(struct h2_conn *c, struct rjob *j,
+					int *err)
+{
+	const H2__StatReq *q = j->req->stat;
+	struct h2_stat_query sq = {
+	    .m = c->srv->metrics,
+	    .st = &j->stats,
+	    .vols = *q->volume ? &j->info : j->list,
+	    .nvols = *q->volume ? 1 : j->nlist,
+	    .volume = *q->volume ? q->volume : NULL,
+	    .after = *q->after ? q->after : NULL,
+	    .visible = stat_visible,
+	    .arg = c,
+	    /* The Response around it takes a few bytes: id, result tag and
+	     * length. */
+	    .budget = H2_FRAME_MAX_HEADER - 64,
+	};
+	struct h2_stat_reply *r = NULL;
+
+	*err = h2_stat_reply_build(&sq, &r);
+	return r;
 }
 
 static void job_done(struct h2_job *job)
 {
 	struct rjob *j = (struct rjob *)job;
 	struct h2_conn *c = j->c;
+	struct h2_stat_reply *srep = NULL;
+	int err = j->err;
 	H2__Response resp = H2__RESPONSE__INIT;
 	H2__VolumeInfo vi;
 	H2__VolumeOpenResult vor = H2__VOLUME_OPEN_RESULT__INIT;
@@ -336,13 +721,21 @@ static void job_done(struct h2_job *job)
 	H2__FlushResult fr = H2__FLUSH_RESULT__INIT;
 	H2__TxnResult tr = H2__TXN_RESULT__INIT;
 	H2__BlockStatusResult bsr = H2__BLOCK_STATUS_RESULT__INIT;
-	H2__StatResult sr = H2__STAT_RESULT__INIT;
+	H2__SnapshotInfo si;
+	H2__SnapshotListResult sl = H2__SNAPSHOT_LIST_RESULT__INIT;
+	H2__SnapshotInfo *sis = NULL, **sip = NULL;
 	H2__VolumeInfo *vis = NULL, **vip = NULL;
 	H2__Extent *exs = NULL, **exp = NULL;
 	const void *payload = NULL;
 	size_t plen = 0;
 
 	resp.id = j->id;
+	if (j->kind == J_OPEN && (j->err || !c->open)) {
+		/* The placeholder goes; j->h keeps it alive until freed. */
+		handle_remove(c, j->h);
+		h2_vol_close(j->vol);
+		j->vol = NULL;
+	}
 	if (j->err) {
 		h2_conn_reply_error(c, j->id, j->err, j->msg);
 		goto out;
@@ -351,39 +744,56 @@ static void job_done(struct h2_job *job)
 	case J_CREATE:
 	case J_RESIZE:
 	case J_INFO:
+	case J_CLONE:
 		info_to_pb(&j->info, rights(c, j->info.name), &vi);
 		resp.result_case = H2__RESPONSE__RESULT_VOLUME_INFO;
 		resp.volume_info = &vi;
 		break;
-	case J_OPEN: {
-		uint64_t hid;
-		int r;
-
-		if (!c->open) {
-			h2_vol_close(j->vol);
+	case J_OPEN:
+		if (!c->open)
 			goto out;
-		}
-		r = handle_add(c, j->vol, j->req->volume_open->write,
-			       j->info.name, &hid);
-		if (r < 0) {
-			h2_vol_close(j->vol);
-			h2_conn_reply_error(c, j->id, r, "out of memory");
-			goto out;
-		}
-		info_to_pb(&j->info, rights(c, j->info.name), &vi);
-		vor.handle = hid;
+		handle_opened(c, j->h, j->vol, j->is_snap ? j->vname : j->info.name);
+		j->vol = NULL;
+		if (j->is_snap)
+			snap_vi_to_pb(&j->snap, j->h->name, rights(c, j->vname),
+				      &vi);
+		else
+			info_to_pb(&j->info, rights(c, j->info.name), &vi);
+		vor.handle = j->h->id;
 		vor.info = &vi;
 		resp.result_case = H2__RESPONSE__RESULT_VOLUME_OPEN;
 		resp.volume_open = &vor;
 		break;
-	}
+	case J_DELETE_PLAN:
+		if (delete_plan_done(j))
+			return; /* the delete itself runs now */
+		err = j->err;
+		goto out;
+	case J_SNAP_CREATE:
+		snap_to_pb(&j->snap, &si);
+		resp.result_case = H2__RESPONSE__RESULT_SNAPSHOT_INFO;
+		resp.snapshot_info = &si;
+		break;
+	case J_SNAP_LIST:
+		sis = calloc(j->nslist + 1, sizeof(*sis));
+		sip = calloc(j->nslist + 1, sizeof(*sip));
+		if (!sis || !sip) {
+			err = -ENOMEM;
+			h2_conn_reply_error(c, j->id, err, "out of memory");
+			goto out;
+		}
+		snap_list_fill(j, sis, sip, &sl);
+		resp.result_case = H2__RESPONSE__RESULT_SNAPSHOT_LIST;
+		resp.snapshot_list = &sl;
+		break;
 	case J_LIST: {
 		size_t n = 0;
 
 		vis = calloc(j->nlist + 1, sizeof(*vis));
 		vip = calloc(j->nlist + 1, sizeof(*vip));
 		if (!vis || !vip) {
-			h2_conn_reply_error(c, j->id, -ENOMEM, "out of memory");
+			err = -ENOMEM;
+			h2_conn_reply_error(c, j->id, err, "out of memory");
 			goto out;
 		}
 		for (size_t i = 0; i < j->nlist; i++) {
@@ -419,7 +829,8 @@ static void job_done(struct h2_job *job)
 		exs = calloc(j->next + 1, sizeof(*exs));
 		exp = calloc(j->next + 1, sizeof(*exp));
 		if (!exs || !exp) {
-			h2_conn_reply_error(c, j->id, -ENOMEM, "out of memory");
+			err = -ENOMEM;
+			h2_conn_reply_error(c, j->id, err, "out of memory");
 			goto out;
 		}
 		for (size_t i = 0; i < j->next; i++) {
@@ -434,33 +845,41 @@ static void job_done(struct h2_job *job)
 		resp.result_case = H2__RESPONSE__RESULT_BLOCK_STATUS;
 		resp.block_status = &bsr;
 		break;
+	case J_DELETE:
+		/* Its counters go with it (a new volume of that name starts
+		 * from zero). */
+		h2_metrics_volume_forget(c->srv->metrics,
+					 j->req->volume_delete->name);
+		for (size_t i = 0; j->doomed && i < j->nlist; i++)
+			if (j->doomed[i]) /* its clones, deleted with it */
+				h2_metrics_volume_forget(c->srv->metrics,
+							 j->list[i].name);
+		break;
 	case J_STAT:
-		sr.total_bytes = j->stats.total_bytes;
-		sr.used_bytes = j->stats.used_bytes;
-		sr.free_bytes = j->stats.free_bytes;
-		sr.dirty_bytes = j->stats.dirty_bytes;
-		sr.flushes = j->stats.flushes;
-		sr.flush_ns_total = j->stats.flush_ns_total;
-		sr.durable_tid = j->stats.durable_tid;
-		sr.dev_bytes_written = j->stats.dev_bytes_written;
-		sr.client_bytes_written = j->stats.client_bytes_written;
-		sr.client_bytes_read = j->stats.client_bytes_read;
-		sr.volumes = j->stats.volumes;
-		sr.connections = c->srv->nconns;
-		sr.requests = c->srv->requests;
-		sr.errors = c->srv->errors;
+		srep = stat_reply(c, j, &err);
+		if (!srep) {
+			h2_conn_reply_error(c, j->id, err, "out of memory");
+			goto out;
+		}
 		resp.result_case = H2__RESPONSE__RESULT_STAT;
-		resp.stat = &sr;
+		resp.stat = h2_stat_reply_result(srep);
 		break;
 	default:
 		break;
 	}
 	h2_conn_reply(c, &resp, payload, plen);
 out:
+	/* An open's handle is its result, not the volume it names: the
+	 * open counts server-wide only. */
+	account(c, j->kind == J_OPEN ? NULL : j->h, j->mop, err, j->mbytes,
+		j->start_ns);
+	h2_stat_reply_free(srep);
 	free(vis);
 	free(vip);
 	free(exs);
 	free(exp);
+	free(sis);
+	free(sip);
 	h2_conn_request_done(c, j->account);
 	h2_conn_unref(c);
 	job_free(j);
@@ -469,9 +888,10 @@ out:
 /* ---------------------------------------------------------------------- */
 /* Validation (loop thread).                                              */
 
-/* Answer a request without a job. */
+/* Answer a request without a job; h: the handle it named, if found. */
 static void answer_now(struct h2_conn *c, H2__Request *req, uint8_t *payload,
-		       uint64_t account, int err, const char *msg)
+		       uint64_t inflight, const struct vhandle *h,
+		       uint64_t start_ns, int err, const char *msg)
 {
 	H2__Response resp = H2__RESPONSE__INIT;
 
@@ -481,30 +901,33 @@ static void answer_now(struct h2_conn *c, H2__Request *req, uint8_t *payload,
 		resp.id = req->id;
 		h2_conn_reply(c, &resp, NULL, 0);
 	}
+	account(c, h, request_op(req), err, 0, start_ns);
 	h2_frame_request_free(req);
 	free(payload);
-	h2_conn_request_done(c, account);
+	h2_conn_request_done(c, inflight);
 }
 
-static void hello(struct h2_conn *c, H2__Request *req)
+/* Answer Hello; 0 or the error it was answered with. */
+static int hello(struct h2_conn *c, H2__Request *req)
 {
 	H2__Response resp = H2__RESPONSE__INIT;
 	H2__HelloResult hr = H2__HELLO_RESULT__INIT;
-	char *features[] = {"txn", "fua", "block_status", "write_zeroes"};
+	char *features[] = {"txn", "fua", "block_status", "write_zeroes",
+			    "snapshots"};
 	char name[64];
 
 	if (c->state != H2_CONN_HELLO) {
 		h2_conn_reply_error(c, req->id, -EPROTO,
 				    "Hello was already done on this "
 				    "connection");
-		return;
+		return -EPROTO;
 	}
 	if (req->hello->version < 1) {
 		h2_conn_reply_error(c, req->id, -EOPNOTSUPP,
 				    "protocol version 0 is not supported; "
 				    "this server speaks version 1");
 		h2_conn_close(c, "unsupported protocol version");
-		return;
+		return -EOPNOTSUPP;
 	}
 	snprintf(name, sizeof(name), "h2d %s", H2_CORE_VERSION);
 	hr.version = H2_PROTO_VERSION;
@@ -514,11 +937,13 @@ static void hello(struct h2_conn *c, H2__Request *req)
 	hr.max_payload = c->lim.max_payload;
 	hr.max_inflight = c->srv->cfg->max_inflight;
 	hr.identity = c->identity;
+	hr.instance = c->srv->instance;
 	resp.id = req->id;
 	resp.result_case = H2__RESPONSE__RESULT_HELLO;
 	resp.hello = &hr;
 	h2_conn_reply(c, &resp, NULL, 0);
 	c->state = H2_CONN_READY;
+	return 0;
 }
 
 /* Rights check: 0, or an error with msg filled. */
@@ -548,6 +973,93 @@ static int need(struct h2_conn *c, const char *name, enum h2_right want,
 	return 0;
 }
 
+/* A snapshot name argument: 0, or -EINVAL with msg filled. */
+static int snap_name(const char *name, char *msg, size_t len)
+{
+	if (name && h2_vol_name_valid(name))
+		return 0;
+	snprintf(msg, len, "invalid snapshot name \"%s\"", name ? name : "");
+	return -EINVAL;
+}
+
+/*
+ * Split "VOLUME@SNAP" into vol and snap (128 bytes each): true if name
+ * has an '@' (then 0 or -EINVAL in *err with msg filled).
+ */
+static bool snap_split(const char *name, char *vol, char *snap, int *err,
+		       char *msg, size_t len)
+{
+	const char *at = name ? strchr(name, '@') : NULL;
+	size_t n = at ? (size_t)(at - name) : 0;
+
+	*err = 0;
+	if (!at)
+		return false;
+	if (n >= 128 || strlen(at + 1) >= 128) {
+		snprintf(msg, len, "invalid snapshot name \"%.300s\"", name);
+		*err = -EINVAL;
+		return true;
+	}
+	memcpy(vol, name, n);
+	vol[n] = '\0';
+	snprintf(snap, 128, "%s", at + 1);
+	if (!h2_vol_name_valid(vol) || !h2_vol_name_valid(snap)) {
+		snprintf(msg, len, "invalid snapshot name \"%.300s\"", name);
+		*err = -EINVAL;
+	}
+	return true;
+}
+
+/* VolumeOpen's checks; j (may be NULL) learns about a snapshot. */
+static int open_check(struct h2_conn *c, const H2__VolumeOpen *o,
+		      struct rjob *j, char *msg, size_t len)
+{
+	char vol[128], snap[128];
+	int err;
+
+	if (!snap_split(o->name, vol, snap, &err, msg, len))
+		return need(c, o->name,
+			    o->write ? H2_RIGHT_WRITE : H2_RIGHT_READ, msg,
+			    len);
+	if (err)
+		return err;
+	err = need(c, vol, H2_RIGHT_READ, msg, len);
+	if (err)
+		return err;
+	if (o->write) {
+		snprintf(msg, len,
+			 "snapshot \"%s\" is read-only: open it for reading, "
+			 "or clone it to get a writable volume",
+			 o->name);
+		return -EROFS;
+	}
+	if (j) {
+		j->is_snap = true;
+		memcpy(j->vname, vol, sizeof(vol));
+		memcpy(j->sname, snap, sizeof(snap));
+	}
+	return 0;
+}
+
+/* Rollback's checks: admin, and nobody writing unless forced. */
+static int rollback_check(struct h2_conn *c, const H2__Rollback *rb, char *msg,
+			  size_t len)
+{
+	char who[400];
+	int err = need(c, rb->volume, H2_RIGHT_ADMIN, msg, len);
+
+	if (!err)
+		err = snap_name(rb->snapshot, msg, len);
+	if (err || rb->force ||
+	    !open_for_writing(c->srv, rb->volume, who, sizeof(who)))
+		return err;
+	snprintf(msg, len,
+		 "volume \"%s\" is open for writing by %.300s: close it "
+		 "first, or force the rollback",
+		 rb->volume, who);
+	return -EBUSY;
+}
+
 /* The handle an I/O request names, with the write check. */
 static int io_handle(struct h2_conn *c, uint64_t id, bool write,
 		     struct vhandle **out, char *msg, size_t len)
@@ -559,6 +1071,10 @@ static int io_handle(struct h2_conn *c, uint64_t id, bool write,
 				   " on this connection",
 			 id);
 		return -EINVAL;
+	}
+	if (write && h->snap) {
+		snprintf(msg, len, "snapshot \"%s\" is read-only", h->name);
+		return -EROFS;
 	}
 	if (write && !h->write) {
 		snprintf(msg, len, "volume \"%s\" was opened read-only",
@@ -578,17 +1094,28 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 	/* A decoded header costs up to ~56 bytes of heap per wire byte
 	 * (proto/frame.h): charge it, so that max_inflight_bytes bounds the
 	 * memory of a connection that sends large headers. */
-	uint64_t account = payload_len + (uint64_t)hdr_bytes * 56;
-	uint64_t charged = account;
+	uint64_t inflight = payload_len + (uint64_t)hdr_bytes * 56;
+	uint64_t charged = inflight;
+	uint64_t start_ns = h2_metrics_now();
 	char msg[400] = "";
 	bool takes_payload = false;
 	int err = 0;
 
 	c->inflight++;
-	c->inflight_bytes += account;
+	c->inflight_bytes += inflight;
+	if (c->srv->stopping) {
+		/* Not run, and said so: the client may send it again to the
+		 * next server (proto/h2.proto, "Shutdown"). */
+		c->srv->refused_stopping++;
+		answer_now(c, req, payload, inflight, NULL, start_ns,
+			   -ESHUTDOWN,
+			   "h2d is shutting down; the request was not "
+			   "executed");
+		return;
+	}
 	if (req->op_case != H2__REQUEST__OP_HELLO &&
 	    c->state != H2_CONN_READY) {
-		answer_now(c, req, payload, account, -EPROTO,
+		answer_now(c, req, payload, inflight, NULL, start_ns, -EPROTO,
 			   "the first request must be Hello");
 		h2_conn_close(c, "request before Hello");
 		return;
@@ -599,9 +1126,10 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 			err = -EINVAL;
 			break;
 		}
-		hello(c, req);
+		err = hello(c, req);
+		account(c, NULL, H2_MOP_OTHER, err, 0, start_ns);
 		h2_frame_request_free(req);
-		h2_conn_request_done(c, account);
+		h2_conn_request_done(c, inflight);
 		return;
 	case H2__REQUEST__OP_PING:
 		break;
@@ -611,7 +1139,7 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 			   sizeof(msg));
 		break;
 	case H2__REQUEST__OP_VOLUME_DELETE:
-		kind = J_DELETE;
+		kind = req->volume_delete->recursive ? J_DELETE_PLAN : J_DELETE;
 		err = need(c, req->volume_delete->name, H2_RIGHT_ADMIN, msg,
 			   sizeof(msg));
 		break;
@@ -630,10 +1158,7 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 		break;
 	case H2__REQUEST__OP_VOLUME_OPEN:
 		kind = J_OPEN;
-		err = need(c, req->volume_open->name,
-			   req->volume_open->write ? H2_RIGHT_WRITE
-						   : H2_RIGHT_READ,
-			   msg, sizeof(msg));
+		err = open_check(c, req->volume_open, NULL, msg, sizeof(msg));
 		break;
 	case H2__REQUEST__OP_VOLUME_CLOSE:
 		h = handle_find(c, req->volume_close->handle);
@@ -660,7 +1185,7 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 				 req->read->length, c->lim.max_payload);
 		}
 		if (!err)
-			account += req->read->length;
+			inflight += req->read->length;
 		break;
 	case H2__REQUEST__OP_WRITE:
 		kind = J_WRITE;
@@ -718,8 +1243,11 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 	}
 	case H2__REQUEST__OP_FLUSH:
 		kind = J_FLUSH;
-		if (req->flush->handle &&
-		    !handle_find(c, req->flush->handle)) {
+		/* The flush covers the whole store; one naming a handle
+		 * counts for that volume. */
+		h = req->flush->handle ? handle_find(c, req->flush->handle)
+				       : NULL;
+		if (req->flush->handle && !h) {
 			err = -EINVAL;
 			snprintf(msg, sizeof(msg),
 				 "no open volume with handle %" PRIu64,
@@ -733,10 +1261,51 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 		break;
 	case H2__REQUEST__OP_STAT:
 		kind = J_STAT;
+		if (*req->stat->volume)
+			err = need(c, req->stat->volume, H2_RIGHT_READ, msg,
+				   sizeof(msg));
+		break;
+	case H2__REQUEST__OP_SNAPSHOT_CREATE:
+		kind = J_SNAP_CREATE;
+		err = need(c, req->snapshot_create->volume, H2_RIGHT_ADMIN, msg,
+			   sizeof(msg));
+		if (!err)
+			err = snap_name(req->snapshot_create->name, msg,
+					sizeof(msg));
+		break;
+	case H2__REQUEST__OP_SNAPSHOT_LIST:
+		kind = J_SNAP_LIST;
+		if (req->snapshot_list->volume[0])
+			err = need(c, req->snapshot_list->volume, H2_RIGHT_READ,
+				   msg, sizeof(msg));
+		break;
+	case H2__REQUEST__OP_SNAPSHOT_DELETE:
+		kind = J_SNAP_DELETE;
+		err = need(c, req->snapshot_delete->volume, H2_RIGHT_ADMIN, msg,
+			   sizeof(msg));
+		if (!err)
+			err = snap_name(req->snapshot_delete->name, msg,
+					sizeof(msg));
+		break;
+	case H2__REQUEST__OP_CLONE:
+		kind = J_CLONE;
+		/* Admin on the source, and on the new name as for a
+		 * VolumeCreate. */
+		err = need(c, req->clone->volume, H2_RIGHT_ADMIN, msg,
+			   sizeof(msg));
+		if (!err)
+			err = snap_name(req->clone->snapshot, msg, sizeof(msg));
+		if (!err)
+			err = need(c, req->clone->new_volume, H2_RIGHT_ADMIN,
+				   msg, sizeof(msg));
+		break;
+	case H2__REQUEST__OP_ROLLBACK:
+		kind = J_ROLLBACK;
+		err = rollback_check(c, req->rollback, msg, sizeof(msg));
 		break;
 	default:
-		answer_now(c, req, payload, account, -EOPNOTSUPP,
-			   "unknown operation");
+		answer_now(c, req, payload, inflight, NULL, start_ns,
+			   -EOPNOTSUPP, "unknown operation");
 		return;
 	}
 	if (!err && payload_len && !takes_payload) {
@@ -745,15 +1314,30 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 	}
 	if (err || req->op_case == H2__REQUEST__OP_PING ||
 	    req->op_case == H2__REQUEST__OP_VOLUME_CLOSE) {
-		answer_now(c, req, payload, account, err, msg);
+		answer_now(c, req, payload, inflight, h, start_ns, err, msg);
 		return;
 	}
 	j = calloc(1, sizeof(*j));
 	if (!j) {
-		answer_now(c, req, payload, account, -ENOMEM, "out of memory");
+		answer_now(c, req, payload, inflight, h, start_ns, -ENOMEM,
+			   "out of memory");
 		return;
 	}
-	c->inflight_bytes += account - charged;
+	if (kind == J_OPEN) {
+		int r;
+
+		open_check(c, req->volume_open, j, msg, sizeof(msg));
+		r = handle_add(c, req->volume_open->write, j->is_snap,
+			       req->volume_open->name, &h);
+		if (r < 0) {
+			free(j);
+			answer_now(c, req, payload, inflight, NULL, start_ns, r,
+				   "out of memory");
+			return;
+		}
+		/* The table holds one reference and the job another. */
+	}
+	c->inflight_bytes += inflight - charged;
 	j->job.run = job_run;
 	j->job.done = job_done;
 	j->kind = kind;
@@ -762,7 +1346,10 @@ void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 	j->id = req->id;
 	j->payload = payload;
 	j->payload_len = payload_len;
-	j->account = account;
+	j->account = inflight;
+	j->mop = request_op(req);
+	j->mbytes = request_bytes(req, payload_len);
+	j->start_ns = start_ns;
 	if (h) {
 		h->refs++;
 		j->h = h;

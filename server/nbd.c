@@ -42,6 +42,11 @@
  * to before it arrived is durable when it is answered; the sync covers
  * the whole store, which is what makes CAN_MULTI_CONN honest), and
  * NBD_CMD_FLAG_FUA is H2_IO_FUA (durable before the reply).
+ *
+ * Counters (metrics.h): every command is counted once, with protocol
+ * "nbd", when its reply is queued, on the export's volume (whose
+ * counters the connection holds from GO until it is freed); commands the
+ * protocol engine answers itself (refused, zero length) count too.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -149,8 +154,12 @@ struct nbd_conn {
 	bool read_paused;
 	char identity[256];
 	char peer[64];
-	struct h2_vol *vol; /* the export, from GO until freed */
-	char export[128];
+	struct h2_vol *vol;	/* the export, from GO until freed */
+	struct h2_vmetrics *vm; /* its counters, likewise (NULL: none) */
+	char export[256];	/* "VOLUME" or "VOLUME@SNAP" */
+	/* The volume a GO opened (or is opening) for writing, else "":
+	 * a rollback is refused while it is (h2_nbdsrv_writing). */
+	char rw_volume[128];
 	/* A write whose payload has not all arrived yet. */
 	bool pending;
 	struct h2_nbd_cmd pending_cmd;
@@ -179,7 +188,8 @@ struct nbd_job {
 	struct h2_store *st;
 	struct nbd_job *bnext; /* NJ_IO: the next command of its batch */
 	/* NJ_LOOKUP */
-	char name[128];
+	char name[256]; /* what h2_vol_open takes: "VOLUME[@SNAP]" */
+	char vname[128], sname[128]; /* its parts (sname "": a volume) */
 	bool go, read_only;
 	uint64_t size;
 	/* NJ_LIST */
@@ -193,6 +203,7 @@ struct nbd_job {
 	struct h2_nbd_extent *ext;
 	size_t next;
 	uint64_t account;
+	uint64_t start_ns; /* arrival, for the counters */
 	/* result */
 	int err;
 	char msg[300];
@@ -234,6 +245,10 @@ static void conn_unref(struct nbd_conn *c)
 		return;
 	batch_discard(c);
 	h2_vol_close(c->vol);
+	if (c->vm) {
+		h2_metrics_volume_handle(c->vm, false);
+		h2_metrics_volume_put(c->vm);
+	}
 	h2_nbd_free(c->proto);
 	free(c);
 }
@@ -253,6 +268,36 @@ static void batch_discard(struct nbd_conn *c)
 	}
 	free(c->batch);
 	c->batch = NULL;
+}
+
+/* The operation an NBD command counts as. */
+static enum h2_mop cmd_op(const struct h2_nbd_cmd *cmd)
+{
+	switch (cmd->type) {
+	case NBD_CMD_READ:
+		return H2_MOP_READ;
+	case NBD_CMD_WRITE:
+		return H2_MOP_WRITE;
+	case NBD_CMD_TRIM:
+		return H2_MOP_TRIM;
+	case NBD_CMD_WRITE_ZEROES:
+		return H2_MOP_WRITE_ZEROES;
+	case NBD_CMD_FLUSH:
+		return H2_MOP_FLUSH;
+	case NBD_CMD_BLOCK_STATUS:
+		return H2_MOP_BLOCK_STATUS;
+	default:
+		return H2_MOP_OTHER;
+	}
+}
+
+/* Count a command answered with err (0: success). */
+static void count_cmd(struct nbd_conn *c, const struct h2_nbd_cmd *cmd, int err,
+		      uint64_t start_ns)
+{
+	h2_metrics_request(c->ns->srv->metrics, c->vm, H2_MPROTO_NBD,
+			   cmd_op(cmd), (unsigned)h2_status_from_errno(err),
+			   cmd->type == NBD_CMD_FLUSH ? 0 : cmd->len, start_ns);
 }
 
 /* The engine's output goes to the socket (dropped once closed). */
@@ -321,6 +366,7 @@ static void conn_teardown(struct nbd_conn *c, bool graceful)
 	if (c->next)
 		c->next->prev = c->prev;
 	ns->nconns--;
+	h2_metrics_conn_close(srv->metrics, H2_MPROTO_NBD);
 	h2_log_debug("nbd",
 		     "closed peer=%s identity=%s commands=%" PRIu64
 		     " batches=%" PRIu64 " ns_per_command=%" PRIu64,
@@ -377,7 +423,8 @@ static bool reading_state(const struct nbd_conn *c)
 static void maybe_resume(struct nbd_conn *c)
 {
 	if (!c->open || !c->read_paused || !reading_state(c) ||
-	    c->ns->srv->stopping || over_limits(c))
+	    (c->ns->srv->stopping && c->state != NC_TRANSMIT) ||
+	    over_limits(c))
 		return;
 	c->read_paused = false;
 	bufferevent_enable(c->bev, EV_READ);
@@ -480,6 +527,7 @@ static void job_run(struct h2_job *job)
 {
 	struct nbd_job *j = (struct nbd_job *)job;
 	struct h2_vol_info info;
+	struct h2_snap_info si;
 	int r = 0;
 
 	switch (j->kind) {
@@ -488,6 +536,10 @@ static void job_run(struct h2_job *job)
 			r = h2_vol_open(j->st, j->name, &j->vol);
 			if (r == 0)
 				j->size = h2_vol_size(j->vol);
+		} else if (j->sname[0]) {
+			r = h2_snap_info(j->st, j->vname, j->sname, &si);
+			if (r == 0)
+				j->size = si.size;
 		} else {
 			r = h2_vol_info(j->st, j->name, &info);
 			if (r == 0)
@@ -536,10 +588,16 @@ static void done_lookup(struct nbd_conn *c, struct nbd_job *j)
 			 j->name);
 	r = h2_nbd_lookup_done(c->proto, j->err, j->err ? NULL : &ex,
 			       j->err ? j->msg : NULL);
+	if (j->go && !j->read_only && r != H2_NBD_TRANSMIT)
+		c->rw_volume[0] = '\0';
 	if (r == H2_NBD_TRANSMIT) {
 		c->vol = j->vol;
 		j->vol = NULL;
 		snprintf(c->export, sizeof(c->export), "%s", j->name);
+		/* A snapshot's I/O counts under its volume. */
+		c->vm = h2_metrics_volume_get(c->ns->srv->metrics, j->vname);
+		if (c->vm)
+			h2_metrics_volume_handle(c->vm, true);
 		c->state = NC_TRANSMIT;
 		if (c->timer) {
 			event_free(c->timer);
@@ -578,7 +636,6 @@ static void done_io(struct nbd_conn *c, struct nbd_job *j, struct evbuffer *out)
 	int r;
 
 	if (j->err) {
-		c->ns->srv->errors++;
 		h2_nbd_reply(c->proto, &j->cmd, j->err, j->msg);
 		return;
 	}
@@ -714,6 +771,8 @@ static void batch_done(struct h2_job *job)
 	}
 	for (j = b->first; j; j = next) {
 		next = j->bnext;
+		/* Counted also when the client is gone. */
+		count_cmd(c, &j->cmd, j->err, j->start_ns);
 		job_free(j);
 	}
 	if (!b->solo)
@@ -791,18 +850,8 @@ static void do_lookup(struct nbd_conn *c, const char *name, bool go)
 		h2_nbd_lookup_done(c->proto, -ENOENT, NULL, msg);
 		return;
 	}
-	if (snap[0]) {
-		/*
-		 * Snapshot exports: VOLUME@SNAPSHOT, always read-only.  The
-		 * store has no snapshots yet; when it does, look the
-		 * snapshot up here and set j->read_only = true (an open
-		 * handle on the snapshot then goes to NJ_LOOKUP like a
-		 * volume's).
-		 */
-		snprintf(msg, sizeof(msg),
-			 "no export named \"%.200s\": snapshots are not "
-			 "served yet",
-			 name);
+	if (snap[0] && !h2_vol_name_valid(snap)) {
+		snprintf(msg, sizeof(msg), "no export named \"%.200s\"", name);
 		h2_nbd_lookup_done(c->proto, -ENOENT, NULL, msg);
 		return;
 	}
@@ -811,9 +860,16 @@ static void do_lookup(struct nbd_conn *c, const char *name, bool go)
 		h2_nbd_lookup_done(c->proto, -ENOMEM, NULL, "out of memory");
 		return;
 	}
-	snprintf(j->name, sizeof(j->name), "%s", vol);
+	/* VOLUME@SNAP: a snapshot, always read-only (read right on the
+	 * volume suffices, as in the native protocol). */
+	snprintf(j->vname, sizeof(j->vname), "%s", vol);
+	snprintf(j->sname, sizeof(j->sname), "%s", snap);
+	snprintf(j->name, sizeof(j->name), "%s%s%s", vol, snap[0] ? "@" : "",
+		 snap);
 	j->go = go;
-	j->read_only = right < H2_RIGHT_WRITE;
+	j->read_only = snap[0] || right < H2_RIGHT_WRITE;
+	if (go && !j->read_only)
+		snprintf(c->rw_volume, sizeof(c->rw_volume), "%s", vol);
 	job_submit(j);
 }
 
@@ -837,22 +893,23 @@ static void do_list(struct nbd_conn *c)
 /* A FLUSH or FUA command as a batch of its own, handed to the pool at
  * once; takes payload. */
 static void do_solo(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
-		    uint8_t *payload)
+		    uint8_t *payload, uint64_t start_ns)
 {
 	struct nbd_job *j = job_new(c, NJ_IO);
 	struct nbd_batch *b = calloc(1, sizeof(*b));
 
-	c->ns->srv->requests++;
 	if (!j || !b) {
 		free(j);
 		free(b);
 		free(payload);
 		h2_nbd_reply(c->proto, cmd, -ENOMEM, "out of memory");
+		count_cmd(c, cmd, -ENOMEM, start_ns);
 		return;
 	}
 	j->cmd = *cmd;
 	j->vol = c->vol;
 	j->buf = payload;
+	j->start_ns = start_ns;
 	j->account = NBD_REQUEST_SIZE;
 	if (cmd->type == NBD_CMD_READ || cmd->type == NBD_CMD_WRITE)
 		j->account += cmd->len;
@@ -881,15 +938,26 @@ static void do_command(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
 		       uint8_t *payload)
 {
 	struct nbd_job *j;
-	struct nbd_batch *b = c->batch;
+	struct nbd_batch *b;
 	uint64_t account = NBD_REQUEST_SIZE, data = 0;
+	uint64_t start_ns = h2_metrics_now();
 
+	if (c->ns->srv->stopping) {
+		/* The spec's server shutdown: commands that arrive once it
+		 * began get ESHUTDOWN (the client then disconnects); those
+		 * in flight finish first. */
+		free(payload);
+		h2_nbd_reply(c->proto, cmd, -ESHUTDOWN,
+			     "the server is shutting down");
+		count_cmd(c, cmd, -ESHUTDOWN, start_ns);
+		return;
+	}
 	if (cmd->type == NBD_CMD_FLUSH || (cmd->flags & NBD_CMD_FLAG_FUA)) {
-		do_solo(c, cmd, payload);
+		do_solo(c, cmd, payload, start_ns);
 		return;
 	}
 	j = job_new(c, NJ_IO);
-	c->ns->srv->requests++;
+	b = c->batch;
 	if (!b) {
 		b = calloc(1, sizeof(*b));
 		if (b) {
@@ -903,6 +971,7 @@ static void do_command(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
 		free(j);
 		free(payload);
 		h2_nbd_reply(c->proto, cmd, -ENOMEM, "out of memory");
+		count_cmd(c, cmd, -ENOMEM, start_ns);
 		return;
 	}
 	if (cmd->type == NBD_CMD_READ || cmd->type == NBD_CMD_WRITE)
@@ -914,6 +983,7 @@ static void do_command(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
 	j->vol = c->vol;
 	j->buf = payload;
 	j->account = account;
+	j->start_ns = start_ns;
 	c->inflight++;
 	c->inflight_bytes += account;
 	if (b->last)
@@ -1012,7 +1082,9 @@ static void process_input(struct nbd_conn *c)
 	if (!c->open)
 		return;
 	conn_ref(c); /* actions may close (and unref) the connection */
-	while (c->open && reading_state(c) && !srv->stopping) {
+	/* While stopping only transmission goes on, to answer ESHUTDOWN. */
+	while (c->open && reading_state(c) &&
+	       (!srv->stopping || c->state == NC_TRANSMIT)) {
 		struct evbuffer *in = bufferevent_get_input(c->bev);
 		size_t avail = evbuffer_get_length(in), win, n;
 		struct h2_nbd_action act;
@@ -1057,6 +1129,9 @@ static void process_input(struct nbd_conn *c)
 		}
 		n = h2_nbd_feed(c->proto, p, win, &act);
 		evbuffer_drain(in, n);
+		if (act.answered)
+			count_cmd(c, &act.cmd, act.answered_err,
+				  h2_metrics_now());
 		switch (act.type) {
 		case H2_NBD_CONTINUE:
 			continue;
@@ -1154,6 +1229,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 				    "refused peer=%s reason=\"no "
 				    "verified client certificate\"",
 				    c->peer);
+			h2_metrics_tls_failed(c->ns->srv->metrics,
+					      H2_MPROTO_NBD);
 			conn_teardown(c, false);
 			return;
 		}
@@ -1172,6 +1249,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 				    "TLS handshake failed peer=%s "
 				    "reason=\"%s\"",
 				    c->peer, why);
+			h2_metrics_tls_failed(c->ns->srv->metrics,
+					      H2_MPROTO_NBD);
 		} else if (what & BEV_EVENT_ERROR) {
 			ssl_reason(c, why, sizeof(why));
 			h2_log_info("nbd",
@@ -1214,6 +1293,8 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	h2_log_warn("nbd", "negotiation timed out peer=%s identity=%s", c->peer,
 		    who(c));
+	if (c->state == NC_TLS_HANDSHAKE)
+		h2_metrics_tls_failed(c->ns->srv->metrics, H2_MPROTO_NBD);
 	conn_teardown(c, false);
 }
 
@@ -1251,6 +1332,7 @@ static void accept_conn(struct h2_nbdsrv *ns, evutil_socket_t fd,
 		h2_log_warn("nbd", "refused a connection: %s",
 			    srv->stopping ? "shutting down"
 					  : "connection limit reached");
+		h2_metrics_conn_refused(srv->metrics, H2_MPROTO_NBD);
 		evutil_closesocket(fd);
 		return;
 	}
@@ -1300,7 +1382,7 @@ static void accept_conn(struct h2_nbdsrv *ns, evutil_socket_t fd,
 		ns->conns->prev = c;
 	ns->conns = c;
 	ns->nconns++;
-	srv->connections_total++;
+	h2_metrics_conn_open(srv->metrics, H2_MPROTO_NBD);
 	nbd_setcb(c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	tv.tv_sec = srv->cfg->handshake_timeout_ms / 1000;
@@ -1490,7 +1572,7 @@ void h2_nbdsrv_stop(struct h2_server *srv)
 	if (ns->plain_listener)
 		evconnlistener_disable(ns->plain_listener);
 	for (struct nbd_conn *c = ns->conns; c; c = c->next)
-		if (c->open && c->bev)
+		if (c->open && c->bev && c->state != NC_TRANSMIT)
 			bufferevent_disable(c->bev, EV_READ);
 }
 
@@ -1529,6 +1611,16 @@ void h2_nbdsrv_teardown_all(struct h2_server *srv)
 		conn_teardown(ns->conns, false);
 	if (outer)
 		ns->closing_all = false;
+}
+
+bool h2_nbdsrv_writing(const struct h2_server *srv, const char *volume)
+{
+	if (!srv->nbd)
+		return false;
+	for (const struct nbd_conn *c = srv->nbd->conns; c; c = c->next)
+		if (strcmp(c->rw_volume, volume) == 0)
+			return true;
+	return false;
 }
 
 unsigned h2_nbdsrv_conns(const struct h2_server *srv)

@@ -25,6 +25,7 @@
 #ifndef H2D_NBD_H
 #define H2D_NBD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct h2_server;
@@ -44,7 +45,8 @@ const char *h2_nbdsrv_listen_addr(const struct h2_server *srv);
 /* The plaintext address bound, or NULL if it is off. */
 const char *h2_nbdsrv_plain_addr(const struct h2_server *srv);
 
-/* Shutdown starts: stop accepting and stop reading requests. */
+/* Shutdown starts: stop accepting; connections still negotiating stop
+ * being read, those transmitting answer ESHUTDOWN to new commands. */
 void h2_nbdsrv_stop(struct h2_server *srv);
 
 /* Close every connection once its replies are sent (nothing in flight). */
@@ -52,6 +54,12 @@ void h2_nbdsrv_close_all(struct h2_server *srv);
 
 /* Tear every connection down at once (clients that do not read). */
 void h2_nbdsrv_teardown_all(struct h2_server *srv);
+
+/*
+ * Whether an NBD client has volume open for writing or is opening it so
+ * (its GO is running).  Loop thread.
+ */
+bool h2_nbdsrv_writing(const struct h2_server *srv, const char *volume);
 
 /* Open NBD connections (0 when the frontend is off). */
 unsigned h2_nbdsrv_conns(const struct h2_server *srv);

@@ -948,6 +948,8 @@ static size_t feed_request(struct h2_nbd *p, const uint8_t *in, size_t len,
 		h2_nbd_reply(p, &c, -EINVAL,
 			     "write larger than the 32 MiB maximum block "
 			     "size");
+		act->answered = true;
+		act->answered_err = -EINVAL;
 		return closing(p, act, NBD_REQUEST_SIZE,
 			       "write of %" PRIu32 " bytes, over the %u MiB "
 			       "limit",
@@ -956,6 +958,8 @@ static size_t feed_request(struct h2_nbd *p, const uint8_t *in, size_t len,
 	err = check_cmd(p, &c, &msg);
 	if (err) {
 		h2_nbd_reply(p, &c, err, msg);
+		act->answered = true;
+		act->answered_err = err;
 		if (c.type == NBD_CMD_WRITE && c.len) {
 			p->skip = c.len;
 			p->phase = PH_CMD_SKIP;
@@ -965,6 +969,7 @@ static size_t feed_request(struct h2_nbd *p, const uint8_t *in, size_t len,
 	if (c.len == 0 && c.type != NBD_CMD_FLUSH) {
 		/* Nothing to do; the spec asks servers not to disconnect. */
 		h2_nbd_reply(p, &c, 0, NULL);
+		act->answered = true;
 		return done(act, NBD_REQUEST_SIZE);
 	}
 	act->type = H2_NBD_COMMAND;

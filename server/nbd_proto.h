@@ -230,6 +230,11 @@ struct h2_nbd_action {
 	struct h2_nbd_cmd cmd; /* COMMAND */
 	const char *why;       /* CLOSE: a sentence for the log */
 	bool soft;	       /* CLOSE: the client asked (NBD_OPT_ABORT) */
+	/* With CONTINUE or CLOSE: the engine itself answered the command
+	 * act.cmd (refused it with the negative errno answered_err, or
+	 * had nothing to do: 0), so the caller can count it. */
+	bool answered;
+	int answered_err;
 };
 
 /* What a lookup found. */

@@ -15,10 +15,26 @@
  * without bound when a client writes faster than the disk, or stops
  * reading its replies.
  *
- * Shutdown: stop accepting, stop reading, let jobs in flight finish and
- * their replies drain, then close every connection and leave the loop.
- * The NBD frontend (nbd.c) shares the loop, the worker pool and this
- * shutdown: its connections are stopped, closed and counted here too.
+ * Shutdown (SIGTERM, SIGINT), the "clean disconnect" of the native
+ * protocol:
+ *   1. Stop accepting.  Requests already read run to completion and are
+ *      answered as usual.
+ *   2. Connections keep being read: every request that arrives from now
+ *      on is answered UNAVAILABLE ("h2d is shutting down; the request was
+ *      not executed") without being run.
+ *   3. Once no job is left on the worker pool, a final store sync runs.
+ *   4. Then every connection sends its remaining replies and, only if that
+ *      sync succeeded, a TLS close_notify; the socket is half-closed and
+ *      drained until the client closes it (at most LINGER_SEC), so no
+ *      reply is lost to a TCP reset from unread input.
+ * So a client that receives close_notify knows two things: every request
+ * h2d did not answer was not executed, and every write h2d acknowledged
+ * on that connection is durable.  h2d sends close_notify nowhere else (a
+ * connection closed for any other reason is just closed).  Clients that
+ * do not read their replies are torn down after STOP_GRACE_SEC, without
+ * close_notify.  The NBD frontend (nbd.c) shares the loop, the worker
+ * pool and this shutdown: its connections answer ESHUTDOWN to new
+ * commands, and are closed and counted here too.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -30,6 +46,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
@@ -39,12 +59,22 @@
 #include <openssl/err.h>
 
 #include "log.h"
+#include "metrics_http.h"
 #include "nbd.h"
 #include "server.h"
 #include "srv.h"
 #include "tls.h"
 
 #define STOP_GRACE_SEC 30 /* clients that never read their replies */
+#define LINGER_SEC 2	  /* a closed connection waits for the client's EOF */
+
+/* A connection after close_notify: half-closed, drained until EOF. */
+struct h2_linger {
+	struct h2_linger *next, *prev;
+	struct h2_server *srv;
+	evutil_socket_t fd;
+	struct event *ev;
+};
 
 /* ---------------------------------------------------------------------- */
 /* Connection lifetime.                                                   */
@@ -64,7 +94,84 @@ void h2_conn_unref(struct h2_conn *c)
 
 static void check_stopped(struct h2_server *srv);
 
-/* Tear the transport down now (loop thread). */
+/* Close a lingering socket and forget it. */
+static void linger_free(struct h2_linger *l)
+{
+	struct h2_server *srv = l->srv;
+
+	if (l->prev)
+		l->prev->next = l->next;
+	else
+		srv->lingers = l->next;
+	if (l->next)
+		l->next->prev = l->prev;
+	event_free(l->ev);
+	evutil_closesocket(l->fd);
+	free(l);
+}
+
+/* The same, then see whether shutdown can go on. */
+static void linger_end(struct h2_linger *l)
+{
+	struct h2_server *srv = l->srv;
+
+	linger_free(l);
+	check_stopped(srv);
+}
+
+/* Discard what the client still sends until its EOF or the timeout. */
+static void linger_cb(evutil_socket_t fd, short what, void *arg)
+{
+	char buf[16384];
+	ssize_t n;
+
+	if (what & EV_READ) {
+		do
+			n = recv(fd, buf, sizeof(buf), 0);
+		while (n > 0);
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+			      errno == EINTR))
+			return;
+	}
+	linger_end(arg);
+}
+
+/*
+ * After close_notify: keep the socket (a duplicate: the bufferevent
+ * closes its own) half-closed and drained until the client closes it.
+ * Closing a socket with unread input makes the kernel send a reset,
+ * which may destroy replies the client has not read yet.
+ */
+static void linger_start(struct h2_server *srv, evutil_socket_t fd)
+{
+	struct timeval tv = {LINGER_SEC, 0};
+	struct h2_linger *l = calloc(1, sizeof(*l));
+	evutil_socket_t dup_fd = l ? dup(fd) : -1;
+
+	if (dup_fd < 0) {
+		free(l);
+		return; /* the plain close that follows is all we can do */
+	}
+	l->srv = srv;
+	l->fd = dup_fd;
+	l->ev = event_new(srv->base, dup_fd, EV_READ | EV_PERSIST, linger_cb,
+			  l);
+	if (!l->ev || event_add(l->ev, &tv) < 0) {
+		if (l->ev)
+			event_free(l->ev);
+		evutil_closesocket(dup_fd);
+		free(l);
+		return;
+	}
+	shutdown(dup_fd, SHUT_WR);
+	l->next = srv->lingers;
+	if (srv->lingers)
+		srv->lingers->prev = l;
+	srv->lingers = l;
+}
+
+/* Tear the transport down now (loop thread).  The output is flushed
+ * (or abandoned); c->goodbye sends close_notify first, see above. */
 static void conn_teardown(struct h2_conn *c)
 {
 	struct h2_server *srv = c->srv;
@@ -75,6 +182,15 @@ static void conn_teardown(struct h2_conn *c)
 	if (c->hs_timer) {
 		event_free(c->hs_timer);
 		c->hs_timer = NULL;
+	}
+	if (c->goodbye && c->tls_up) {
+		SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+
+		/* The socket BIO writes the alert straight to the socket,
+		 * behind the replies already handed to it. */
+		SSL_shutdown(ssl);
+		ERR_clear_error();
+		linger_start(srv, bufferevent_getfd(c->bev));
 	}
 	bufferevent_free(c->bev);
 	c->bev = NULL;
@@ -87,6 +203,7 @@ static void conn_teardown(struct h2_conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	srv->nconns--;
+	h2_metrics_conn_close(srv->metrics, H2_MPROTO_NATIVE);
 	h2_log_debug("conn", "closed peer=%s identity=%s", c->peer,
 		     c->identity[0] ? c->identity : "-");
 	h2_conn_unref(c);
@@ -129,7 +246,7 @@ static void process_input(struct h2_conn *c);
 static void maybe_resume(struct h2_conn *c)
 {
 	if (!c->open || !c->read_paused || c->state == H2_CONN_CLOSING ||
-	    c->srv->stopping || over_limits(c))
+	    over_limits(c))
 		return;
 	c->read_paused = false;
 	bufferevent_enable(c->bev, EV_READ);
@@ -180,7 +297,6 @@ void h2_conn_reply_error(struct h2_conn *c, uint64_t id, int err,
 	resp.id = id;
 	resp.status = h2_status_from_errno(err);
 	resp.message = (char *)(msg ? msg : "");
-	c->srv->errors++;
 	h2_conn_reply(c, &resp, NULL, 0);
 }
 
@@ -199,7 +315,6 @@ void h2_conn_request_done(struct h2_conn *c, uint64_t bytes)
 /* Parse and dispatch every complete request in the input buffer. */
 static void process_input(struct h2_conn *c)
 {
-	struct h2_server *srv = c->srv;
 	struct evbuffer *in;
 
 	if (!c->open)
@@ -208,8 +323,10 @@ static void process_input(struct h2_conn *c)
 	 * until this loop is done looking at it. */
 	h2_conn_ref(c);
 	in = bufferevent_get_input(c->bev);
+	/* Also while stopping: what arrives then is answered UNAVAILABLE
+	 * (dispatch.c), which tells the client at once. */
 	while (c->open && c->state >= H2_CONN_HELLO &&
-	       c->state != H2_CONN_CLOSING && !srv->stopping) {
+	       c->state != H2_CONN_CLOSING) {
 		struct h2_frame_info info = {0};
 		H2__Request *req = NULL;
 		size_t avail = evbuffer_get_length(in), want;
@@ -225,6 +342,8 @@ static void process_input(struct h2_conn *c)
 			if (!payload) {
 				h2_conn_reply_error(c, c->pending->id, -ENOMEM,
 						    "out of memory");
+				h2_dispatch_count_failed(c, c->pending,
+							 -ENOMEM);
 				h2_conn_close(c, "out of memory");
 				break;
 			}
@@ -270,6 +389,7 @@ static void process_input(struct h2_conn *c)
 				 "limit of %" PRIu64,
 				 info.payload_len, c->lim.max_payload);
 			h2_conn_reply_error(c, info.id, -EFBIG, msg);
+			h2_dispatch_count_failed(c, NULL, -EFBIG);
 			h2_conn_close(c, "oversized payload");
 			break;
 		}
@@ -280,7 +400,6 @@ static void process_input(struct h2_conn *c)
 			break;
 		}
 		evbuffer_drain(in, info.header_bytes);
-		srv->requests++;
 		if (info.payload_len) {
 			c->pending = req;
 			c->pending_hdr = info.header_bytes;
@@ -341,10 +460,13 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 			h2_log_warn("conn", "refused peer=%s reason=\"no "
 					    "verified client certificate\"",
 				    c->peer);
+			h2_metrics_tls_failed(c->srv->metrics,
+					      H2_MPROTO_NATIVE);
 			conn_teardown(c);
 			return;
 		}
 		c->state = H2_CONN_HELLO;
+		c->tls_up = true;
 		h2_log_info("conn", "connected peer=%s identity=%s tls=%s",
 			    c->peer, c->identity, SSL_get_version(ssl));
 		process_input(c);
@@ -356,6 +478,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 			h2_log_warn("conn", "TLS handshake failed peer=%s "
 					    "reason=\"%s\"",
 				    c->peer, why);
+			h2_metrics_tls_failed(c->srv->metrics,
+					      H2_MPROTO_NATIVE);
 		} else if (what & BEV_EVENT_ERROR) {
 			ssl_reason(bev, why, sizeof(why));
 			h2_log_info("conn", "connection error peer=%s "
@@ -373,7 +497,43 @@ static void handshake_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	h2_log_warn("conn", "TLS handshake timed out peer=%s", c->peer);
+	h2_metrics_tls_failed(c->srv->metrics, H2_MPROTO_NATIVE);
 	conn_teardown(c);
+}
+
+/* A new connection object for srv, not yet attached to a transport. */
+static struct h2_conn *conn_alloc(struct h2_server *srv)
+{
+	struct h2_conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->srv = srv;
+	c->refs = 1;
+	c->next_handle = 1;
+	c->lim.max_header = H2_FRAME_MAX_HEADER;
+	c->lim.max_payload = H2_MAX_IO;
+	return c;
+}
+
+/* Make c (with its bev) one of srv's connections and start reading. */
+static void conn_start(struct h2_server *srv, struct h2_conn *c)
+{
+	c->open = true;
+	c->next = srv->conns;
+	if (srv->conns)
+		srv->conns->prev = c;
+	srv->conns = c;
+	srv->nconns++;
+	h2_metrics_conn_open(srv->metrics, H2_MPROTO_NATIVE);
+	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+	/* Bound what libevent reads ahead for us: one header plus one
+	 * payload; the write callback fires as output drains. */
+	bufferevent_setwatermark(c->bev, EV_READ, 0,
+				 H2_FRAME_PREFIX + H2_FRAME_MAX_HEADER +
+					 H2_MAX_IO);
+	bufferevent_setwatermark(c->bev, EV_WRITE, out_limit(c) / 2, 0);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
@@ -391,24 +551,20 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 		h2_log_warn("conn", "refused a connection: %s",
 			    srv->stopping ? "shutting down"
 					  : "connection limit reached");
+		h2_metrics_conn_refused(srv->metrics, H2_MPROTO_NATIVE);
 		evutil_closesocket(fd);
 		return;
 	}
 	/* Replies are small header writes followed by payloads: without
 	 * NODELAY, Nagle and delayed ACKs add 40 ms to request/reply pairs. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	c = calloc(1, sizeof(*c));
+	c = conn_alloc(srv);
 	ssl = c ? SSL_new(srv->ssl_ctx) : NULL;
 	if (!ssl) {
 		free(c);
 		evutil_closesocket(fd);
 		return;
 	}
-	c->srv = srv;
-	c->refs = 1;
-	c->next_handle = 1;
-	c->lim.max_header = H2_FRAME_MAX_HEADER;
-	c->lim.max_payload = H2_MAX_IO;
 	if (sa->sa_family == AF_INET) {
 		struct sockaddr_in *in = (struct sockaddr_in *)sa;
 		char ip[INET_ADDRSTRLEN];
@@ -433,21 +589,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 		free(c);
 		return;
 	}
-	c->open = true;
-	c->next = srv->conns;
-	if (srv->conns)
-		srv->conns->prev = c;
-	srv->conns = c;
-	srv->nconns++;
-	srv->connections_total++;
-	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-	/* Bound what libevent reads ahead for us: one header plus one
-	 * payload; the write callback fires as output drains. */
-	bufferevent_setwatermark(c->bev, EV_READ, 0,
-				 H2_FRAME_PREFIX + H2_FRAME_MAX_HEADER +
-					 H2_MAX_IO);
-	bufferevent_setwatermark(c->bev, EV_WRITE, out_limit(c) / 2, 0);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	conn_start(srv, c);
 	c->hs_timer = evtimer_new(srv->base, handshake_timeout_cb, c);
 	tv.tv_sec = srv->cfg->handshake_timeout_ms / 1000;
 	tv.tv_usec = (srv->cfg->handshake_timeout_ms % 1000) * 1000;
@@ -458,7 +600,69 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 /* ---------------------------------------------------------------------- */
 /* Shutdown and reload.                                                   */
 
-/* Leave the loop once nothing is in flight and every connection closed. */
+/* The final sync, on a worker: everything acknowledged becomes durable. */
+struct final_sync {
+	struct h2_job job;
+	struct h2_server *srv;
+	int err;
+	uint64_t tid;
+	char msg[256];
+};
+
+static void final_sync_run(struct h2_job *job)
+{
+	struct final_sync *f = (struct final_sync *)job;
+
+	f->err = h2_store_sync(f->srv->st, &f->tid);
+	if (f->err < 0)
+		snprintf(f->msg, sizeof(f->msg), "%s", h2_core_errmsg());
+}
+
+static void final_sync_done(struct h2_job *job)
+{
+	struct final_sync *f = (struct final_sync *)job;
+	struct h2_server *srv = f->srv;
+
+	srv->final_sync_done = true;
+	srv->final_sync_err = f->err;
+	srv->final_sync_tid = f->tid;
+	if (f->err < 0)
+		h2_log_error("serve", "final sync failed: %s; closing "
+				      "connections without close_notify",
+			     f->msg);
+	else
+		h2_log_info("serve", "final sync done (durable tid %" PRIu64
+				     ", %" PRIu64 " request(s) refused while "
+				     "stopping); closing %u connection(s)",
+			    f->tid, srv->refused_stopping,
+			    srv->nconns + h2_nbdsrv_conns(srv));
+	free(f);
+	check_stopped(srv);
+}
+
+/* Start the final sync; false if it cannot (then none is promised). */
+static bool final_sync_start(struct h2_server *srv)
+{
+	struct final_sync *f = calloc(1, sizeof(*f));
+
+	srv->final_sync_started = true;
+	if (!f) {
+		srv->final_sync_done = true;
+		srv->final_sync_err = -ENOMEM;
+		return false;
+	}
+	f->job.run = final_sync_run;
+	f->job.done = final_sync_done;
+	f->srv = srv;
+	h2_pool_submit(srv->pool, &f->job);
+	return true;
+}
+
+/*
+ * While stopping: once nothing is in flight, run the final sync; once it
+ * is done, close every connection (with close_notify if it succeeded) and
+ * leave the loop when they and their lingering sockets are gone.
+ */
 static void check_stopped(struct h2_server *srv)
 {
 	struct h2_conn *c, *next;
@@ -467,17 +671,22 @@ static void check_stopped(struct h2_server *srv)
 		return;
 	if (h2_pool_pending(srv->pool) > 0 || srv->in_check_stopped)
 		return;
+	if (!srv->final_sync_started && final_sync_start(srv))
+		return; /* its done callback comes back here */
+	if (!srv->final_sync_done)
+		return;
 	/* Closing a connection can tear it down and call back in here,
 	 * which would close (and free) the next one under our feet: one
 	 * pass at a time, and the caller's pass sees the list as it is. */
 	srv->in_check_stopped = true;
 	for (c = srv->conns; c; c = next) {
 		next = c->next;
+		c->goodbye = srv->final_sync_err == 0;
 		h2_conn_close(c, NULL);
 	}
 	h2_nbdsrv_close_all(srv);
 	srv->in_check_stopped = false;
-	if (!srv->conns && h2_nbdsrv_conns(srv) == 0)
+	if (!srv->conns && h2_nbdsrv_conns(srv) == 0 && !srv->lingers)
 		event_base_loopexit(srv->base, NULL);
 }
 
@@ -498,6 +707,8 @@ static void stop_timer_cb(evutil_socket_t fd, short what, void *arg)
 	while (srv->conns)
 		conn_teardown(srv->conns);
 	h2_nbdsrv_teardown_all(srv);
+	while (srv->lingers)
+		linger_free(srv->lingers);
 	if (h2_pool_pending(srv->pool) == 0)
 		event_base_loopexit(srv->base, NULL);
 }
@@ -515,9 +726,6 @@ void h2_server_stop(struct h2_server *srv)
 		    srv->nconns + h2_nbdsrv_conns(srv));
 	evconnlistener_disable(srv->listener);
 	h2_nbdsrv_stop(srv);
-	for (struct h2_conn *c = srv->conns; c; c = c->next)
-		if (c->open)
-			bufferevent_disable(c->bev, EV_READ);
 	srv->stop_timer = evtimer_new(srv->base, stop_timer_cb, srv);
 	if (srv->stop_timer)
 		evtimer_add(srv->stop_timer, &tv);
@@ -528,28 +736,20 @@ static void reload(struct h2_server *srv)
 {
 	struct h2_tls_files files = {srv->cfg->tls_ca, srv->cfg->tls_cert,
 				     srv->cfg->tls_key};
-	struct h2_config fresh;
+	struct h2_acl *acl = NULL;
 	char err[512];
 	SSL_CTX *ctx;
 
-	/* Access rules come from the config file again, if there is one. */
-	if (srv->cfg->config_path) {
-		h2_config_defaults(&fresh);
-		if (h2_config_load(&fresh, srv->cfg->config_path, err,
-				   sizeof(err)) < 0) {
-			h2_log_error("serve", "reload failed, keeping the old "
-					      "configuration: %s",
-				     err);
-			h2_config_free(&fresh);
-			return;
-		}
-		if (fresh.acl) {
-			h2_acl_free(srv->acl);
-			srv->acl = fresh.acl;
-			fresh.acl = NULL;
-		}
-		h2_config_free(&fresh);
+	/* The file's rules as it is now, plus the --access and --dev ones
+	 * (config.h): a removed [access] section removes its rules. */
+	if (h2_config_reload_access(srv->cfg, &acl, err, sizeof(err)) < 0) {
+		h2_log_error("serve", "reload failed, keeping the old "
+				      "configuration: %s",
+			     err);
+		return;
 	}
+	h2_acl_free(srv->acl);
+	srv->acl = acl;
 	ctx = h2_tls_server_ctx(&files, srv->cfg->allow_tls12, err,
 				sizeof(err));
 	if (!ctx) {
@@ -638,6 +838,18 @@ int h2_server_new(struct h2_config *cfg, struct h2_store *st,
 	}
 	srv->cfg = cfg;
 	srv->st = st;
+	srv->metrics = h2_metrics_new();
+	if (!srv->metrics) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	/* Tells a reconnecting client whether it reached the same process
+	 * (whose memory still holds what it acknowledged) or a new one. */
+	if (getrandom(&srv->instance, sizeof(srv->instance), 0) !=
+	    (ssize_t)sizeof(srv->instance))
+		srv->instance = (uint64_t)time(NULL) << 32 ^ (uint64_t)getpid();
+	if (srv->instance == 0)
+		srv->instance = 1;
 	evthread_use_pthreads();
 	srv->base = event_base_new();
 	if (!srv->base) {
@@ -692,6 +904,9 @@ int h2_server_new(struct h2_config *cfg, struct h2_store *st,
 	     (cfg->nbd_plain_listen && *cfg->nbd_plain_listen)) &&
 	    h2_nbdsrv_start(srv, err, errlen) < 0)
 		goto fail;
+	if (cfg->metrics_listen && *cfg->metrics_listen &&
+	    h2_metrics_http_start(srv, err, errlen) < 0)
+		goto fail;
 	srv->sig_term = evsignal_new(srv->base, SIGTERM, signal_cb, srv);
 	srv->sig_int = evsignal_new(srv->base, SIGINT, signal_cb, srv);
 	srv->sig_hup = evsignal_new(srv->base, SIGHUP, signal_cb, srv);
@@ -725,12 +940,20 @@ void h2_server_free(struct h2_server *srv)
 {
 	if (!srv)
 		return;
+	/* Teardowns below call check_stopped: make it a no-op, so nothing
+	 * new (a final sync) starts while the server is being freed. */
+	srv->in_check_stopped = true;
 	while (srv->conns)
 		conn_teardown(srv->conns);
 	h2_nbdsrv_teardown_all(srv);
+	while (srv->lingers)
+		linger_free(srv->lingers);
 	/* Workers finish what they hold; done callbacks drop their refs. */
 	h2_pool_free(srv->pool);
 	h2_nbdsrv_free(srv); /* after the done callbacks, which look at it */
+	/* After them too: a scrape's done callback answers its request,
+	 * which the HTTP server frees. */
+	h2_metrics_http_free(srv);
 	if (srv->listener)
 		evconnlistener_free(srv->listener);
 	if (srv->sig_term)
@@ -745,5 +968,60 @@ void h2_server_free(struct h2_server *srv)
 	h2_acl_free(srv->acl);
 	if (srv->base)
 		event_base_free(srv->base);
+	h2_metrics_free(srv->metrics);
 	free(srv);
 }
+
+#ifdef H2_FUZZ
+/* ---------------------------------------------------------------------- */
+/* Fuzzing only (tests/fuzz/fuzz_session.c; see server.h).                */
+
+int h2_server_new_plain(struct h2_config *cfg, struct h2_store *st,
+			struct h2_server **out)
+{
+	struct h2_server *srv = calloc(1, sizeof(*srv));
+
+	if (!srv)
+		return -ENOMEM;
+	srv->cfg = cfg;
+	srv->st = st;
+	srv->instance = 1; /* the same in every run */
+	srv->metrics = h2_metrics_new();
+	evthread_use_pthreads();
+	srv->base = event_base_new();
+	if (srv->base)
+		srv->pool =
+		    h2_pool_new(srv->base, cfg->workers ? cfg->workers : 1);
+	if (!srv->metrics || !srv->pool) {
+		h2_server_free(srv);
+		return -ENOMEM;
+	}
+	srv->acl = cfg->acl;
+	cfg->acl = NULL; /* the server owns the live rules */
+	*out = srv;
+	return 0;
+}
+
+struct event_base *h2_server_base(struct h2_server *srv)
+{
+	return srv->base;
+}
+
+int h2_server_adopt(struct h2_server *srv, struct bufferevent *bev,
+		    const char *identity)
+{
+	struct h2_conn *c = conn_alloc(srv);
+
+	if (!c)
+		return -ENOMEM;
+	c->bev = bev;
+	snprintf(c->identity, sizeof(c->identity), "%s", identity);
+	snprintf(c->peer, sizeof(c->peer), "fuzz");
+	conn_start(srv, c);
+	/* Where event_cb puts a connection whose handshake succeeded; no
+	 * TLS, so teardown never looks for an SSL object. */
+	c->state = H2_CONN_HELLO;
+	process_input(c);
+	return 0;
+}
+#endif

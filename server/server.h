@@ -38,4 +38,22 @@ void h2_server_stop(struct h2_server *srv);
 
 void h2_server_free(struct h2_server *srv);
 
+#ifdef H2_FUZZ
+/*
+ * Fuzzing only (tests/fuzz/fuzz_session.c builds server.c with H2_FUZZ;
+ * h2d never has these).  A server with no listener, TLS context or signal
+ * handlers, whose connections come from h2_server_adopt(): bev (taken)
+ * carries plaintext frames and is treated as a connection whose TLS
+ * handshake just verified `identity`.  Everything after the handshake is
+ * the real code.  Loop thread only.
+ */
+struct bufferevent;
+struct event_base;
+int h2_server_new_plain(struct h2_config *cfg, struct h2_store *st,
+			struct h2_server **out);
+struct event_base *h2_server_base(struct h2_server *srv);
+int h2_server_adopt(struct h2_server *srv, struct bufferevent *bev,
+		    const char *identity);
+#endif
+
 #endif

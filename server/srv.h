@@ -19,6 +19,7 @@
 #include "config.h"
 #include "frame.h"
 #include "h2core.h"
+#include "metrics.h"
 #include "pool.h"
 
 struct h2_server {
@@ -35,10 +36,19 @@ struct h2_server {
 	unsigned nconns;
 	struct h2_conn *conns;	   /* list of open connections */
 	struct h2_nbdsrv *nbd;	   /* NBD frontend (nbd.c); NULL when off */
+	struct h2_metrics_http *http; /* GET /metrics; NULL when off */
+	struct h2_metrics *metrics;  /* counters (metrics.h) */
+	struct h2_linger *lingers; /* closed connections draining (server.c) */
+	uint64_t instance;	   /* random, per process: HelloResult */
 	bool stopping;
 	bool in_check_stopped;	/* check_stopped() is running */
-	/* statistics (loop thread) */
-	uint64_t requests, errors, connections_total;
+	/* Shutdown's sync, once nothing else is in flight: it runs before any
+	 * connection is closed, so that a TLS close_notify can promise the
+	 * client that everything acknowledged to it is durable. */
+	bool final_sync_started, final_sync_done;
+	int final_sync_err;
+	uint64_t final_sync_tid;
+	uint64_t refused_stopping; /* answered UNAVAILABLE while stopping */
 };
 
 /* An open volume on a connection. */
@@ -67,6 +77,8 @@ struct h2_conn {
 	int refs;		  /* loop + jobs in flight */
 	bool open;		  /* bev alive */
 	bool read_paused;
+	bool tls_up;		  /* the handshake completed */
+	bool goodbye;		  /* teardown sends close_notify (shutdown) */
 	struct h2_frame_limits lim;
 	/* A header whose payload has not fully arrived. */
 	H2__Request *pending;
@@ -105,6 +117,10 @@ int h2_server_parse_listen(const char *s, struct sockaddr_storage *ss,
  * of the request's header on the wire. */
 void h2_dispatch(struct h2_conn *c, H2__Request *req, size_t hdr_bytes,
 		 uint8_t *payload, uint64_t payload_len);
+/* Count a request answered without h2_dispatch (it never got that far:
+ * too large, out of memory); req may be NULL (not decoded). */
+void h2_dispatch_count_failed(struct h2_conn *c, const H2__Request *req,
+			      int err);
 /* Close the connection's volume handles (when it is freed). */
 void h2_dispatch_conn_free(struct h2_conn *c);
 

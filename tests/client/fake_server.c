@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -116,7 +117,8 @@ static long fake_recv(struct fake *f, SSL *ssl)
 		f->caplog = f->caplog ? f->caplog * 2 : 64;
 		f->log = realloc(f->log, f->caplog * sizeof(*f->log));
 	}
-	f->log[f->nlog] = (struct fake_rec){.rq = rq, .payload = payload};
+	f->log[f->nlog] =
+	    (struct fake_rec){.rq = rq, .payload = payload, .conn = f->conn};
 	idx = (long)f->nlog++;
 	pthread_mutex_unlock(&f->mu);
 	rq = NULL;
@@ -147,6 +149,46 @@ static bool fake_in_range(uint64_t off, uint64_t len)
 	return off <= FAKE_DISK && len <= FAKE_DISK - off;
 }
 
+/* The fake's snapshots: vm1@a, vm1@b (a clone's origin), vm2@c. */
+static const struct {
+	const char *volume, *name;
+	uint64_t tid;
+} fake_snaps[] = {{"vm1", "a", 10}, {"vm1", "b", 20}, {"vm2", "c", 5}};
+#define FAKE_NSNAPS (sizeof(fake_snaps) / sizeof(fake_snaps[0]))
+
+/* After the SnapshotList cursor q (volume, tid order; none: all)? */
+static bool fake_snap_after(const H2__SnapshotList *q, size_t i)
+{
+	int r;
+
+	if (!q->after_volume[0])
+		return true;
+	r = strcmp(fake_snaps[i].volume, q->after_volume);
+	if (r)
+		return r > 0;
+	if (fake_snaps[i].tid != q->after_tid)
+		return fake_snaps[i].tid > q->after_tid;
+	return strcmp(fake_snaps[i].name, q->after_name) > 0;
+}
+
+/* Answer one logged request UNAVAILABLE, as a stopping h2d does. */
+static int fake_reply_unavailable(struct fake *f, SSL *ssl, size_t idx)
+{
+	H2__Response r = H2__RESPONSE__INIT;
+	struct h2_frame_buf out = {0};
+	int ok;
+
+	pthread_mutex_lock(&f->mu);
+	r.id = f->log[idx].rq->id;
+	pthread_mutex_unlock(&f->mu);
+	r.status = H2__STATUS__UNAVAILABLE;
+	r.message = "the fake is shutting down; not executed";
+	ok = h2_frame_append_response(&out, &r) == 0 &&
+	     fake_write_all(ssl, out.data, out.len);
+	h2_frame_buf_free(&out);
+	return ok;
+}
+
 /* Answer one logged request. */
 static int fake_reply(struct fake *f, SSL *ssl, size_t idx)
 {
@@ -160,10 +202,20 @@ static int fake_reply(struct fake *f, SSL *ssl, size_t idx)
 	H2__Extent ex[2] = {H2__EXTENT__INIT, H2__EXTENT__INIT};
 	H2__Extent *exp[2] = {&ex[0], &ex[1]};
 	H2__StatResult st = H2__STAT_RESULT__INIT;
+	H2__OpStats ops[2] = {H2__OP_STATS__INIT, H2__OP_STATS__INIT};
+	H2__OpStats *opp[2] = {&ops[0], &ops[1]};
+	H2__LatencySummary lat = H2__LATENCY_SUMMARY__INIT;
+	H2__ErrorCount ec = H2__ERROR_COUNT__INIT, *ecp = &ec;
+	H2__VolumeStats vs[2] = {H2__VOLUME_STATS__INIT,
+				 H2__VOLUME_STATS__INIT};
+	H2__VolumeStats *vsp[2] = {&vs[0], &vs[1]};
 	H2__FlushResult fr = H2__FLUSH_RESULT__INIT;
 	H2__TxnResult tr = H2__TXN_RESULT__INIT;
+	H2__SnapshotInfo si[FAKE_NSNAPS];
+	H2__SnapshotInfo *sip[FAKE_NSNAPS];
+	H2__SnapshotListResult sl = H2__SNAPSHOT_LIST_RESULT__INIT;
 	struct h2_frame_buf out = {0};
-	char cn[128], msg[256] = "";
+	char cn[128], msg[256] = "", origin[300];
 	const struct fake_rec *rec;
 	const H2__Request *rq;
 	const uint8_t *payload = NULL;
@@ -186,6 +238,7 @@ static int fake_reply(struct fake *f, SSL *ssl, size_t idx)
 		hr.max_payload = f->max_payload;
 		hr.max_inflight = f->max_inflight;
 		hr.identity = cn;
+		hr.instance = f->same_instance ? 1 : f->conn;
 		r.result_case = H2__RESPONSE__RESULT_HELLO;
 		r.hello = &hr;
 		break;
@@ -202,6 +255,9 @@ static int fake_reply(struct fake *f, SSL *ssl, size_t idx)
 		vi[0].ctime_ns = 1700000000000000000ull;
 		vi[0].can_read = true;
 		vi[0].can_admin = true;
+		vi[0].snapshots = 3;
+		vi[0].snap_bytes = 1u << 20;
+		vi[0].origin = "base@gold";
 		r.result_case = H2__RESPONSE__RESULT_VOLUME_INFO;
 		r.volume_info = &vi[0];
 		break;
@@ -217,7 +273,16 @@ static int fake_reply(struct fake *f, SSL *ssl, size_t idx)
 		r.volume_list = &vl;
 		break;
 	case H2__REQUEST__OP_VOLUME_OPEN:
-		if (strcmp(rq->volume_open->name, "vm1") != 0) {
+		/* A snapshot of vm1 opens (read-only, as h2d would). */
+		if (strncmp(rq->volume_open->name, "vm1@", 4) == 0 &&
+		    rq->volume_open->write) {
+			r.status = H2__STATUS__READ_ONLY;
+			snprintf(msg, sizeof(msg), "snapshot is read-only");
+			break;
+		}
+		if ((strcmp(rq->volume_open->name, "vm1") != 0 &&
+		     strncmp(rq->volume_open->name, "vm1@", 4) != 0) ||
+		    (f->reopen_fails && f->conn > 1)) {
 			r.status = H2__STATUS__NOT_FOUND;
 			snprintf(msg, sizeof(msg), "volume '%s' does not exist",
 				 rq->volume_open->name);
@@ -225,13 +290,13 @@ static int fake_reply(struct fake *f, SSL *ssl, size_t idx)
 		}
 		vi[0].name = "vm1";
 		vi[0].size = FAKE_DISK;
-		vo.handle = FAKE_HANDLE;
+		vo.handle = FAKE_CONN_HANDLE(f->conn);
 		vo.info = &vi[0];
 		r.result_case = H2__RESPONSE__RESULT_VOLUME_OPEN;
 		r.volume_open = &vo;
 		break;
 	case H2__REQUEST__OP_READ:
-		if (rq->read->handle != FAKE_HANDLE ||
+		if (rq->read->handle != FAKE_CONN_HANDLE(f->conn) ||
 		    !fake_in_range(rq->read->offset, rq->read->length)) {
 			r.status = H2__STATUS__OUT_OF_RANGE;
 			break;
@@ -242,7 +307,7 @@ static int fake_reply(struct fake *f, SSL *ssl, size_t idx)
 		plen = rq->read->length;
 		break;
 	case H2__REQUEST__OP_WRITE:
-		if (rq->write->handle != FAKE_HANDLE ||
+		if (rq->write->handle != FAKE_CONN_HANDLE(f->conn) ||
 		    !fake_in_range(rq->write->offset, rq->payload_len)) {
 			r.status = H2__STATUS__OUT_OF_RANGE;
 			break;
@@ -323,8 +388,115 @@ static int fake_reply(struct fake *f, SSL *ssl, size_t idx)
 		st.connections = 12;
 		st.requests = 13;
 		st.errors = 14;
+		st.tls_handshake_failures = 15;
+		/* Two operations, one error code. */
+		ops[0].op = "read";
+		ops[0].requests = 10;
+		ops[0].nbd_requests = 4;
+		ops[0].native_requests = 6;
+		ops[0].bytes = 40960;
+		ops[0].errors = 1;
+		lat.count = 10;
+		lat.sum_ns = 1000;
+		lat.p50_ns = 90;
+		lat.p99_ns = 200;
+		lat.p999_ns = 300;
+		ops[0].latency = &lat;
+		ops[1].op = "write";
+		ops[1].requests = 3;
+		st.n_ops = 2;
+		st.ops = opp;
+		ec.code = H2__STATUS__OUT_OF_RANGE;
+		ec.count = 1;
+		st.n_errors_by_code = 1;
+		st.errors_by_code = &ecp;
+		/*
+		 * Volumes: "a", "b" then (after "b") "c"; with a volume
+		 * named, that one.  stat_stuck: a broken server that sends
+		 * the first page forever.
+		 */
+		if (*rq->stat->volume) {
+			vs[0].name = rq->stat->volume;
+			st.n_volume_stats = 1;
+		} else if (f->stat_stuck || !*rq->stat->after) {
+			vs[0].name = "a";
+			vs[0].n_ops = 1;
+			vs[0].ops = opp;
+			vs[0].n_errors = 1;
+			vs[0].errors = &ecp;
+			vs[1].name = "b";
+			st.n_volume_stats = 2;
+			st.next_after = "b";
+		} else if (strcmp(rq->stat->after, "b") == 0) {
+			vs[0].name = "c";
+			vs[0].size = 5;
+			st.n_volume_stats = 1;
+		}
+		st.volume_stats = vsp;
 		r.result_case = H2__RESPONSE__RESULT_STAT;
 		r.stat = &st;
+		break;
+	case H2__REQUEST__OP_SNAPSHOT_CREATE:
+		h2__snapshot_info__init(&si[0]);
+		si[0].volume = rq->snapshot_create->volume;
+		si[0].name = rq->snapshot_create->name;
+		si[0].ctime_ns = 1700000000000000001ull;
+		si[0].tid = 77;
+		si[0].size = 1u << 30;
+		si[0].refer_bytes = 4096;
+		r.result_case = H2__RESPONSE__RESULT_SNAPSHOT_INFO;
+		r.snapshot_info = &si[0];
+		break;
+	case H2__REQUEST__OP_SNAPSHOT_LIST:
+		/* Two per reply at most: the client must ask again. */
+		for (i = 0, pos = 0; i < FAKE_NSNAPS; i++) {
+			if ((rq->snapshot_list->volume[0] &&
+			     strcmp(rq->snapshot_list->volume,
+				    fake_snaps[i].volume)) ||
+			    !fake_snap_after(rq->snapshot_list, i))
+				continue;
+			if (pos == 2) {
+				sl.truncated = true;
+				break;
+			}
+			h2__snapshot_info__init(&si[pos]);
+			si[pos].volume = (char *)fake_snaps[i].volume;
+			si[pos].name = (char *)fake_snaps[i].name;
+			si[pos].tid = fake_snaps[i].tid;
+			si[pos].excl_bytes = 1000 * (i + 1);
+			si[pos].clones = strcmp(fake_snaps[i].name, "b") == 0;
+			sip[pos] = &si[pos];
+			pos++;
+		}
+		sl.n_snapshots = pos;
+		sl.snapshots = sip;
+		r.result_case = H2__RESPONSE__RESULT_SNAPSHOT_LIST;
+		r.snapshot_list = &sl;
+		break;
+	case H2__REQUEST__OP_SNAPSHOT_DELETE:
+		if (strcmp(rq->snapshot_delete->name, "b") == 0) {
+			r.status = H2__STATUS__HAS_DEPENDENTS;
+			snprintf(msg, sizeof(msg),
+				 "snapshot \"vm1@b\" has a clone");
+		}
+		break;
+	case H2__REQUEST__OP_CLONE:
+		vi[0].name = rq->clone->new_volume;
+		vi[0].size = 1u << 30;
+		vi[0].can_admin = vi[0].can_write = vi[0].can_read = true;
+		snprintf(origin, sizeof(origin), "%s@%s", rq->clone->volume,
+			 rq->clone->snapshot);
+		vi[0].origin = origin;
+		r.result_case = H2__RESPONSE__RESULT_VOLUME_INFO;
+		r.volume_info = &vi[0];
+		break;
+	case H2__REQUEST__OP_ROLLBACK:
+		if (!rq->rollback->force) {
+			r.status = H2__STATUS__BUSY;
+			snprintf(msg, sizeof(msg),
+				 "volume \"%s\" is open for writing",
+				 rq->rollback->volume);
+		}
 		break;
 	default:
 		r.status = H2__STATUS__UNSUPPORTED;
@@ -354,31 +526,51 @@ static H2__Request__OpCase fake_op(struct fake *f, long idx)
 	return op;
 }
 
-/* Serve one connection according to the mode; returns when it ends. */
-static void fake_serve(struct fake *f, SSL *ssl, int fd)
+/*
+ * FAKE_STOP's end: close_notify, then read until the client's EOF, so
+ * that no unread input turns the close into a reset.
+ */
+static void fake_say_bye(SSL *ssl, int fd)
 {
-	long batch[FAKE_MAX_BATCH];
-	unsigned nb, seen = 0;
+	char buf[4096];
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+
+	SSL_shutdown(ssl);
+	shutdown(fd, SHUT_WR);
+	while (poll(&p, 1, 5000) > 0 && read(fd, buf, sizeof(buf)) > 0)
+		;
+}
+
+/*
+ * Serve connection number conn according to the mode; returns when it
+ * ends: true to say goodbye with close_notify, false to drop the line.
+ */
+static bool fake_serve(struct fake *f, SSL *ssl, int fd, unsigned conn)
+{
+	enum fake_mode mode = f->once && conn > 1 ? FAKE_SERVE : f->mode;
+	long batch[FAKE_MAX_BATCH], held[FAKE_MAX_BATCH];
+	unsigned nb, seen = 0, nheld = 0;
 	bool hello_done = false;
 
 	for (;;) {
 		long idx = fake_recv(f, ssl);
 		H2__Request__OpCase op;
-		bool hello, io;
+		bool hello, io, counted;
 
 		if (idx < 0)
-			return;
+			return mode != FAKE_CLOSE;
 		op = fake_op(f, idx);
 		hello = op == H2__REQUEST__OP_HELLO;
 		io = op >= H2__REQUEST__OP_READ &&
 		     op <= H2__REQUEST__OP_BLOCK_STATUS;
+		counted = f->drop_op ? op == f->drop_op : io;
 		batch[0] = idx;
 		nb = 1;
 		if (!hello_done && !hello)
 			fake_fail(f, "first request is not Hello");
 		if (hello)
 			hello_done = true;
-		switch (f->mode) {
+		switch (mode) {
 		case FAKE_SERVE:
 			while (nb < 16 && fake_readable(ssl, fd, 0) &&
 			       (batch[nb] = fake_recv(f, ssl)) >= 0)
@@ -390,11 +582,26 @@ static void fake_serve(struct fake *f, SSL *ssl, int fd)
 				nb++;
 			break;
 		case FAKE_CLOSE:
-			if (io && ++seen == f->n)
-				return;
-			if (io)
+			if (counted && ++seen == f->n)
+				return false;
+			if (counted)
 				continue;
 			break;
+		case FAKE_STOP:
+			if (!counted)
+				break;
+			held[nheld++] = idx;
+			if (nheld < f->n && nheld < FAKE_MAX_BATCH)
+				continue;
+			for (unsigned i = 0; i < nheld; i++)
+				if (!fake_reply_unavailable(f, ssl,
+							    (size_t)held[i]))
+					return false;
+			nheld = 0;
+			if (f->stop_stays_open)
+				continue; /* until the client gives up */
+			fake_say_bye(ssl, fd);
+			return false; /* already said */
 		case FAKE_HOLD:
 			if (io || (hello && f->hold_hello))
 				continue;
@@ -416,7 +623,7 @@ static void fake_serve(struct fake *f, SSL *ssl, int fd)
 		}
 		while (nb > 0)
 			if (!fake_reply(f, ssl, (size_t)batch[--nb]))
-				return;
+				return mode != FAKE_CLOSE;
 	}
 }
 
@@ -443,9 +650,16 @@ static void *fake_main(void *arg)
 		fd = accept(f->lfd, NULL, NULL);
 		if (fd < 0)
 			continue;
+		pthread_mutex_lock(&f->mu);
+		if (f->refuse_after && f->accepted >= f->refuse_after) {
+			f->refused++;
+			pthread_cond_broadcast(&f->cv);
+			pthread_mutex_unlock(&f->mu);
+			close(fd);
+			continue;
+		}
 		/* fake_stop shuts this down if a test ends without
 		 * disconnecting (a failed assertion). */
-		pthread_mutex_lock(&f->mu);
 		if (f->stopping)
 			shutdown(fd, SHUT_RDWR);
 		f->conn_fd = fd;
@@ -462,12 +676,14 @@ static void *fake_main(void *arg)
 			pthread_mutex_unlock(&f->mu);
 			ERR_clear_error();
 		} else {
+			unsigned conn;
+
 			pthread_mutex_lock(&f->mu);
-			f->accepted++;
+			conn = f->conn = ++f->accepted;
+			pthread_cond_broadcast(&f->cv);
 			pthread_mutex_unlock(&f->mu);
-			fake_serve(f, ssl, fd);
 			/* FAKE_CLOSE drops the line; the others say bye. */
-			if (f->mode != FAKE_CLOSE)
+			if (fake_serve(f, ssl, fd, conn))
 				SSL_shutdown(ssl);
 		}
 		SSL_free(ssl);
@@ -488,6 +704,9 @@ bool fake_start(struct fake *f)
 
 	/* A struct fake may be started again after fake_stop. */
 	pthread_mutex_init(&f->mu, NULL);
+	pthread_cond_init(&f->cv, NULL);
+	f->refused = 0;
+	f->conn = 0;
 	f->conn_fd = -1;
 	f->stopping = false;
 	f->log = NULL;
@@ -550,8 +769,40 @@ const char *fake_stop(struct fake *f)
 	free(f->log);
 	free(f->disk);
 	snprintf(err, sizeof(err), "%s", f->error);
+	pthread_cond_destroy(&f->cv);
 	pthread_mutex_destroy(&f->mu);
 	return err;
+}
+
+size_t fake_count_op(struct fake *f, H2__Request__OpCase op)
+{
+	size_t i, n = 0;
+
+	pthread_mutex_lock(&f->mu);
+	for (i = 0; i < f->nlog; i++)
+		n += f->log[i].rq->op_case == op;
+	pthread_mutex_unlock(&f->mu);
+	return n;
+}
+
+bool fake_wait_refused(struct fake *f, unsigned n, int timeout_ms)
+{
+	struct timespec ts;
+	bool ok = true;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += timeout_ms / 1000;
+	ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&f->mu);
+	while (ok && f->refused < n)
+		ok = pthread_cond_timedwait(&f->cv, &f->mu, &ts) == 0;
+	ok = f->refused >= n;
+	pthread_mutex_unlock(&f->mu);
+	return ok;
 }
 
 size_t fake_count(struct fake *f)
@@ -587,4 +838,35 @@ const struct fake_rec *fake_last(struct fake *f, H2__Request__OpCase op)
 		}
 	pthread_mutex_unlock(&f->mu);
 	return r;
+}
+
+bool fake_make_certs(const char *dir)
+{
+	char cmd[2048];
+
+	snprintf(
+	    cmd, sizeof(cmd),
+	    "( set -e; cd '%s'; "
+	    "k='-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes'; "
+	    "openssl req -x509 $k -keyout ca.key -out ca.crt "
+	    "  -subj /CN=h2-test-ca -days 2; "
+	    "openssl req -x509 $k -keyout other-ca.key -out other-ca.crt "
+	    "  -subj /CN=h2-other-ca -days 2; "
+	    "openssl req $k -keyout server.key -out server.csr "
+	    "  -subj /CN=h2-server; "
+	    "printf 'basicConstraints=CA:FALSE\\n"
+	    "extendedKeyUsage=serverAuth\\n"
+	    "subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > server.ext; "
+	    "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key "
+	    "  -CAcreateserial -out server.crt -days 2 -extfile server.ext; "
+	    "openssl req $k -keyout client.key -out client.csr "
+	    "  -subj /CN=alice; "
+	    "printf 'basicConstraints=CA:FALSE\\n"
+	    "extendedKeyUsage=clientAuth\\n' > client.ext; "
+	    "openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key "
+	    "  -CAcreateserial -out client.crt -days 2 -extfile client.ext"
+	    /* openssl chatters even when it succeeds. */
+	    ") >/dev/null 2>&1",
+	    dir);
+	return system(cmd) == 0;
 }

@@ -42,42 +42,10 @@ static const char *tpath(const char *name)
 	return p[k];
 }
 
-/* The certificates described in the file comment. */
-static void make_certs(void)
-{
-	char cmd[2048];
-
-	snprintf(
-	    cmd, sizeof(cmd),
-	    "( set -e; cd '%s'; "
-	    "k='-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes'; "
-	    "openssl req -x509 $k -keyout ca.key -out ca.crt "
-	    "  -subj /CN=h2-test-ca -days 2; "
-	    "openssl req -x509 $k -keyout other-ca.key -out other-ca.crt "
-	    "  -subj /CN=h2-other-ca -days 2; "
-	    "openssl req $k -keyout server.key -out server.csr "
-	    "  -subj /CN=h2-server; "
-	    "printf 'basicConstraints=CA:FALSE\\n"
-	    "extendedKeyUsage=serverAuth\\n"
-	    "subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > server.ext; "
-	    "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key "
-	    "  -CAcreateserial -out server.crt -days 2 -extfile server.ext; "
-	    "openssl req $k -keyout client.key -out client.csr "
-	    "  -subj /CN=alice; "
-	    "printf 'basicConstraints=CA:FALSE\\n"
-	    "extendedKeyUsage=clientAuth\\n' > client.ext; "
-	    "openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key "
-	    "  -CAcreateserial -out client.crt -days 2 -extfile client.ext"
-	    /* openssl chatters even when it succeeds. */
-	    ") >/dev/null 2>&1",
-	    dir);
-	cr_assert_eq(system(cmd), 0, "making certificates failed");
-}
-
 static void setup(void)
 {
 	cr_assert_not_null(mkdtemp(dir));
-	make_certs();
+	cr_assert(fake_make_certs(dir), "making certificates failed");
 	memset(&F, 0, sizeof(F));
 	snprintf(server_crt, sizeof(server_crt), "%s", tpath("server.crt"));
 	snprintf(server_key, sizeof(server_key), "%s", tpath("server.key"));
@@ -413,6 +381,9 @@ Test(client, volume_ops_marshal_their_fields)
 	cr_assert_eq(info.used_bytes, 12345);
 	cr_assert_eq(info.ctime_ns, 1700000000000000000ull);
 	cr_assert(info.can_read && !info.can_write && info.can_admin);
+	cr_assert_eq(info.snapshots, 3);
+	cr_assert_eq(info.snap_bytes, 1u << 20);
+	cr_assert_str_eq(info.origin, "base@gold");
 
 	cr_assert_eq(h2_volume_list(c, &list, &n), 0);
 	cr_assert_eq(n, 2);
@@ -479,6 +450,154 @@ Test(client, volume_ops_marshal_their_fields)
 	cr_assert_eq(fake_last(&F, H2__REQUEST__OP_VOLUME_CLOSE)
 			 ->rq->volume_close->handle,
 		     FAKE_HANDLE);
+	h2_disconnect(c);
+	stop_fake();
+}
+
+Test(client, snapshot_ops_marshal_their_fields)
+{
+	const struct fake_rec *r;
+	h2_snapshot_info si, *list = NULL;
+	h2_volume_info vi;
+	size_t n = 0;
+	h2_client *c;
+
+	start_fake();
+	c = connect_ok();
+
+	cr_assert_eq(h2_snapshot_create(c, "vm1", "nightly", &si), 0);
+	r = fake_last(&F, H2__REQUEST__OP_SNAPSHOT_CREATE);
+	cr_assert_str_eq(r->rq->snapshot_create->volume, "vm1");
+	cr_assert_str_eq(r->rq->snapshot_create->name, "nightly");
+	cr_assert_str_eq(si.volume, "vm1");
+	cr_assert_str_eq(si.name, "nightly");
+	cr_assert_eq(si.tid, 77);
+	cr_assert_eq(si.ctime_ns, 1700000000000000001ull);
+	cr_assert_eq(si.size, 1u << 30);
+	cr_assert_eq(si.refer_bytes, 4096);
+	cr_assert_eq(h2_snapshot_create(c, "vm1", "again", NULL), 0);
+
+	cr_assert_eq(h2_snapshot_delete(c, "vm1", "a"), 0);
+	r = fake_last(&F, H2__REQUEST__OP_SNAPSHOT_DELETE);
+	cr_assert_str_eq(r->rq->snapshot_delete->volume, "vm1");
+	cr_assert_str_eq(r->rq->snapshot_delete->name, "a");
+	cr_assert_eq(h2_snapshot_delete(c, "vm1", "b"), H2_EDEPENDENTS);
+	cr_assert_str_eq(h2_last_error(), "snapshot \"vm1@b\" has a clone");
+
+	cr_assert_eq(h2_clone(c, "vm1", "a", "copy", &vi), 0);
+	r = fake_last(&F, H2__REQUEST__OP_CLONE);
+	cr_assert_str_eq(r->rq->clone->volume, "vm1");
+	cr_assert_str_eq(r->rq->clone->snapshot, "a");
+	cr_assert_str_eq(r->rq->clone->new_volume, "copy");
+	cr_assert_str_eq(vi.name, "copy");
+	cr_assert_str_eq(vi.origin, "vm1@a");
+	cr_assert(vi.can_write);
+
+	cr_assert_eq(h2_rollback(c, "vm1", "b", 0), H2_EBUSY);
+	cr_assert_not(
+	    fake_last(&F, H2__REQUEST__OP_ROLLBACK)->rq->rollback->force);
+	cr_assert_str_eq(h2_last_error(), "volume \"vm1\" is open for writing");
+	cr_assert_eq(h2_rollback(c, "vm1", "b", H2_ROLLBACK_FORCE), 0);
+	r = fake_last(&F, H2__REQUEST__OP_ROLLBACK);
+	cr_assert_str_eq(r->rq->rollback->volume, "vm1");
+	cr_assert_str_eq(r->rq->rollback->snapshot, "b");
+	cr_assert(r->rq->rollback->force);
+
+	cr_assert_eq(h2_volume_delete_flags(c, "vm1", H2_DELETE_RECURSIVE), 0);
+	cr_assert(fake_last(&F, H2__REQUEST__OP_VOLUME_DELETE)
+		      ->rq->volume_delete->recursive);
+
+	/* Three snapshots, two per reply: the library pages with the
+	 * last one it got as the cursor. */
+	cr_assert_eq(h2_snapshot_list(c, NULL, &list, &n), 0);
+	cr_assert_eq(n, 3);
+	cr_assert_str_eq(list[0].name, "a");
+	cr_assert_str_eq(list[1].name, "b");
+	cr_assert_eq(list[1].clones, 1);
+	cr_assert_str_eq(list[2].volume, "vm2");
+	cr_assert_str_eq(list[2].name, "c");
+	cr_assert_eq(list[2].excl_bytes, 3000);
+	r = fake_last(&F, H2__REQUEST__OP_SNAPSHOT_LIST);
+	cr_assert_str_eq(r->rq->snapshot_list->volume, "");
+	cr_assert_str_eq(r->rq->snapshot_list->after_volume, "vm1");
+	cr_assert_eq(r->rq->snapshot_list->after_tid, 20);
+	cr_assert_str_eq(r->rq->snapshot_list->after_name, "b");
+	h2_snapshot_list_free(list);
+
+	cr_assert_eq(h2_snapshot_list(c, "vm2", &list, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_str_eq(list[0].name, "c");
+	cr_assert_str_eq(fake_last(&F, H2__REQUEST__OP_SNAPSHOT_LIST)
+			     ->rq->snapshot_list->volume,
+			 "vm2");
+	h2_snapshot_list_free(list);
+	cr_assert_eq(h2_snapshot_list(c, "none", &list, &n), 0);
+	cr_assert_eq(n, 0);
+	cr_assert_null(list);
+	h2_disconnect(c);
+	stop_fake();
+}
+
+Test(client, snapshot_opens_read_only_with_a_long_name)
+{
+	char name[300];
+	h2_client *c;
+	h2_volume *v;
+	uint8_t b[16];
+
+	start_fake();
+	c = connect_ok();
+	/* "VOLUME@SNAP" may be up to 127 + 1 + 127 bytes. */
+	memset(name, 's', sizeof(name));
+	memcpy(name, "vm1@", 4);
+	name[255] = '\0';
+	cr_assert_eq(h2_volume_open(c, name, H2_OPEN_RO, &v), 0, "%s",
+		     h2_last_error());
+	cr_assert_str_eq(
+	    fake_last(&F, H2__REQUEST__OP_VOLUME_OPEN)->rq->volume_open->name,
+	    name);
+	cr_assert_not(
+	    fake_last(&F, H2__REQUEST__OP_VOLUME_OPEN)->rq->volume_open->write);
+	cr_assert_eq(h2_pread(v, b, sizeof(b), 0), 0);
+	cr_assert_eq(b[1], disk_byte(1));
+	cr_assert_eq(h2_volume_close(v), 0);
+	cr_assert_eq(h2_volume_open(c, "vm1@a", H2_OPEN_RW, &v), H2_EROFS);
+	/* One byte more, or a long name without '@', is refused here. */
+	name[255] = 's';
+	name[256] = '\0';
+	cr_assert_eq(h2_volume_open(c, name, H2_OPEN_RO, &v), H2_EINVAL);
+	name[128] = '\0';
+	name[3] = 'x';
+	cr_assert_eq(h2_volume_open(c, name, H2_OPEN_RO, &v), H2_EINVAL);
+	h2_disconnect(c);
+	stop_fake();
+}
+
+Test(client, snapshot_calls_check_arguments_before_sending)
+{
+	char longname[200];
+	h2_snapshot_info *list;
+	size_t n, before;
+	h2_client *c;
+
+	start_fake();
+	c = connect_ok();
+	memset(longname, 'x', sizeof(longname));
+	longname[199] = '\0';
+	before = fake_count(&F);
+	cr_assert_eq(h2_snapshot_create(c, "vm1", "", NULL), H2_EINVAL);
+	cr_assert_eq(h2_snapshot_create(c, NULL, "s", NULL), H2_EINVAL);
+	cr_assert_eq(h2_snapshot_create(c, "vm1", longname, NULL), H2_EINVAL);
+	cr_assert(strstr(h2_last_error(), "snapshot name"), "%s",
+		  h2_last_error());
+	cr_assert_eq(h2_snapshot_delete(c, longname, "s"), H2_EINVAL);
+	cr_assert_eq(h2_snapshot_list(c, "", &list, &n), H2_EINVAL);
+	cr_assert_eq(h2_snapshot_list(c, NULL, NULL, &n), H2_EINVAL);
+	cr_assert_eq(h2_clone(c, "vm1", "a", longname, NULL), H2_EINVAL);
+	cr_assert_eq(h2_clone(NULL, "vm1", "a", "b", NULL), H2_EINVAL);
+	cr_assert_eq(h2_rollback(c, "vm1", "a", 0x4), H2_EINVAL);
+	cr_assert_eq(h2_volume_delete_flags(c, "vm1", 0x2), H2_EINVAL);
+	cr_assert_eq(fake_count(&F), before, "a bad call reached the server");
 	h2_disconnect(c);
 	stop_fake();
 }
@@ -1025,6 +1144,7 @@ ParameterizedTestParameters(client, server_status_maps_to_error_code)
 	    {H2__STATUS__BUSY, H2_EBUSY},
 	    {H2__STATUS__FAILED_PRECONDITION, H2_EPROTO},
 	    {H2__STATUS__UNAVAILABLE, H2_EUNAVAILABLE},
+	    {H2__STATUS__HAS_DEPENDENTS, H2_EDEPENDENTS},
 	    {(H2__Status)99, H2_EINTERNAL}, /* from a newer server */
 	};
 
@@ -1055,6 +1175,79 @@ ParameterizedTest(struct status_case *tc, client,
 	cr_assert_eq(h2_aio_poll(c, -1), 1);
 	cr_assert_eq(s.result[0], tc->err);
 	cr_assert_str_eq(s.msg[0], "the fake says no");
+	h2_disconnect(c);
+	stop_fake();
+}
+
+/*
+ * Statistics reports.
+ */
+
+Test(client, stat_report_gathers_every_page)
+{
+	const struct fake_rec *r;
+	const h2_op_stats *rd;
+	h2_stat_report *s = NULL;
+	h2_client *c;
+
+	start_fake();
+	c = connect_ok();
+	cr_assert_eq(h2_stat_report_get(c, NULL, &s), 0, "%s", h2_last_error());
+	cr_assert_eq(s->size, sizeof(*s));
+	cr_assert(H2_STAT_HAS(s, volumes));
+	cr_assert_eq(s->totals.durable_tid, 7);
+	cr_assert_eq(s->tls_handshake_failures, 15);
+	cr_assert_eq(s->nops, 2);
+	rd = h2_op_stats_find(s->ops, s->nops, "read");
+	cr_assert_not_null(rd);
+	cr_assert_null(h2_op_stats_find(s->ops, s->nops, "trim"));
+	cr_assert_eq(rd->nbd_requests, 4);
+	cr_assert_eq(rd->bytes, 40960);
+	cr_assert_eq(rd->latency.mean_ns, 100);
+	cr_assert_eq(rd->latency.p99_ns, 200);
+	cr_assert_eq(s->nerrors, 1);
+	cr_assert_str_eq(s->errors_by_code[0]->code, "OUT_OF_RANGE");
+	cr_assert_eq(s->errors_by_code[0]->err, H2_ERANGE);
+	/* Two pages: a, b; then c. */
+	cr_assert_eq(s->nvolumes, 3);
+	cr_assert_str_eq(s->volumes[0]->name, "a");
+	cr_assert_str_eq(s->volumes[1]->name, "b");
+	cr_assert_str_eq(s->volumes[2]->name, "c");
+	cr_assert_eq(s->volumes[2]->size, 5);
+	/* A volume's totals are summed over its operations. */
+	cr_assert_eq(s->volumes[0]->requests, 10);
+	cr_assert_eq(s->volumes[0]->errors, 1);
+	cr_assert_eq(s->volumes[0]->nerrors, 1);
+	r = fake_last(&F, H2__REQUEST__OP_STAT);
+	cr_assert_str_eq(r->rq->stat->after, "b");
+	h2_stat_report_free(s);
+
+	cr_assert_eq(h2_stat_report_get(c, "vm9", &s), 0);
+	cr_assert_eq(s->nvolumes, 1);
+	cr_assert_str_eq(s->volumes[0]->name, "vm9");
+	r = fake_last(&F, H2__REQUEST__OP_STAT);
+	cr_assert_str_eq(r->rq->stat->volume, "vm9");
+	h2_stat_report_free(s);
+	h2_stat_report_free(NULL);
+
+	cr_assert_eq(h2_stat_report_get(c, "", &s), H2_EINVAL);
+	cr_assert_eq(h2_stat_report_get(NULL, NULL, &s), H2_EINVAL);
+	h2_disconnect(c);
+	stop_fake();
+}
+
+Test(client, stat_report_refuses_pages_that_do_not_advance)
+{
+	h2_stat_report *s = NULL;
+	h2_client *c;
+
+	F.stat_stuck = true;
+	start_fake();
+	c = connect_ok();
+	cr_assert_eq(h2_stat_report_get(c, NULL, &s), H2_EPROTO);
+	cr_assert(strstr(h2_last_error(), "do not advance"), "%s",
+		  h2_last_error());
+	cr_assert_null(s);
 	h2_disconnect(c);
 	stop_fake();
 }

@@ -214,8 +214,13 @@ Test(h2ctl, help_lists_every_command_and_exits_0)
 	static const char *const want[] = {"volume create NAME SIZE",
 					   "volume list",
 					   "volume info NAME",
-					   "volume delete NAME",
+					   "volume delete NAME [--recursive]",
 					   "volume resize NAME SIZE",
+					   "snapshot create VOLUME SNAPSHOT",
+					   "snapshot list [VOLUME]",
+					   "snapshot delete VOLUME SNAPSHOT",
+					   "clone VOLUME@SNAPSHOT NEWVOLUME",
+					   "rollback VOLUME SNAPSHOT [--force]",
 					   "sync [VOLUME]",
 					   "stat",
 					   "write VOLUME OFFSET",
@@ -390,7 +395,7 @@ ParameterizedTestParameters(h2ctl, wrong_arguments_exit_2)
 	    {{"volume", "delete", "a", "b"}, "too many arguments"},
 	    {{"volume", "resize", "vm1", "big"}, "invalid SIZE \"big\""},
 	    {{"volume", "list", "x"}, "too many arguments"},
-	    {{"stat", "x"}, "too many arguments"},
+	    {{"stat", "vm1", "x"}, "too many arguments"},
 	    {{"sync", "a", "b"}, "too many arguments"},
 	    {{"read", "vm1", "0"}, "missing arguments"},
 	    {{"read", "vm1", "0", "4Z"}, "invalid LENGTH \"4Z\""},
@@ -407,6 +412,22 @@ ParameterizedTestParameters(h2ctl, wrong_arguments_exit_2)
 	    {{"bench", "vm1", "--time", "-3"}, "--time"},
 	    {{"bench", "vm1", "--size", "12Q"}, "12Q"},
 	    {{"bench", "vm1", "--frob"}, "unknown option \"--frob\""},
+	    {{"snapshot", "create", "vm1"}, "missing arguments"},
+	    {{"snapshot", "create", "vm1", "a", "b"}, "too many arguments"},
+	    {{"snapshot", "create", "vm1@x", "s"}, "cannot contain '@'"},
+	    {{"snapshot", "create", "vm1", "s@x"}, "cannot contain '@'"},
+	    {{"snapshot", "delete", "vm1"}, "missing arguments"},
+	    {{"snapshot", "list", "a", "b"}, "too many arguments"},
+	    {{"snapshot", "list", "--all"}, "unknown option \"--all\""},
+	    {{"clone", "vm1", "new"}, "names no snapshot"},
+	    {{"clone", "vm1@", "new"}, "snapshot name must not be"},
+	    {{"clone", "@s", "new"}, "volume name must not be"},
+	    {{"clone", "vm1@a@b", "new"}, "cannot contain '@'"},
+	    {{"clone", "vm1@s"}, "missing arguments"},
+	    {{"rollback", "vm1"}, "missing arguments"},
+	    {{"rollback", "vm1", "s", "x"}, "too many arguments"},
+	    {{"rollback", "vm1", "s", "--frob"}, "unknown option \"--frob\""},
+	    {{"volume", "delete", "vm1", "--force"}, "unknown option"},
 	};
 
 	return cr_make_param_array(struct bad_args, cases,
@@ -452,6 +473,28 @@ Test(h2ctl, connection_refused_exits_1_naming_the_address)
 	EXPECT_HAS(r.err, addr);
 	cr_assert_str_empty(r.out);
 	run_free(&r);
+}
+
+Test(h2ctl, recursive_and_force_are_flags_anywhere)
+{
+	static const char *const cmds[][5] = {
+	    {"volume", "delete", "--recursive", "vm1", NULL},
+	    {"volume", "delete", "vm1", "--recursive", NULL},
+	    {"rollback", "--force", "vm1", "s", NULL},
+	    {"rollback", "vm1", "s", "--force", NULL},
+	};
+	char server[64], tlsdir[300];
+
+	snprintf(server, sizeof(server), "H2_SERVER=%s", dead_server());
+	snprintf(tlsdir, sizeof(tlsdir), "H2_TLS_DIR=%s", tls_dir());
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		/* Parsed: it goes as far as connecting (exit 1). */
+		struct run r = h2ctl_env(ENV(server, tlsdir), cmds[i]);
+
+		EXPECT_EXIT(r, 1);
+		EXPECT_HAS(r.err, "cannot connect to");
+		run_free(&r);
+	}
 }
 
 Test(h2ctl, server_and_tls_come_from_the_environment)

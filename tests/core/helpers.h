@@ -4,9 +4,11 @@
 
 #include <criterion/criterion.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "dev.h"
 #include "h2core.h"
 
@@ -68,6 +70,39 @@ static inline uint64_t t_rand(uint64_t *s)
 	*s ^= *s << 25;
 	*s ^= *s >> 27;
 	return *s * 2685821657736338717ull;
+}
+
+/* h2_check must find nothing at all; else list the problems and fail. */
+static inline void t_check_clean(struct h2_fdev *fd, const char *when)
+{
+	struct h2_check_report *rep;
+
+	cr_assert_eq(h2_check(h2_fdev_dev(fd), &rep), 0);
+	if (rep->status != H2_CHECK_CLEAN)
+		for (size_t i = 0; i < rep->nproblems; i++)
+			fprintf(stderr, "%s: %s: %s\n", when,
+				rep->problems[i].where, rep->problems[i].what);
+	cr_assert_eq(rep->status, H2_CHECK_CLEAN,
+		     "%s: check found %zu problems", when, rep->nproblems);
+	h2_check_report_free(rep);
+}
+
+/*
+ * A crash in the middle of a header write leaves that copy torn: it is
+ * the copy after the newest valid one, the next flush rewrites it, and
+ * the checker rightly reports it.  Anything else is a failure.
+ */
+static inline bool t_torn_next_header_only(const struct h2_check_report *rep)
+{
+	char want[32];
+
+	snprintf(want, sizeof(want), "header copy %u ",
+		 (unsigned)((rep->tid + 1) % rep->header_copies));
+	for (size_t i = 0; i < rep->nproblems; i++)
+		if (strncmp(rep->problems[i].where, want, strlen(want)) != 0)
+			return false;
+	return rep->nproblems > 0 && rep->leaked_blocks == 0 &&
+	       rep->free_referenced == 0;
 }
 
 #endif

@@ -208,24 +208,6 @@ struct verify_ctx {
 	uint64_t checked, torn_headers;
 };
 
-/*
- * A crash in the middle of a header write leaves that copy torn: it is
- * the copy after the newest valid one, the next flush rewrites it, and
- * the checker rightly reports it.  Anything else is a failure.
- */
-static bool torn_next_header_only(const struct h2_check_report *rep)
-{
-	char want[32];
-
-	snprintf(want, sizeof(want), "header copy %u ",
-		 (unsigned)((rep->tid + 1) % rep->header_copies));
-	for (size_t i = 0; i < rep->nproblems; i++)
-		if (strncmp(rep->problems[i].where, want, strlen(want)) != 0)
-			return false;
-	return rep->nproblems > 0 && rep->leaked_blocks == 0 &&
-	       rep->free_referenced == 0;
-}
-
 /* Open one crash image and hold it against the oracle. */
 static void verify_image(struct verify_ctx *vc, struct h2_fdev *img,
 			 size_t upto, const char *what)
@@ -240,7 +222,7 @@ static void verify_image(struct verify_ctx *vc, struct h2_fdev *img,
 
 	r = h2_check(h2_fdev_dev(img), &rep);
 	cr_assert_eq(r, 0);
-	if (rep->status == H2_CHECK_PROBLEMS && torn_next_header_only(rep))
+	if (rep->status == H2_CHECK_PROBLEMS && t_torn_next_header_only(rep))
 		vc->torn_headers++;
 	else if (rep->status != H2_CHECK_CLEAN) {
 		for (size_t i = 0; i < rep->nproblems && i < 5; i++)

@@ -960,6 +960,182 @@ Test(dev_fault, reads_fail_in_the_range)
 	h2_fdev_free(fd);
 }
 
+/* ---------------------------------------------------------------------- */
+/* The general fault rule.                                                */
+
+Test(dev_fault, rule_fails_exactly_the_nth_write_once)
+{
+	struct h2_fdev *fd = mkfdev(1 << 20);
+	struct h2_dev *dev = h2_fdev_dev(fd);
+	struct h2_fdev_fault f = {.op = H2_FDEV_WRITE, .nth = 3};
+	struct h2_fdev_fault_stats fs;
+	uint8_t buf[512];
+
+	memset(buf, 0x31, sizeof(buf));
+	h2_fdev_record(fd);
+	put(dev, 0, 512, 0x30); /* before the rule: not counted */
+	h2_fdev_fault_set(fd, &f);
+	cr_assert_eq(h2_dev_pwrite(dev, buf, 512, 512), 0);
+	cr_assert_eq(h2_dev_flush(dev), 0, "other kinds are not counted");
+	cr_assert_eq(h2_dev_pwrite(dev, buf, 512, 1024), 0);
+	cr_assert_eq(h2_dev_pwrite(dev, buf, 512, 1536), -EIO);
+	cr_assert(range_is(dev, 1536, 512, 0), "nothing of it applied");
+	cr_assert_eq(h2_dev_pwrite(dev, buf, 512, 1536), 0, "once: cleared");
+	cr_assert_eq(h2_dev_pwrite(dev, buf, 512, 2048), 0);
+	h2_fdev_fault_stats(fd, &fs);
+	cr_assert_eq(fs.seen, 5);
+	cr_assert_eq(fs.failed, 1);
+	/* The log: write, write, flush, write, (failed), write, write. */
+	cr_assert_eq(fs.first_event, 4);
+	cr_assert_eq(h2_fdev_event_count(fd), 6, "the failure is not logged");
+	h2_fdev_free(fd);
+}
+
+Test(dev_fault, rule_persistent_fails_until_cleared_with_the_chosen_error)
+{
+	struct h2_fdev *fd = mkfdev(1 << 20);
+	struct h2_dev *dev = h2_fdev_dev(fd);
+	struct h2_fdev_fault f = {
+	    .op = H2_FDEV_WRITE, .nth = 2, .err = -ENOSPC, .persistent = true};
+	struct h2_fdev_fault_stats fs;
+	struct h2_dev_stats ds;
+	uint8_t buf[512] = {0};
+
+	h2_fdev_fault_set(fd, &f);
+	cr_assert_eq(h2_dev_pwrite(dev, buf, 512, 0), 0);
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(h2_dev_pwrite(dev, buf, 512, 0), -ENOSPC);
+	cr_assert_eq(h2_dev_flush(dev), 0);
+	h2_fdev_fault_clear(fd);
+	cr_assert_eq(h2_dev_pwrite(dev, buf, 512, 0), 0);
+	h2_fdev_fault_stats(fd, &fs);
+	cr_assert_eq(fs.seen, 6, "counting stops with the rule");
+	cr_assert_eq(fs.failed, 5);
+	h2_dev_get_stats(dev, &ds);
+	cr_assert_eq(ds.writes, 2, "failed writes are not counted as done");
+	h2_fdev_free(fd);
+}
+
+Test(dev_fault, rule_short_write_applies_and_logs_a_prefix)
+{
+	struct h2_fdev *fd = mkfdev(1 << 20);
+	struct h2_dev *dev = h2_fdev_dev(fd);
+	struct h2_fdev_fault f = {
+	    .op = H2_FDEV_WRITE, .nth = 1, .short_write = true};
+	const struct h2_fdev_event *ev;
+	uint8_t a[3000], b[3000];
+	struct iovec iov[2] = {{a, sizeof(a)}, {b, sizeof(b)}};
+	struct h2_crash_spec spec = {.upto = 1};
+	struct h2_fdev *img;
+
+	memset(a, 0xaa, sizeof(a));
+	memset(b, 0xbb, sizeof(b));
+	h2_fdev_record(fd);
+	h2_fdev_fault_set(fd, &f);
+	/* 6000 bytes: half is 3000, rounded down to sectors 2560. */
+	cr_assert_eq(h2_dev_pwritev(dev, iov, 2, 4096), -EIO);
+	cr_assert(range_is(dev, 4096, 2560, 0xaa));
+	cr_assert(range_is(dev, 4096 + 2560, 6000 - 2560, 0));
+	cr_assert_eq(h2_fdev_event_count(fd), 1);
+	ev = h2_fdev_event(fd, 0);
+	cr_assert_eq(ev->op, H2_FDEV_WRITE);
+	cr_assert_eq(ev->off, 4096);
+	cr_assert_eq(ev->len, 2560);
+	img = image(fd, &spec);
+	cr_assert(range_is(h2_fdev_dev(img), 4096, 2560, 0xaa));
+	cr_assert(range_is(h2_fdev_dev(img), 4096 + 2560, 100, 0));
+	h2_fdev_free(img);
+
+	/* An explicit prefix crossing into the second segment. */
+	f.short_len = 3500;
+	f.err = -ENOSPC;
+	h2_fdev_fault_set(fd, &f);
+	cr_assert_eq(h2_dev_pwritev(dev, iov, 2, 65536), -ENOSPC);
+	cr_assert(range_is(dev, 65536, 3000, 0xaa));
+	cr_assert(range_is(dev, 65536 + 3000, 500, 0xbb));
+	cr_assert(range_is(dev, 65536 + 3500, 2500, 0));
+	cr_assert_eq(h2_fdev_event(fd, 1)->len, 3500);
+
+	/* Never the whole request, even when asked for more. */
+	f.short_len = 1 << 20;
+	h2_fdev_fault_set(fd, &f);
+	cr_assert_eq(h2_dev_pwrite(dev, a, 512, 0), -ENOSPC);
+	cr_assert(range_is(dev, 0, 511, 0xaa));
+	cr_assert(range_is(dev, 511, 1, 0));
+
+	/* Not recording: the prefix still lands. */
+	h2_fdev_free(fd);
+	fd = mkfdev(1 << 20);
+	dev = h2_fdev_dev(fd);
+	f.short_len = 100;
+	h2_fdev_fault_set(fd, &f);
+	cr_assert_eq(h2_dev_pwritev(dev, iov, 2, 0), -ENOSPC);
+	cr_assert(range_is(dev, 0, 100, 0xaa));
+	cr_assert(range_is(dev, 100, 5900, 0));
+	cr_assert_eq(h2_dev_pwritev(dev, iov, 2, 0), 0, "once");
+	h2_fdev_free(fd);
+}
+
+Test(dev_fault, rule_fails_flushes_and_reads)
+{
+	struct h2_fdev *fd = mkfdev(1 << 20);
+	struct h2_dev *dev = h2_fdev_dev(fd);
+	struct h2_fdev_fault f = {.op = H2_FDEV_FLUSH, .nth = 2};
+	struct h2_fdev_fault_stats fs;
+	uint8_t buf[4096];
+
+	h2_fdev_record(fd);
+	h2_fdev_fault_set(fd, &f);
+	put(dev, 0, 4096, 0x11);
+	cr_assert_eq(h2_dev_flush(dev), 0);
+	put(dev, 0, 4096, 0x12);
+	cr_assert_eq(h2_dev_flush(dev), -EIO);
+	cr_assert_eq(h2_dev_flush(dev), 0);
+	h2_fdev_fault_stats(fd, &fs);
+	cr_assert_eq(fs.first_event, 3, "after write, flush, write");
+	cr_assert_eq(h2_fdev_event_count(fd), 4,
+		     "the failed flush is not logged");
+	cr_assert_eq(h2_fdev_last_flush(fd, 4), 3);
+
+	f = (struct h2_fdev_fault){
+	    .op = H2_FDEV_READ, .nth = 2, .persistent = true};
+	h2_fdev_fault_set(fd, &f);
+	cr_assert_eq(h2_dev_pread(dev, buf, 4096, 0), 0);
+	cr_assert(all_eq(buf, 4096, 0x12));
+	cr_assert_eq(h2_dev_pread(dev, buf, 1, 0), -EIO);
+	cr_assert_eq(h2_dev_pread(dev, buf, 1, 8192), -EIO);
+	put(dev, 0, 16, 0x13); /* writes unaffected */
+	cr_assert_eq(h2_dev_flush(dev), 0);
+	h2_fdev_fault_clear(fd);
+	cr_assert_eq(h2_dev_pread(dev, buf, 16, 0), 0);
+	cr_assert(all_eq(buf, 16, 0x13));
+	h2_fdev_fault_stats(fd, &fs);
+	cr_assert_eq(fs.seen, 3);
+	cr_assert_eq(fs.failed, 2);
+	h2_fdev_free(fd);
+}
+
+Test(dev_fault, rule_that_never_fires_counts_and_keeps_old_settings)
+{
+	struct h2_fdev *fd = mkfdev(1 << 20);
+	struct h2_dev *dev = h2_fdev_dev(fd);
+	struct h2_fdev_fault f = {.op = H2_FDEV_WRITE, .nth = 0};
+	struct h2_fdev_fault_stats fs;
+	uint8_t buf[512] = {0};
+
+	h2_fdev_fault_stats(fd, &fs);
+	cr_assert_eq(fs.seen, 0);
+	h2_fdev_fault_set(fd, &f);
+	h2_fdev_fail_writes_after(fd, 1);
+	cr_assert_eq(h2_dev_pwrite(dev, buf, 512, 0), 0);
+	cr_assert_eq(h2_dev_pwrite(dev, buf, 512, 0), -EIO,
+		     "the older setting still applies");
+	h2_fdev_fault_stats(fd, &fs);
+	cr_assert_eq(fs.seen, 2);
+	cr_assert_eq(fs.failed, 0);
+	h2_fdev_free(fd);
+}
+
 Test(dev_fault, poke_changes_live_contents_without_recording)
 {
 	struct h2_fdev *fd = mkfdev(1 << 20);

@@ -99,13 +99,19 @@ wait_until() {
 }
 
 # h2d_probe H2D: set H2D_EXTRA to the flags start_h2d adds for this h2d:
-# the NBD frontend off where h2d has one, so that tests running side by
-# side do not fight over its fixed default port.
+# the NBD frontend off where h2d has one, and the metrics endpoint on any
+# free port where it has one, so that tests running side by side do not
+# fight over fixed ports.
 H2D_EXTRA=()
 h2d_probe() {
+	local help
 	H2D_EXTRA=()
-	if "$1" serve --help 2>/dev/null | grep -q -- --nbd-listen; then
-		H2D_EXTRA=(--nbd-listen "")
+	help=$("$1" serve --help 2>/dev/null)
+	if grep -q -- --nbd-listen <<<"$help"; then
+		H2D_EXTRA+=(--nbd-listen "")
+	fi
+	if grep -q -- --metrics-listen <<<"$help"; then
+		H2D_EXTRA+=(--metrics-listen 127.0.0.1:0)
 	fi
 }
 

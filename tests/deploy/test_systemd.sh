@@ -145,6 +145,14 @@ head -c 1M /dev/urandom >"$WORK/data"
 		"$PREFIX/bin/h2ctl" export v "$WORK/export.img"
 } >/dev/null 2>&1
 check "clients work against the traced h2d" cmp -s "$WORK/data" "$WORK/back"
+# The metrics endpoint (H2D_EXTRA turns it on) under the same filter.
+metrics=$(sed -n 's/.*"metrics_listen": *"\([^"]*\)".*/\1/p' "$WORK/ready.json")
+if [ -n "$metrics" ]; then
+	curl -sSf --max-time 60 "http://$metrics/metrics" >"$WORK/metrics.txt" 2>&1
+	check "the traced h2d serves its metrics" \
+		grep -q '^h2_requests_total{proto="native",op="write"} [1-9]' \
+		"$WORK/metrics.txt"
+fi
 kill -HUP "$(pgrep -P "$H2D_PID" -x h2d)"
 check "the traced h2d reloads on SIGHUP" \
 	wait_until 30 grep -q "reloaded certificates" "$H2D_LOG"

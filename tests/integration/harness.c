@@ -68,7 +68,8 @@ static bool json_str(const char *buf, const char *key, char *out,
 	return true;
 }
 
-/* Read "listen" (and "nbd_listen", if there) out of the ready file. */
+/* Read "listen" (and "nbd_listen", "metrics_listen", if there) out of
+ * the ready file. */
 static bool read_ready(struct h2t_srv *s)
 {
 	char buf[512];
@@ -84,19 +85,20 @@ static bool read_ready(struct h2t_srv *s)
 		return false;
 	if (!json_str(buf, "nbd_listen", s->nbd, sizeof(s->nbd)))
 		s->nbd[0] = 0;
+	if (!json_str(buf, "metrics_listen", s->metrics, sizeof(s->metrics)))
+		s->metrics[0] = 0;
 	return true;
 }
 
-static void spawn(struct h2t_srv *s)
+/* Start h2d listening on listen ("127.0.0.1:0": any free port). */
+static void spawn(struct h2t_srv *s, const char *listen)
 {
 	/* NBD is off unless extra turns it on (the last flag wins); its
 	 * default port, 10809, would collide between parallel tests. */
-	const char *argv[34] = {H2D_PATH,      "serve",
-				"--dev",       "--listen",
-				"127.0.0.1:0", "--ready-file",
-				"ready.json",  "--log-level",
-				"info",	       "--nbd-listen",
-				""};
+	const char *argv[34] = {H2D_PATH,     "serve",	  "--dev",
+				"--listen",   listen,	  "--ready-file",
+				"ready.json", "--log-level", "info",
+				"--nbd-listen", ""};
 	int argc = 11, ws;
 
 	for (int i = 0; s->extra[i] && argc < 33; i++)
@@ -147,13 +149,25 @@ void h2t_start(struct h2t_srv *s, const char *const *extra)
 	cr_assert_not_null(mkdtemp(s->dir));
 	for (int i = 0; extra && extra[i] && i < 15; i++)
 		s->extra[i] = extra[i];
-	spawn(s);
+	spawn(s, "127.0.0.1:0");
 }
 
 void h2t_restart(struct h2t_srv *s)
 {
 	cr_assert_eq(s->pid, 0, "restart of a running h2d");
-	spawn(s);
+	spawn(s, "127.0.0.1:0");
+}
+
+void h2t_restart_same_port(struct h2t_srv *s)
+{
+	char addr[64];
+
+	cr_assert_eq(s->pid, 0, "restart of a running h2d");
+	/* h2d binds with SO_REUSEADDR, so the port its predecessor left
+	 * (with connections in TIME_WAIT) is free at once. */
+	snprintf(addr, sizeof(addr), "%s", s->addr);
+	spawn(s, addr);
+	cr_assert_str_eq(s->addr, addr, "h2d came back on another port");
 }
 
 int h2t_stop(struct h2t_srv *s, int sig)
@@ -252,4 +266,140 @@ void h2t_pattern(void *buf, size_t len, uint64_t seed)
 		x ^= x << 17;
 		p[i] = (uint8_t)x;
 	}
+}
+
+/* A Python check of a scrape: the reference client's parser must accept
+ * it, and every histogram's buckets must rise to _count at +Inf. */
+static const char scrape_check_py[] =
+    "import sys\n"
+    "from prometheus_client.parser import text_string_to_metric_families\n"
+    "fams = list(text_string_to_metric_families(open(sys.argv[1]).read()))\n"
+    "for f in fams:\n"
+    "    if f.type != 'histogram':\n"
+    "        continue\n"
+    "    series = {}\n"
+    "    for s in f.samples:\n"
+    "        key = tuple(sorted((k, v) for k, v in s.labels.items()\n"
+    "                           if k != 'le'))\n"
+    "        series.setdefault(key, {'b': [], 'count': None})\n"
+    "        if s.name.endswith('_bucket'):\n"
+    "            series[key]['b'].append((float(s.labels['le']), s.value))\n"
+    "        elif s.name.endswith('_count'):\n"
+    "            series[key]['count'] = s.value\n"
+    "    for key, v in series.items():\n"
+    "        b = v['b']\n"
+    "        assert b and b[-1][0] == float('inf'), (f.name, key)\n"
+    "        assert all(b[i][0] < b[i + 1][0] and b[i][1] <= b[i + 1][1]\n"
+    "                   for i in range(len(b) - 1)), (f.name, key)\n"
+    "        assert b[-1][1] == v['count'], (f.name, key)\n"
+    "print('exposition ok: %d families' % len(fams))\n";
+
+char *h2t_scrape(const struct h2t_srv *s, const char *method,
+		 const char *path, int *code)
+{
+	char cmd[1024], out[256], *text;
+	const char *file = h2t_path(s, "scrape.txt");
+	FILE *f;
+	long n;
+
+	if (system("command -v curl >/dev/null 2>&1") != 0)
+		cr_skip_test("curl is not installed (Debian package curl; "
+			     "scripts/install-deps installs it)");
+	cr_assert(s->metrics[0], "no \"metrics_listen\" in the ready file");
+	snprintf(out, sizeof(out), "%s", file);
+	snprintf(cmd, sizeof(cmd),
+		 "curl -sS --max-time 60 -X %s -o '%s' -w '%%{http_code}' "
+		 "'http://%s%s'",
+		 method, out, s->metrics, path);
+	f = popen(cmd, "r");
+	cr_assert_not_null(f);
+	cr_assert_eq(fscanf(f, "%d", code), 1, "curl printed no status");
+	cr_assert_eq(pclose(f), 0, "curl failed: %s", cmd);
+	f = fopen(out, "r");
+	cr_assert_not_null(f);
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	text = calloc(1, (size_t)n + 1);
+	cr_assert_eq(fread(text, 1, (size_t)n, f), (size_t)n);
+	fclose(f);
+	return text;
+}
+
+void h2t_check_exposition(const struct h2t_srv *s, const char *text)
+{
+	char cmd[1024];
+	const char *py = h2t_path(s, "scrape_check.py");
+	const char *file = h2t_path(s, "scrape_check.txt");
+	char pyp[256], filep[256];
+	FILE *f;
+
+	/* Debian's python3, which has the parser; not another on PATH. */
+	if (system("/usr/bin/python3 -c 'import prometheus_client' "
+		   ">/dev/null 2>&1") != 0)
+		cr_skip_test("the Prometheus parser is missing (Debian package "
+			     "python3-prometheus-client; scripts/install-deps "
+			     "installs it)");
+	snprintf(pyp, sizeof(pyp), "%s", py);
+	snprintf(filep, sizeof(filep), "%s", file);
+	f = fopen(pyp, "w");
+	cr_assert_not_null(f);
+	fputs(scrape_check_py, f);
+	cr_assert_eq(fclose(f), 0);
+	f = fopen(filep, "w");
+	cr_assert_not_null(f);
+	fputs(text, f);
+	cr_assert_eq(fclose(f), 0);
+	snprintf(cmd, sizeof(cmd), "/usr/bin/python3 '%s' '%s' >&2", pyp,
+		 filep);
+	cr_assert_eq(system(cmd), 0, "the scrape is not valid exposition "
+				     "format (see above)");
+}
+
+long long h2t_metric(const char *text, const char *series)
+{
+	size_t n = strlen(series);
+
+	for (const char *p = text; p && *p;) {
+		if (strncmp(p, series, n) == 0 && p[n] == ' ')
+			return strtoll(p + n + 1, NULL, 10);
+		p = strchr(p, '\n');
+		if (p)
+			p++;
+	}
+	return -1;
+}
+
+/* Occurrences of text in h2d's log so far. */
+int h2t_log_count(const struct h2t_srv *s, const char *text)
+{
+	FILE *f = fopen(h2t_path(s, "h2d.log"), "r");
+	char *buf = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	int count = 0;
+
+	if (!f)
+		return 0;
+	while ((n = getline(&buf, &cap, f)) > 0)
+		count += strstr(buf, text) != NULL;
+	free(buf);
+	fclose(f);
+	return count;
+}
+
+bool h2t_wait_log(const struct h2t_srv *s, const char *text, int count,
+		  int timeout_ms)
+{
+	/* h2d logs the event before anything a test would wait for after
+	 * it; a bounded poll of the file, like the ready file's. */
+	for (int waited = 0; waited <= timeout_ms; waited += 5) {
+		struct timespec ts = {0, 5 * 1000 * 1000};
+
+		if (h2t_log_count(s, text) >= count)
+			return true;
+		nanosleep(&ts, NULL);
+	}
+	dump_log(s);
+	return false;
 }

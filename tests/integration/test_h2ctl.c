@@ -246,3 +246,177 @@ Test(h2ctl, bench_reports_iops)
 	cJSON_Delete(j);
 	run_free(&r);
 }
+
+/* A JSON number member (exact below 2^53). */
+static double jnum(const cJSON *o, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItem(o, key);
+
+	cr_assert(cJSON_IsNumber(v), "\"%s\" missing", key);
+	return v->valuedouble;
+}
+
+Test(h2ctl, snapshot_commands_tables_json_and_export)
+{
+	char img[256], back[256], part[256], cmd[600];
+	uint8_t blk[65536];
+	cJSON *j, *arr, *s;
+	struct run r;
+
+	snprintf(img, sizeof(img), "%s", h2t_path(&srv, "disk.img"));
+	snprintf(back, sizeof(back), "%s", h2t_path(&srv, "back.img"));
+	snprintf(part, sizeof(part), "%s", h2t_path(&srv, "part.bin"));
+	h2t_pattern(blk, sizeof(blk), 3);
+	write_file(img, blk, sizeof(blk), 0, 8 * MiB);
+	write_file(img, blk, 4000, 6 * MiB + 1, 0);
+	r = ctl("volume", "create", "vm", "8M", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	run_free(&r);
+	r = ctl("import", "vm", img, NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	run_free(&r);
+
+	r = ctl("snapshot", "create", "vm", "monday", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert(strstr(r.out, "vm@monday"), "%s", r.out);
+	run_free(&r);
+	r = ctl("--json", "snapshot", "create", "vm", "tuesday", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	j = cJSON_Parse(r.out);
+	cr_assert_not_null(j, "%s", r.out);
+	cr_assert_str_eq(cJSON_GetObjectItem(j, "name")->valuestring,
+			 "tuesday");
+	cr_assert_eq(jnum(j, "size"), 8.0 * MiB);
+	cr_assert_gt(jnum(j, "tid"), 0);
+	cJSON_Delete(j);
+	run_free(&r);
+	/* Overwrite the start of the live volume. */
+	write_file(part, "live data", 9, 0, 0);
+	r = ctl("write", "vm", "0", part, NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	run_free(&r);
+
+	r = ctl("snapshot", "list", "vm", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert(strstr(r.out, "SNAPSHOT") && strstr(r.out, "EXCLUSIVE") &&
+		      strstr(r.out, "TID") && strstr(r.out, "monday") &&
+		      strstr(r.out, "tuesday"),
+		  "%s", r.out);
+	cr_assert_lt(strstr(r.out, "monday"), strstr(r.out, "tuesday"),
+		     "oldest first: %s", r.out);
+	run_free(&r);
+	r = ctl("--json", "snapshot", "list", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	j = cJSON_Parse(r.out);
+	cr_assert_not_null(j, "%s", r.out);
+	arr = cJSON_GetObjectItem(j, "snapshots");
+	cr_assert_eq(cJSON_GetArraySize(arr), 2);
+	s = cJSON_GetArrayItem(arr, 0);
+	cr_assert_str_eq(cJSON_GetObjectItem(s, "volume")->valuestring, "vm");
+	cr_assert_str_eq(cJSON_GetObjectItem(s, "name")->valuestring, "monday");
+	cr_assert(cJSON_IsString(cJSON_GetObjectItem(s, "created")));
+	jnum(s, "excl_bytes");
+	jnum(s, "refer_bytes");
+	cr_assert_eq(jnum(s, "clones"), 0);
+	cJSON_Delete(j);
+	run_free(&r);
+
+	/* The snapshot exports as it was: byte-exact and sparse. */
+	r = ctl("export", "vm@tuesday", back, NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	run_free(&r);
+	snprintf(cmd, sizeof(cmd), "cmp '%s' '%s'", img, back);
+	cr_assert_eq(system(cmd), 0, "the snapshot's export differs");
+	r = ctl("read", "vm@monday", "0", "9", part, NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	run_free(&r);
+	{
+		char *got = slurp_path(part);
+
+		cr_assert_eq(memcmp(got, blk, 9), 0, "the snapshot changed");
+		free(got);
+	}
+	r = ctl("write", "vm@monday", "0", img, NULL);
+	cr_assert_eq(r.status, 1);
+	cr_assert(strstr(r.err, "read-only"), "%s", r.err);
+	run_free(&r);
+
+	/* volume info shows them. */
+	r = ctl("sync", NULL);
+	run_free(&r);
+	r = ctl("volume", "info", "vm", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert(strstr(r.out, "snapshots") && strstr(r.out, "2 (holding"),
+		  "%s", r.out);
+	run_free(&r);
+	r = ctl("--json", "volume", "info", "vm", NULL);
+	j = cJSON_Parse(r.out);
+	cr_assert_not_null(j, "%s", r.out);
+	cr_assert_eq(jnum(j, "snapshots"), 2);
+	cr_assert_gt(jnum(j, "snap_bytes"), 0);
+	cr_assert(cJSON_IsNull(cJSON_GetObjectItem(j, "origin")));
+	cJSON_Delete(j);
+	run_free(&r);
+
+	/* Clone, then the dependency rules. */
+	r = ctl("clone", "vm@monday", "copy", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	run_free(&r);
+	r = ctl("--json", "volume", "info", "copy", NULL);
+	j = cJSON_Parse(r.out);
+	cr_assert_not_null(j, "%s", r.out);
+	cr_assert_str_eq(cJSON_GetObjectItem(j, "origin")->valuestring,
+			 "vm@monday");
+	cJSON_Delete(j);
+	run_free(&r);
+	r = ctl("volume", "info", "copy", NULL);
+	cr_assert(strstr(r.out, "clone of") && strstr(r.out, "vm@monday"), "%s",
+		  r.out);
+	run_free(&r);
+	r = ctl("snapshot", "delete", "vm", "monday", NULL);
+	cr_assert_eq(r.status, 1);
+	cr_assert(strstr(r.err, "monday"), "%s", r.err);
+	run_free(&r);
+	r = ctl("volume", "delete", "vm", NULL);
+	cr_assert_eq(r.status, 1);
+	cr_assert(strstr(r.err, "--recursive"), "%s", r.err);
+	run_free(&r);
+
+	/* Rollback to the newest snapshot. */
+	r = ctl("rollback", "vm", "monday", NULL);
+	cr_assert_eq(r.status, 1, "monday is not the newest");
+	run_free(&r);
+	r = ctl("--json", "rollback", "vm", "tuesday", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	j = cJSON_Parse(r.out);
+	cr_assert_not_null(j, "%s", r.out);
+	cr_assert(cJSON_IsTrue(cJSON_GetObjectItem(j, "rolled_back")));
+	cJSON_Delete(j);
+	run_free(&r);
+	r = ctl("export", "vm", back, NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	run_free(&r);
+	cr_assert_eq(system(cmd), 0, "the rolled-back volume differs");
+
+	r = ctl("--json", "stat", NULL);
+	j = cJSON_Parse(r.out);
+	cr_assert_not_null(j, "%s", r.out);
+	cr_assert_eq(jnum(j, "snapshots"), 2);
+	cJSON_Delete(j);
+	run_free(&r);
+
+	r = ctl("volume", "delete", "vm", "--recursive", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	run_free(&r);
+	r = ctl("--json", "volume", "list", NULL);
+	j = cJSON_Parse(r.out);
+	cr_assert_not_null(j, "%s", r.out);
+	cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "volumes")), 0,
+		     "the clone stayed: %s", r.out);
+	cJSON_Delete(j);
+	run_free(&r);
+	r = ctl("snapshot", "list", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert(strstr(r.out, "no snapshots"), "%s", r.out);
+	run_free(&r);
+}

@@ -512,18 +512,223 @@ Test(nbd_interop, list_shows_only_the_volumes_the_client_may_see,
 	stop_clean();
 }
 
-Test(nbd_interop, snapshot_exports_are_unknown_for_now, .fini = teardown)
+/* ---------------------------------------------------------------------- */
+/* Snapshots: export VOLUME@SNAP, read-only.                              */
+
+/* A write sent to a read-only export anyway (libnbd's own checks off),
+ * so that the server is what refuses it. */
+static const char nbdsh_ro_write[] = "import os\n"
+				     "h.set_uri_allow_local_file(True)\n"
+				     "h.set_strict_mode(0)\n"
+				     "h.connect_uri(os.environ['H2_URI'])\n"
+				     "try:\n"
+				     "    h.pwrite(b'x' * 4096, 0)\n"
+				     "    print('write accepted')\n"
+				     "except nbd.Error as e:\n"
+				     "    print('refused', e.errno)\n";
+
+/* Run script (text) with nbdsh on the export URI u; its output. */
+static char *nbdsh_run(const char *script, const char *u)
 {
-	char *out;
+	char path[256], *out;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s", h2t_path(&srv, "script.py"));
+	f = fopen(path, "w");
+	cr_assert_not_null(f);
+	fputs(script, f);
+	fclose(f);
+	cr_assert_eq(sh(&out,
+			"H2_URI='%s' timeout 120 " NBDSH
+			" -c \"exec(open('%s').read())\"",
+			u, path),
+		     0, "nbdsh: %s", out);
+	return out;
+}
+
+static void snapshot_create(const char *vol, const char *name)
+{
+	h2_client *c = h2t_connect(&srv);
+
+	cr_assert_eq(h2_snapshot_create(c, vol, name, NULL), 0, "%s",
+		     h2_last_error());
+	h2_disconnect(c);
+}
+
+Test(nbd_interop, snapshot_export_is_read_only_and_byte_identical,
+     .fini = teardown)
+{
+	static const char *const more[] = {"--access", "reader=read:disk",
+					   NULL};
+	char dst[256], *out, *want, *got;
+	const cJSON *ex;
+	size_t n;
+	cJSON *doc;
 
 	need_tool("nbdinfo", "libnbd-bin");
-	start(NULL);
-	create_volume("disk", 1 * MiB);
-	cr_assert_neq(sh(&out, "LIBNBD_DEBUG=1 timeout 60 nbdinfo '%s'",
-			 uri("disk@monday", admin_dir())),
-		      0, "%s", out);
-	cr_assert(strstr(out, "snapshots are not served yet"), "%s", out);
+	need_tool("nbdcopy", "libnbd-bin");
+	need_nbdsh();
+	start(more);
+	create_volume("disk", 8 * MiB);
+	native_write("disk", 0, 3 * MiB, 1);
+	snapshot_create("disk", "monday");
+	native_write("disk", 0, 1 * MiB, 2);
+
+	ex = nbdinfo(uri("disk@monday", admin_dir()), &doc);
+	cr_assert_eq(json_num(ex, "export-size"), 8.0 * MiB);
+	json_bool(ex, "is_read_only", true);
+	json_bool(ex, "can_trim", false);
+	json_bool(ex, "can_zero", false);
+	json_bool(ex, "can_fua", false);
+	cJSON_Delete(doc);
+	/* Reading a snapshot needs only the read right on its volume. */
+	ex = nbdinfo(uri("disk@monday", user_dir_files("reader", false)), &doc);
+	json_bool(ex, "is_read_only", true);
+	cJSON_Delete(doc);
+
+	/* nbdcopy out of it: the snapshot's bytes, not the volume's. */
+	snprintf(dst, sizeof(dst), "%s", h2t_path(&srv, "monday.img"));
+	cr_assert_eq(sh(&out, "timeout 120 nbdcopy '%s' '%s'",
+			uri("disk@monday", admin_dir()), dst),
+		     0, "nbdcopy out: %s", out);
 	free(out);
+	got = slurp(dst, &n);
+	cr_assert_eq(n, 8 * MiB);
+	want = calloc(1, 8 * MiB);
+	h2t_pattern(want, 3 * MiB, 1);
+	cr_assert_eq(memcmp(got, want, 8 * MiB), 0,
+		     "the snapshot's copy differs from what it holds");
+	free(got);
+	got = h2ctl_read("disk", 0, MiB);
+	h2t_pattern(want, MiB, 2);
+	cr_assert_eq(memcmp(got, want, MiB), 0, "the live volume lost data");
+	free(got);
+
+	/* The server refuses a write (EPERM, as the spec says for a
+	 * read-only export), and the snapshot stays as it was. */
+	out = nbdsh_run(nbdsh_ro_write, uri("disk@monday", admin_dir()));
+	cr_assert(strstr(out, "refused EPERM"), "%s", out);
+	free(out);
+	got = h2ctl_read("disk@monday", 0, 3 * MiB);
+	h2t_pattern(want, 3 * MiB, 1);
+	cr_assert_eq(memcmp(got, want, 3 * MiB), 0, "the snapshot changed");
+	free(got);
+	free(want);
+
+	/* The list names volumes only (as qemu-nbd does); an unknown
+	 * snapshot is an unknown export. */
+	cr_assert_eq(sh(&out, "timeout 60 nbdinfo --list --json '%s'",
+			uri("", admin_dir())),
+		     0, "%s", out);
+	cr_assert(strstr(out, "\"disk\""), "%s", out);
+	cr_assert_null(strstr(out, "disk@monday"), "%s", out);
+	free(out);
+	cr_assert_neq(sh(&out, "LIBNBD_DEBUG=1 timeout 60 nbdinfo '%s'",
+			 uri("disk@tuesday", admin_dir())),
+		      0, "%s", out);
+	cr_assert(strstr(out, "no export named \"disk@tuesday\""), "%s", out);
+	free(out);
+	stop_clean();
+}
+
+/* An NBD client that holds an export open for writing until its stdin
+ * closes. */
+static const char nbdsh_hold[] = "import os, sys\n"
+				 "h.set_uri_allow_local_file(True)\n"
+				 "h.connect_uri(os.environ['H2_URI'])\n"
+				 "h.pwrite(b'w' * 4096, 0)\n"
+				 "print('connected', flush=True)\n"
+				 "sys.stdin.read()\n"
+				 "print('after', h.pread(8, 1048576).hex())\n"
+				 "h.shutdown()\n"
+				 "print('done', flush=True)\n";
+
+Test(nbd_interop, rollback_is_refused_while_an_nbd_client_writes,
+     .fini = teardown)
+{
+	char path[256], line[512], hex[32], *out;
+	uint8_t *want;
+	int in[2], outp[2], ws;
+	FILE *f;
+	pid_t pid;
+	bool up = false, done = false;
+
+	need_nbdsh();
+	start(NULL);
+	create_volume("disk", 8 * MiB);
+	native_write("disk", 0, 2 * MiB, 1);
+	snapshot_create("disk", "s");
+	native_write("disk", 0, 2 * MiB, 2);
+
+	snprintf(path, sizeof(path), "%s", h2t_path(&srv, "hold.py"));
+	f = fopen(path, "w");
+	cr_assert_not_null(f);
+	fputs(nbdsh_hold, f);
+	fclose(f);
+	cr_assert_eq(pipe(in), 0);
+	cr_assert_eq(pipe(outp), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		char cmd[1024];
+
+		dup2(in[0], 0);
+		dup2(outp[1], 1);
+		dup2(outp[1], 2);
+		close(in[1]);
+		close(outp[0]);
+		setenv("H2_URI", uri("disk", admin_dir()), 1);
+		snprintf(cmd, sizeof(cmd),
+			 "timeout 120 " NBDSH " -c \"exec(open('%s').read())\"",
+			 path);
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	close(in[0]);
+	close(outp[1]);
+	f = fdopen(outp[0], "r");
+	cr_assert_not_null(f);
+	while (!up && fgets(line, sizeof(line), f))
+		up = strstr(line, "connected") != NULL;
+	cr_assert(up, "the NBD client did not connect: %s", line);
+
+	cr_assert_eq(sh(&out,
+			"H2_SERVER=%s H2_TLS_DIR=%s timeout 60 %s "
+			"rollback disk s",
+			srv.addr, srv.tls, H2CTL_PATH),
+		     1, "%s", out);
+	cr_assert(strstr(out, "open for writing by an NBD client") &&
+		      strstr(out, "--force"),
+		  "%s", out);
+	free(out);
+	cr_assert_eq(sh(&out,
+			"H2_SERVER=%s H2_TLS_DIR=%s timeout 60 %s "
+			"rollback --force disk s",
+			srv.addr, srv.tls, H2CTL_PATH),
+		     0, "%s", out);
+	free(out);
+
+	/* The client reads the snapshot's data from now on. */
+	close(in[1]);
+	want = malloc(2 * MiB);
+	h2t_pattern(want, 2 * MiB, 1);
+	snprintf(hex, sizeof(hex), "after ");
+	for (int i = 0; i < 8; i++)
+		snprintf(hex + 6 + 2 * i, 3, "%02x", want[MiB + i]);
+	free(want);
+	while (!done && fgets(line, sizeof(line), f)) {
+		if (!strncmp(line, "after ", 6))
+			cr_assert(!strncmp(line, hex, strlen(hex)),
+				  "the NBD client reads \"%s\", not the "
+				  "snapshot's \"%s\"",
+				  line, hex);
+		done = strstr(line, "done") != NULL;
+	}
+	fclose(f);
+	cr_assert_eq(waitpid(pid, &ws, 0), pid);
+	cr_assert(done && WIFEXITED(ws) && WEXITSTATUS(ws) == 0,
+		  "the NBD client failed");
+	stop_clean();
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1260,5 +1465,120 @@ Test(nbd_interop, empty_nbd_listen_turns_the_frontend_off, .fini = teardown)
 	cr_assert_null(strstr(ready, "nbd_listen"), "%s", ready);
 	free(ready);
 	cr_assert(log_has("nbd_listen=off"));
+	stop_clean();
+}
+
+/* NBD commands count like native requests, under proto="nbd": a known
+ * set of commands through nbdsh, then h2ctl stat and a scrape.  Strict
+ * mode is off so that libnbd sends the read past the end, which the
+ * server refuses (EINVAL, INVALID_ARGUMENT). */
+static const char nbdsh_counted[] =
+    "import os\n"
+    "h.set_uri_allow_local_file(True)\n"
+    "h.set_strict_mode(0)\n"
+    "h.connect_uri(os.environ['H2_URI'])\n"
+    "for i in range(3):\n"
+    "    h.pwrite(bytes([7]) * 65536, i * 65536)\n"
+    "h.pread(4096, 0)\n"
+    "h.pread(4096, 65536)\n"
+    "try:\n"
+    "    h.pread(4096, 4 * 1048576)\n"
+    "    print('read past the end succeeded')\n"
+    "except nbd.Error as e:\n"
+    "    print('refused:', e.errno)\n"
+    "h.trim(65536, 0)\n"
+    "h.flush()\n"
+    "h.shutdown()\n"
+    "print('done')\n";
+
+Test(nbd_interop, nbd_commands_are_counted_in_stat_and_metrics,
+     .fini = teardown)
+{
+	static const char *const more[] = {"--metrics-listen", "127.0.0.1:0",
+					   NULL};
+	char path[256], *out, *text;
+	const cJSON *ops, *rd;
+	cJSON *doc;
+	int code;
+
+	need_nbdsh();
+	start(more);
+	create_volume("counted", 4 * MiB);
+	snprintf(path, sizeof(path), "%s", h2t_path(&srv, "counted.py"));
+	{
+		FILE *f = fopen(path, "w");
+
+		cr_assert_not_null(f);
+		fputs(nbdsh_counted, f);
+		fclose(f);
+	}
+	cr_assert_eq(sh(&out,
+			"H2_URI='%s' timeout 120 " NBDSH
+			" -c \"exec(open('%s').read())\"",
+			uri("counted", admin_dir()), path),
+		     0, "nbdsh: %s", out);
+	cr_assert(strstr(out, "refused") && strstr(out, "done"), "%s", out);
+	free(out);
+
+	text = h2t_scrape(&srv, "GET", "/metrics", &code);
+	cr_assert_eq(code, 200);
+	h2t_check_exposition(&srv, text);
+	cr_assert_eq(h2t_metric(text,
+				"h2_volume_requests_total{volume="
+				"\"counted\",proto=\"nbd\",op=\"write\"}"),
+		     3);
+	cr_assert_eq(h2t_metric(text, "h2_volume_requests_total{volume="
+				      "\"counted\",proto=\"native\",op="
+				      "\"write\"}"),
+		     0);
+	cr_assert_eq(h2t_metric(text, "h2_volume_requests_total{volume="
+				      "\"counted\",proto=\"nbd\",op=\"read\"}"),
+		     3);
+	cr_assert_eq(h2t_metric(text, "h2_volume_request_bytes_total{volume="
+				      "\"counted\",op=\"write\"}"),
+		     3 * 65536);
+	cr_assert_eq(h2t_metric(text, "h2_volume_request_bytes_total{volume="
+				      "\"counted\",op=\"read\"}"),
+		     2 * 4096);
+	cr_assert_eq(h2t_metric(text, "h2_volume_request_errors_total{volume="
+				      "\"counted\",op=\"read\",code="
+				      "\"INVALID_ARGUMENT\"}"),
+		     1);
+	cr_assert_eq(h2t_metric(text, "h2_volume_requests_total{volume="
+				      "\"counted\",proto=\"nbd\",op=\"trim\"}"),
+		     1);
+	cr_assert_eq(h2t_metric(text,
+				"h2_volume_requests_total{volume="
+				"\"counted\",proto=\"nbd\",op=\"flush\"}"),
+		     1);
+	cr_assert_eq(h2t_metric(text, "h2_volume_request_duration_seconds_"
+				      "count{volume=\"counted\",op=\"read\"}"),
+		     3);
+	cr_assert_eq(
+	    h2t_metric(text, "h2_requests_total{proto=\"nbd\",op=\"write\"}"),
+	    3);
+	cr_assert_eq(h2t_metric(text, "h2_connections_total{proto=\"nbd\"}"),
+		     1);
+	cr_assert_eq(h2t_metric(text, "h2_connections{proto=\"nbd\"}"), 0);
+	free(text);
+
+	/* h2ctl stat sees the same through the native protocol. */
+	cr_assert_eq(sh(&out,
+			"H2_SERVER=%s H2_TLS_DIR=%s timeout 60 %s --json "
+			"stat counted",
+			srv.addr, srv.tls, H2CTL_PATH),
+		     0, "%s", out);
+	doc = cJSON_Parse(out);
+	cr_assert_not_null(doc, "%s", out);
+	ops = cJSON_GetObjectItem(
+	    cJSON_GetArrayItem(cJSON_GetObjectItem(doc, "volume_stats"), 0),
+	    "ops");
+	rd = cJSON_GetObjectItem(ops, "read");
+	cr_assert_not_null(rd, "%s", out);
+	cr_assert_eq(json_num(rd, "nbd_requests"), 3);
+	cr_assert_eq(json_num(rd, "native_requests"), 0);
+	cr_assert_eq(json_num(rd, "errors"), 1);
+	cJSON_Delete(doc);
+	free(out);
 	stop_clean();
 }

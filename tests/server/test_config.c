@@ -75,6 +75,7 @@ Test(config, defaults_match_documentation)
 	cr_assert_eq(c.dirty_hard, 0);
 	cr_assert_eq(c.cache_max, 512ull << 20);
 	cr_assert_str_eq(c.listen, "127.0.0.1:7410");
+	cr_assert_null(c.metrics_listen, "the metrics endpoint is off");
 	cr_assert_eq(c.workers, 4);
 	cr_assert_eq(c.max_connections, 1024);
 	cr_assert_eq(c.max_inflight, 64);
@@ -103,6 +104,7 @@ static const char good_file[] =
     "\n"
     "[server]\n"
     "listen = 0.0.0.0:0\n"
+    "metrics_listen = 127.0.0.1:9410\n"
     "workers = 8\n"
     "max_connections = 10\n"
     "max_inflight = 16              ; requests read ahead\n"
@@ -138,6 +140,7 @@ Test(config, good_file_sets_every_key)
 	cr_assert_eq(c.dirty_hard, 1ull << 30);
 	cr_assert_eq(c.cache_max, 2ull << 30);
 	cr_assert_str_eq(c.listen, "0.0.0.0:0");
+	cr_assert_str_eq(c.metrics_listen, "127.0.0.1:9410");
 	cr_assert_eq(c.workers, 8);
 	cr_assert_eq(c.max_connections, 10);
 	cr_assert_eq(c.max_inflight, 16);
@@ -344,6 +347,77 @@ Test(config, access_flag_is_repeatable_and_adds_to_file_rules)
 	h2_config_free(&c);
 }
 
+/*
+ * SIGHUP's rules: the file as it is now, plus every --access and --dev
+ * rule, whatever the file says (once, flag rules were dropped when the
+ * file had [access], and a removed [access] section kept its rules).
+ */
+Test(config, reload_keeps_flag_rules_and_follows_the_file)
+{
+	struct h2_config c;
+	struct h2_acl *acl = NULL;
+	char err[512], path[128];
+
+	snprintf(path, sizeof(path), "%s",
+		 write_file("f.conf", "[access]\nbob = read:*\n"));
+	char *args[] = {"serve",    "--config",		path,
+			"--access", "carol=write:vm-*", NULL};
+
+	cr_assert_eq(from_args(&c, args, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(h2_acl_rights(c.acl, "bob", "vm-1"), H2_RIGHT_READ);
+	cr_assert_eq(h2_acl_rights(c.acl, "carol", "vm-1"), H2_RIGHT_WRITE);
+
+	/* The file's [access] changes: its new rules, the flag's too. */
+	write_file("f.conf", "[access]\nbob = write:db*\ndave = read:*\n");
+	cr_assert_eq(h2_config_reload_access(&c, &acl, err, sizeof(err)), 0,
+		     "%s", err);
+	cr_assert_eq(h2_acl_rights(acl, "bob", "vm-1"), H2_RIGHT_NONE);
+	cr_assert_eq(h2_acl_rights(acl, "bob", "db1"), H2_RIGHT_WRITE);
+	cr_assert_eq(h2_acl_rights(acl, "dave", "x"), H2_RIGHT_READ);
+	cr_assert_eq(h2_acl_rights(acl, "carol", "vm-1"), H2_RIGHT_WRITE);
+	h2_acl_free(acl);
+
+	/* The section is gone: so are its rules; the flag's stay. */
+	write_file("f.conf", "[server]\nworkers = 2\n");
+	acl = NULL;
+	cr_assert_eq(h2_config_reload_access(&c, &acl, err, sizeof(err)), 0,
+		     "%s", err);
+	cr_assert_eq(h2_acl_rights(acl, "bob", "db1"), H2_RIGHT_NONE);
+	cr_assert_eq(h2_acl_rights(acl, "dave", "x"), H2_RIGHT_NONE);
+	cr_assert_eq(h2_acl_rights(acl, "carol", "vm-1"), H2_RIGHT_WRITE);
+	h2_acl_free(acl);
+
+	/* A file that no longer loads changes nothing and says why. */
+	write_file("f.conf", "[access]\nbob = frobnicate:*\n");
+	acl = NULL;
+	cr_assert_lt(h2_config_reload_access(&c, &acl, err, sizeof(err)), 0);
+	cr_assert_null(acl);
+	cr_assert(strstr(err, "f.conf"), "%s", err);
+	/* c itself was not touched. */
+	cr_assert_eq(h2_acl_rights(c.acl, "bob", "vm-1"), H2_RIGHT_READ);
+	h2_config_free(&c);
+}
+
+Test(config, reload_without_a_file_or_rules_is_empty_or_flags_only)
+{
+	struct h2_config c;
+	struct h2_acl *acl = (struct h2_acl *)1;
+	char err[512];
+	char *none[] = {"serve", NULL};
+	char *flags[] = {"serve", "--access", "eve=read:pub", NULL};
+
+	cr_assert_eq(from_args(&c, none, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(h2_config_reload_access(&c, &acl, err, sizeof(err)), 0);
+	cr_assert_null(acl);
+	h2_config_free(&c);
+	cr_assert_eq(from_args(&c, flags, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(h2_config_reload_access(&c, &acl, err, sizeof(err)), 0);
+	cr_assert_eq(h2_acl_rights(acl, "eve", "pub"), H2_RIGHT_READ);
+	cr_assert_eq(h2_acl_rights(acl, "eve", "other"), H2_RIGHT_NONE);
+	h2_acl_free(acl);
+	h2_config_free(&c);
+}
+
 Test(config, every_documented_flag_is_recognized)
 {
 	struct h2_config c;
@@ -353,6 +427,8 @@ Test(config, every_documented_flag_is_recognized)
 			"/dev/nvme0n1",
 			"--listen",
 			"127.0.0.1:9000",
+			"--metrics-listen",
+			"[::1]:0",
 			"--ca",
 			"/a",
 			"--cert",
@@ -388,6 +464,7 @@ Test(config, every_documented_flag_is_recognized)
 	cr_assert_eq(from_args(&c, args, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.device, "/dev/nvme0n1");
 	cr_assert_str_eq(c.listen, "127.0.0.1:9000");
+	cr_assert_str_eq(c.metrics_listen, "[::1]:0");
 	cr_assert_str_eq(c.tls_ca, "/a");
 	cr_assert_str_eq(c.tls_cert, "/b");
 	cr_assert_str_eq(c.tls_key, "/c");
@@ -528,6 +605,16 @@ Test(config, dev_creates_store_certificates_and_admin_rule)
 	cr_assert_str_eq(c.tls_key, "./var/h2/tls/server.key");
 	cr_assert_str_eq(c.listen, "127.0.0.1:7410");
 	cr_assert_eq(h2_acl_rights(c.acl, "admin", "anything"), H2_RIGHT_ADMIN);
+	/* A reload keeps it (no file, no flags: that rule alone). */
+	{
+		struct h2_acl *acl = NULL;
+
+		cr_assert_eq(
+		    h2_config_reload_access(&c, &acl, err, sizeof(err)), 0,
+		    "%s", err);
+		cr_assert_eq(h2_acl_rights(acl, "admin", "x"), H2_RIGHT_ADMIN);
+		h2_acl_free(acl);
+	}
 
 	cr_assert_eq(stat("var/h2", &st), 0);
 	cr_assert_eq(st.st_mode & 07777, 0700);
@@ -585,5 +672,26 @@ Test(config, dev_error_names_the_directory)
 	h2_config_defaults(&c);
 	cr_assert_lt(h2_config_apply_dev(&c, err, sizeof(err)), 0);
 	cr_assert_not_null(strstr(err, "./var"), "%s", err);
+	h2_config_free(&c);
+}
+
+Test(config, metrics_listen_is_checked_and_empty_turns_it_off)
+{
+	char *off[] = {"serve", "--metrics-listen", "", NULL};
+	char *bad[] = {"serve", "--metrics-listen", "9410", NULL};
+	struct h2_config c;
+	char err[512] = "";
+
+	cr_assert_eq(from_args(&c, off, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.metrics_listen, "");
+	h2_config_free(&c);
+	cr_assert_lt(from_args(&c, bad, err, sizeof(err)), 0);
+	cr_assert(strstr(err, "--metrics-listen") && strstr(err, "HOST:PORT"),
+		  "%s", err);
+	h2_config_free(&c);
+	cr_assert_lt(load_text(&c, "[server]\nmetrics_listen = nowhere\n", err,
+			       sizeof(err)),
+		     0);
+	cr_assert(strstr(err, "metrics_listen"), "%s", err);
 	h2_config_free(&c);
 }
