@@ -91,12 +91,12 @@ static const struct cfg_key cfg_keys[] = {
     {"server", "listen", "listen", CFG_LISTEN, CFG_OFF(listen), 0, 0},
     {"server", "nbd_listen", "nbd-listen", CFG_LISTEN_OPT, CFG_OFF(nbd_listen),
      0, 0},
-    {"server", "metrics_listen", "metrics-listen", CFG_LISTEN_OPT,
-     CFG_OFF(metrics_listen), 0, 0},
     {"server", "nbd_plain_listen", "nbd-plain-listen", CFG_LISTEN_LOOP,
      CFG_OFF(nbd_plain_listen), 0, 0},
     {"server", "nbd_plain_identity", "nbd-plain-identity", CFG_IDENT,
      CFG_OFF(nbd_plain_identity), 0, 0},
+    {"server", "metrics_listen", "metrics-listen", CFG_LISTEN_OPT,
+     CFG_OFF(metrics_listen), 0, 0},
     {"server", "workers", "workers", CFG_UNS, CFG_OFF(workers), 1, 1024},
     {"server", "max_connections", "max-connections", CFG_UNS,
      CFG_OFF(max_connections), 1, 1000000},
@@ -155,9 +155,9 @@ void h2_config_free(struct h2_config *c)
 	free(c->device);
 	free(c->listen);
 	free(c->nbd_listen);
-	free(c->metrics_listen);
 	free(c->nbd_plain_listen);
 	free(c->nbd_plain_identity);
+	free(c->metrics_listen);
 	free(c->ready_file);
 	free(c->tls_ca);
 	free(c->tls_cert);
@@ -845,10 +845,6 @@ static void cfg_usage(FILE *f)
 		"  --nbd-listen HOST:PORT     NBD frontend address (default "
 		CFG_DEFAULT_NBD_LISTEN ";\n"
 		"                             \"\" turns it off)\n"
-		"  --metrics-listen HOST:PORT Prometheus metrics over plain "
-		"HTTP (default off;\n"
-		"                             no authentication: keep it on "
-		"loopback)\n"
 		"  --nbd-plain-listen HOST:PORT\n"
 		"                             also serve NBD without TLS there "
 		"(loopback only;\n"
@@ -858,6 +854,10 @@ static void cfg_usage(FILE *f)
 		"apply to\n"
 		"                             plaintext NBD connections "
 		"(required with it)\n"
+		"  --metrics-listen HOST:PORT Prometheus metrics over plain "
+		"HTTP (default off;\n"
+		"                             no authentication: keep it on "
+		"loopback)\n"
 		"  --ca PATH                  CA that client certificates "
 		"chain to\n"
 		"  --cert PATH, --key PATH    server certificate and key\n"

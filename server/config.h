@@ -12,10 +12,10 @@
  *   [server]
  *   listen = 127.0.0.1:7410
  *   nbd_listen = 127.0.0.1:10809   ; NBD frontend; empty: off
- *   metrics_listen = 127.0.0.1:9410 ; Prometheus GET /metrics; default off
  *   nbd_plain_listen = 127.0.0.1:10810 ; NBD without TLS, loopback only;
  *                                      ; default off
  *   nbd_plain_identity = bench     ; whose [access] rules apply there
+ *   metrics_listen = 127.0.0.1:9410 ; Prometheus GET /metrics; default off
  *   workers = 4
  *   max_connections = 1024
  *   max_inflight = 64              ; requests read ahead per connection
@@ -60,12 +60,12 @@ struct h2_config {
 
 	char *listen;		/* "HOST:PORT"; port 0 = any free port */
 	char *nbd_listen;	/* NBD frontend "HOST:PORT"; "" = off */
-	char *metrics_listen;	/* plain HTTP GET /metrics "HOST:PORT";
-				   NULL or "" = off */
 	char *nbd_plain_listen;	/* NBD without TLS, loopback only; NULL or
 				   "" = off */
 	char *nbd_plain_identity; /* the identity of every plaintext NBD
 				     connection; required with it */
+	char *metrics_listen;	/* plain HTTP GET /metrics "HOST:PORT";
+				   NULL or "" = off */
 	unsigned workers;
 	unsigned max_connections;
 	unsigned max_inflight;
@@ -88,8 +88,8 @@ struct h2_config {
 /*
  * Defaults: no device, flush every 1000 ms, dirty_max 256M, dirty_hard 0
  * (= twice dirty_max, as the engine does), cache_max 512M, listen
- * 127.0.0.1:7410, nbd_listen 127.0.0.1:10809, no metrics_listen, no
- * plaintext NBD, 4 workers, 1024 connections, 64 requests and 64M in
+ * 127.0.0.1:7410, nbd_listen 127.0.0.1:10809, no plaintext NBD, no
+ * metrics_listen, 4 workers, 1024 connections, 64 requests and 64M in
  * flight per connection, 10 s handshake timeout, log level info, no
  * ready file, no TLS files, TLS 1.3 only, acl NULL (no rules), not dev.
  * Overwrites all of c (call it first); aborts if out of memory.
@@ -136,18 +136,6 @@ int h2_config_from_args(struct h2_config *c, int argc, char **argv, char *err,
  */
 int h2_config_apply_dev(struct h2_config *c, char *err, size_t errlen);
 
-/*
- * The access rules a reload (SIGHUP) puts in force: the config file's
- * [access] rules as the file is now (none when it has no [access]
- * section, or when c came from no file), plus every rule c was given
- * with --access or --dev, which always stay.  *out: the new rule list
- * (caller frees with h2_acl_free), NULL when there is no rule at all.
- * -EINVAL (-ENOMEM) with err set if the file no longer loads; c is not
- * changed either way.
- */
-int h2_config_reload_access(const struct h2_config *c, struct h2_acl **out,
-			    char *err, size_t errlen);
-
 /* Longest identity (with its NUL), as connections store it. */
 #define H2_CONFIG_IDENT_MAX 256
 
@@ -164,6 +152,18 @@ int h2_config_loopback_addr(const char *hostport, struct sockaddr_storage *ss,
 
 /* Is sa a loopback address (as h2_config_loopback_addr counts them)? */
 bool h2_config_sa_loopback(const struct sockaddr *sa);
+
+/*
+ * The access rules a reload (SIGHUP) puts in force: the config file's
+ * [access] rules as the file is now (none when it has no [access]
+ * section, or when c came from no file), plus every rule c was given
+ * with --access or --dev, which always stay.  *out: the new rule list
+ * (caller frees with h2_acl_free), NULL when there is no rule at all.
+ * -EINVAL (-ENOMEM) with err set if the file no longer loads; c is not
+ * changed either way.
+ */
+int h2_config_reload_access(const struct h2_config *c, struct h2_acl **out,
+			    char *err, size_t errlen);
 
 /* Free everything c owns and zero it (c itself is the caller's). */
 void h2_config_free(struct h2_config *c);

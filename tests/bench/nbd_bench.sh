@@ -7,15 +7,18 @@
 # raw file each, all in one work directory (one file system, one page
 # cache).  Every server gets the same jobs with the same client:
 #
-#   4K randread QD32, 4K randwrite QD32, 1M read QD8, 1M write QD8
+#   4K randread QD32, 4K randwrite QD32, 1M read QD8, 1M write QD8,
+#   and the two write jobs again with a FLUSH after every 128 MiB
+#   written ("+flush")
 #
 # each for --time seconds after --ramp seconds of warm-up, in two modes:
 #
 #   tls    what users run: TLS 1.3 with client certificates (one CA, made
 #          by h2d serve --dev), driven by nbd_loadgen (libnbd's async API;
 #          fio's nbd engine cannot load certificate files)
-#   plain  no TLS, driven by fio --ioengine=nbd: h2d's loopback-only
-#          plaintext listener, nbdkit and qemu-nbd without TLS
+#   plain  no TLS, driven by fio --ioengine=nbd (the +flush jobs by
+#          nbd_loadgen): h2d's loopback-only plaintext listener, nbdkit
+#          and qemu-nbd without TLS
 #
 # Before a mode's jobs, each server's whole region is written once with
 # stamped 1 MiB writes (the same prefill for all three), so reads find
@@ -27,11 +30,13 @@
 #    cache.  --cache=none (O_DIRECT) would make it read from the disk
 #    while the others read from memory.
 #  - All three are write-back caches with the same contract: writes are
-#    durable after NBD_CMD_FLUSH (or FUA).  The jobs send no flush.  h2d
-#    still flushes its store every second on its own (flush_interval_ms,
-#    default 1000: at most a second of acknowledged writes can be lost);
-#    the peers leave dirty pages to the kernel (up to 30 s).  h2d runs
-#    with its defaults; this is not tuned away.
+#    durable after NBD_CMD_FLUSH (or FUA).  The plain jobs send no flush:
+#    h2d still flushes its store every second on its own
+#    (flush_interval_ms, default 1000: at most a second of acknowledged
+#    writes can be lost), while the peers leave dirty pages to the kernel
+#    (up to 30 s) and their writes never reach the disk during a job.
+#    h2d runs with its defaults; this is not tuned away.  The +flush jobs
+#    make everyone write the same data to the disk.
 #  - One connection per job for every server (nbd_loadgen --connections
 #    1, fio numjobs=1); nbdkit and qemu-nbd run with their default threads.
 #  - Servers are interleaved per job (h2d, nbdkit, qemu-nbd for job 1,
@@ -55,6 +60,8 @@ usage: $0 [OPTIONS]
   --ramp SECONDS   unmeasured warm-up before each job (default 2)
   --size SIZE      size of each server's export (default 1G; K/M/G)
   --rounds N       rounds per job, medians reported (default 1)
+  --flush-bytes SIZE  the +flush jobs send a FLUSH after this much is
+                   written (default 128M)
   --mode MODE      tls, plain or both (default both)
   --json FILE      also write results and summary as JSON
   --workdir DIR    where stores and files go (default: a new directory
@@ -79,6 +86,7 @@ TIME=30
 RAMP=2
 SIZE_ARG=1G
 ROUNDS=1
+FLUSH_ARG=128M
 MODE=both
 JSON=""
 WORK=""
@@ -91,6 +99,7 @@ while [ $# -gt 0 ]; do
 	--ramp) RAMP=$2; shift 2 ;;
 	--size) SIZE_ARG=$2; shift 2 ;;
 	--rounds) ROUNDS=$2; shift 2 ;;
+	--flush-bytes) FLUSH_ARG=$2; shift 2 ;;
 	--mode) MODE=$2; shift 2 ;;
 	--json) JSON=$2; shift 2 ;;
 	--workdir) WORK=$2; shift 2 ;;
@@ -112,6 +121,8 @@ to_bytes() {
 	[[ "$n" =~ ^[0-9]+$ ]] || return 1
 	echo $((n * mult))
 }
+
+FLUSH_BYTES=$(to_bytes "$FLUSH_ARG") || { echo "nbd_bench: --flush-bytes $FLUSH_ARG: not a size" >&2; exit 2; }
 
 is_seconds() {
 	[[ "$1" =~ ^[0-9]+(\.[0-9]+)?$ ]]
@@ -165,6 +176,7 @@ PIDS=()
 
 stop_pid() {
 	local pid=$1
+	[ -n "$pid" ] || return 0
 	kill "$pid" 2>/dev/null || return 0
 	# Bounded: a server that does not stop is killed.
 	for _ in $(seq 100); do
@@ -299,57 +311,52 @@ loadgen() {
 # ---------------------------------------------------------------------------
 # Jobs.
 
-JOBS=("randread 4K 32" "randwrite 4K 32" "read 1M 8" "write 1M 8")
+# RW BS QD FLUSH: FLUSH is 1 for the variants that send NBD_CMD_FLUSH
+# after every --flush-bytes written (the same count of writes for every
+# server), so all three make the same data durable, as a guest that syncs
+# asks; without it the peers' writes only dirty the page cache, while
+# h2d's flusher writes its store every second.  They always run through
+# nbd_loadgen (with fio's nbd engine, fsync=N gave sync counts that did
+# not match N).
+JOBS=("randread 4K 32 0" "randwrite 4K 32 0" "read 1M 8 0" "write 1M 8 0"
+	"randwrite 4K 32 1" "write 1M 8 1")
 SERVERS=(h2d nbdkit qemu-nbd)
-RESULTS=$WORK/results.jsonl
-: >"$RESULTS"
+NRUNS=0
+mkdir -p "$WORK/runs"
+: >"$WORK/runs.txt"
+# fio takes times in milliseconds.
+FIO_RUN=$(awk -v t="$TIME" 'BEGIN { ms = int(t * 1000 + 0.5); print (ms < 1 ? 1 : ms) }')
+FIO_RAMP=$(awk -v t="$RAMP" 'BEGIN { print int(t * 1000 + 0.5) }')
 
-# run_job MODE SERVER RW BS QD ROUND: one measured run, one JSON line.
+# run_job MODE SERVER RW BS QD FLUSH ROUND: one measured run; its output
+# goes to runs/N.out and a line describing it to runs.txt (read at the
+# end, in one go: a python3 start per run costs a noticeable fraction of
+# a short run on a busy machine).
 run_job() {
-	local mode=$1 server=$2 rw=$3 bs=$4 qd=$5 round=$6 out=$WORK/run.out verify=()
-	if [ "$mode" = tls ]; then
-		case "$rw" in *read) verify=(--verify) ;; esac
+	local mode=$1 server=$2 rw=$3 bs=$4 qd=$5 flush=$6 round=$7
+	local driver=nbd_loadgen opts=() out
+	NRUNS=$((NRUNS + 1))
+	out=$WORK/runs/$NRUNS.out
+	case "$rw" in *read) opts=(--verify) ;; esac
+	if [ "$flush" != 0 ]; then
+		flush=$((FLUSH_BYTES / $(to_bytes "$bs")))
+		[ "$flush" -gt 0 ] || flush=1
+		opts=(--flush-every "$flush")
+	fi
+	[ "$mode" = plain ] && [ "$flush" = 0 ] && driver=fio
+	if [ "$driver" = nbd_loadgen ]; then
 		loadgen "$mode" "$server" --rw "$rw" --bs "$bs" --iodepth "$qd" \
-			--runtime "$TIME" --ramp "$RAMP" --size "$SIZE" "${verify[@]}" \
+			--runtime "$TIME" --ramp "$RAMP" --size "$SIZE" "${opts[@]}" \
 			--name "$server" --json >"$out" 2>"$WORK/run.err" ||
-			die "$server $rw failed (tls): $(cat "$WORK/run.err")"
+			die "$server $rw failed ($mode): $(cat "$WORK/run.err")"
 	else
-		local ms_run ms_ramp
-		ms_run=$(python3 -c "print(max(1, round($TIME * 1000)))")
-		ms_ramp=$(python3 -c "print(round($RAMP * 1000))")
 		fio --name="$server" --ioengine=nbd --uri="$(uri "$mode" "$server")" \
 			--rw="$rw" --bs="$bs" --iodepth="$qd" --size="$SIZE" \
-			--time_based --runtime="${ms_run}ms" --ramp_time="${ms_ramp}ms" \
+			--time_based --runtime="${FIO_RUN}ms" --ramp_time="${FIO_RAMP}ms" \
 			--lat_percentiles=1 --output-format=json >"$out" 2>"$WORK/run.err" ||
 			die "$server $rw failed (plain, fio): $(cat "$WORK/run.err")"
 	fi
-	python3 - "$mode" "$server" "$rw" "$bs" "$qd" "$round" "$out" >>"$RESULTS" <<'EOF' ||
-import json, sys
-mode, server, rw, bs, qd, rnd, path = sys.argv[1:]
-text = open(path).read()
-if mode == "tls":
-    d = json.loads(text)
-    if d["errors"] or d["bad_data"]:
-        sys.exit("errors in " + text)
-    r = dict(iops=d["iops"], mb_per_s=d["mb_per_s"], p50_us=d["lat_us"]["p50"],
-             p99_us=d["lat_us"]["p99"], ios=d["ios"])
-else:
-    # fio may print warnings before the JSON document.
-    d = json.loads(text[text.index("{"):])
-    job = d["jobs"][0]
-    if job.get("error"):
-        sys.exit("fio error %s" % job["error"])
-    side = job["read" if "read" in rw else "write"]
-    pct = side["lat_ns"].get("percentile", {})
-    r = dict(iops=side["iops"], mb_per_s=side["bw_bytes"] / 1e6,
-             p50_us=pct.get("50.000000", 0) / 1e3,
-             p99_us=pct.get("99.000000", 0) / 1e3, ios=side["total_ios"])
-if r["ios"] <= 0:
-    sys.exit("no I/O completed")
-r.update(mode=mode, server=server, rw=rw, bs=bs, qd=int(qd), round=int(rnd))
-print(json.dumps(r))
-EOF
-		die "$server $rw ($mode): unusable result"
+	echo "$NRUNS $mode $server $rw $bs $qd $flush $round $driver" >>"$WORK/runs.txt"
 }
 
 # prefill MODE: every server's region written once, stamped, 1 MiB at QD8.
@@ -378,19 +385,19 @@ VERSIONS=$(versions)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "nbd_bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, load $LOAD_START"
 echo "nbd_bench: $VERSIONS"
-echo "nbd_bench: export $SIZE bytes each, ${TIME} s per job after ${RAMP} s ramp, $ROUNDS round(s), modes: ${MODES[*]}"
+echo "nbd_bench: export $SIZE bytes each, ${TIME} s per job after ${RAMP} s ramp, $ROUNDS round(s), modes: ${MODES[*]}, +flush every $FLUSH_BYTES bytes"
 
 for mode in "${MODES[@]}"; do
 	start_peers "$mode"
 	echo "nbd_bench: $mode: prefilling"
 	prefill "$mode"
 	for job in "${JOBS[@]}"; do
-		read -r rw bs qd <<<"$job"
+		read -r rw bs qd flush <<<"$job"
 		for ((r = 0; r < ROUNDS; r++)); do
 			for ((k = 0; k < 3; k++)); do
 				server=${SERVERS[$(((k + r) % 3))]}
-				echo "nbd_bench: $mode: $bs $rw QD$qd, $server (round $((r + 1)))"
-				run_job "$mode" "$server" "$rw" "$bs" "$qd" "$r"
+				echo "nbd_bench: $mode: $bs $rw QD$qd$([ "$flush" = 0 ] || echo " +flush"), $server (round $((r + 1)))"
+				run_job "$mode" "$server" "$rw" "$bs" "$qd" "$flush" "$r"
 			done
 		done
 	done
@@ -398,18 +405,64 @@ for mode in "${MODES[@]}"; do
 done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
+# h2d must stop cleanly: a final flush, exit 0 (in sanitizer builds, also
+# no leak or error reports).
+kill -TERM "$H2D_PID"
+h2d_rc=0
+wait "$H2D_PID" || h2d_rc=$?
+keep=()
+for pid in "${PIDS[@]}"; do
+	[ "$pid" = "$H2D_PID" ] || keep+=("$pid")
+done
+PIDS=("${keep[@]}")
+if [ "$h2d_rc" -ne 0 ]; then
+	tail -n 20 "$H2_DIR/h2d.log" >&2
+	die "h2d exited with status $h2d_rc after SIGTERM"
+fi
+
 # ---------------------------------------------------------------------------
 # Table (medians over rounds; ratios are medians of per-round ratios).
 
-python3 - "$RESULTS" "$JSON" "$VERSIONS" "$TIME" "$RAMP" "$SIZE" "$ROUNDS" \
+python3 - "$WORK" "$JSON" "$VERSIONS" "$TIME" "$RAMP" "$SIZE" "$ROUNDS" \
 	"$LOAD_START" "$LOAD_END" <<'EOF'
 import json, statistics, sys, time
-path, out, versions, t, ramp, size, rounds, load0, load1 = sys.argv[1:]
-runs = [json.loads(l) for l in open(path)]
+work, out, versions, t, ramp, size, rounds, load0, load1 = sys.argv[1:]
+
+def parse(n, mode, server, rw, bs, qd, flush, rnd, driver):
+    path = "%s/runs/%s.out" % (work, n)
+    text = open(path).read()
+    if driver == "nbd_loadgen":
+        d = json.loads(text)
+        if d["errors"] or d["bad_data"]:
+            sys.exit("nbd_bench: errors in %s: %s" % (path, text))
+        r = dict(iops=d["iops"], mb_per_s=d["mb_per_s"],
+                 p50_us=d["lat_us"]["p50"], p99_us=d["lat_us"]["p99"],
+                 ios=d["ios"], flushes=d["flushes"],
+                 flush_mean_us=d["flush_us"]["mean"])
+        if int(flush) and not d["flushes"]:
+            sys.exit("nbd_bench: no flush completed in %s" % path)
+    else:
+        # fio may print warnings before the JSON document.
+        d = json.loads(text[text.index("{"):])
+        job = d["jobs"][0]
+        if job.get("error"):
+            sys.exit("nbd_bench: fio error %s in %s" % (job["error"], path))
+        side = job["read" if "read" in rw else "write"]
+        pct = side["lat_ns"].get("percentile", {})
+        r = dict(iops=side["iops"], mb_per_s=side["bw_bytes"] / 1e6,
+                 p50_us=pct.get("50.000000", 0) / 1e3,
+                 p99_us=pct.get("99.000000", 0) / 1e3, ios=side["total_ios"])
+    if r["ios"] <= 0:
+        sys.exit("nbd_bench: no I/O completed in %s" % path)
+    r.update(mode=mode, server=server, rw=rw, bs=bs, qd=int(qd),
+             flush=int(flush), round=int(rnd), driver=driver)
+    return r
+
+runs = [parse(*l.split()) for l in open(work + "/runs.txt")]
 servers = ["h2d", "nbdkit", "qemu-nbd"]
 order = []
 for r in runs:
-    k = (r["mode"], r["rw"], r["bs"], r["qd"])
+    k = (r["mode"], r["rw"], r["bs"], r["qd"], r["flush"])
     if k not in order:
         order.append(k)
 
@@ -418,13 +471,16 @@ def med(xs):
 
 summary = []
 print()
-print("%-5s  %-18s %-9s %10s %9s %9s  %s" % ("mode", "job", "server", "IOPS",
+print("%-5s  %-24s %-9s %10s %9s %9s  %s" % ("mode", "job", "server", "IOPS",
       "MB/s", "p99 us", "h2d/peer"))
 for k in order:
-    mode, rw, bs, qd = k
+    mode, rw, bs, qd, flush = k
     label = "%s %s QD%d" % (bs, rw, qd)
-    sel = [r for r in runs if (r["mode"], r["rw"], r["bs"], r["qd"]) == k]
-    row = {"mode": mode, "job": label, "rw": rw, "bs": bs, "qd": qd}
+    if flush:
+        label += " +flush"
+    sel = [r for r in runs if (r["mode"], r["rw"], r["bs"], r["qd"], r["flush"]) == k]
+    row = {"mode": mode, "job": label, "rw": rw, "bs": bs, "qd": qd,
+           "flush_every": flush, "driver": sel[0]["driver"]}
     for s in servers:
         rs = [r for r in sel if r["server"] == s]
         m = {"iops": med([r["iops"] for r in rs]),
@@ -439,14 +495,14 @@ for k in order:
                     ratios.append(a[0] / b[0])
             m["h2d_ratio"] = med(ratios)
         row[s] = m
-        print("%-5s  %-18s %-9s %10s %9.1f %9s  %s" % (
+        print("%-5s  %-24s %-9s %10s %9.1f %9s  %s" % (
             mode, label, s, "{:,.0f}".format(m["iops"]), m["mb_per_s"],
             "{:,.0f}".format(m["p99_us"]),
             "%.2fx" % m["h2d_ratio"] if s != "h2d" else ""))
     summary.append(row)
 print()
 for row in summary:
-    print("ratio %-5s %-18s h2d/nbdkit %.2fx  h2d/qemu-nbd %.2fx" % (
+    print("ratio %-5s %-24s h2d/nbdkit %.2fx  h2d/qemu-nbd %.2fx" % (
         row["mode"], row["job"], row["nbdkit"]["h2d_ratio"],
         row["qemu-nbd"]["h2d_ratio"]))
 print("load average: %s at start, %s at end" % (load0, load1))

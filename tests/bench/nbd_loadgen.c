@@ -26,6 +26,11 @@
  * Latency is measured from the request's submission to its completion
  * callback, into a log-linear histogram (64 buckets per power of two,
  * so a percentile is within 1.6%).
+ *
+ * --flush-every N sends NBD_CMD_FLUSH on a connection after every N of
+ * its writes complete (one flush in flight per connection; the writes
+ * go on meanwhile), so every server makes the same writes durable, as
+ * a guest that syncs would ask.  Flushes are counted apart.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -63,6 +68,7 @@ struct lg_opts {
 	double runtime, ramp;
 	uint64_t size; /* 0: the export's */
 	uint64_t offset;
+	uint64_t flush_every; /* writes per NBD_CMD_FLUSH; 0: none */
 	bool once; /* sequential: stop after one pass over the region */
 	bool json;
 	bool verify;
@@ -71,6 +77,11 @@ struct lg_opts {
 struct lg_conn {
 	struct nbd_handle *h;
 	unsigned inflight;
+	uint64_t writes; /* completed since the last flush was sent */
+	bool flushing;	 /* a flush is in flight */
+	bool flush_done; /* ... and has completed (flush_err) */
+	int flush_err;
+	uint64_t flush_t0, flush_t1;
 };
 
 struct lg_slot {
@@ -97,6 +108,7 @@ struct lg {
 	uint64_t t_start, t_last;
 	uint64_t lat_sum, lat_max;
 	uint64_t hist[LG_BUCKETS];
+	uint64_t flushes, flush_ns_sum, flush_ns_max;
 };
 
 static uint64_t now_ns(void)
@@ -210,6 +222,56 @@ static int on_complete(void *arg, int *error)
 	return 1; /* retire the command */
 }
 
+/* libnbd calls this with its handle lock held: only note the result. */
+static int on_flush(void *arg, int *error)
+{
+	struct lg_conn *c = arg;
+
+	c->flush_t1 = now_ns();
+	c->flush_err = *error;
+	c->flush_done = true;
+	return 1;
+}
+
+/* After a write completed on c: send a flush if one is due. */
+static int maybe_flush(struct lg *lg, struct lg_conn *c)
+{
+	nbd_completion_callback cb = {.callback = on_flush, .user_data = c};
+
+	if (!lg->o.flush_every || ++c->writes < lg->o.flush_every ||
+	    c->flushing)
+		return 0;
+	c->writes = 0;
+	c->flushing = true;
+	c->flush_done = false;
+	c->flush_t0 = now_ns();
+	if (nbd_aio_flush(c->h, cb, 0) < 0) {
+		fprintf(stderr, "nbd_loadgen: cannot issue a flush: %s\n",
+			nbd_get_error());
+		return -1;
+	}
+	return 0;
+}
+
+/* A flush completed on c: account for it. */
+static void flush_done(struct lg *lg, struct lg_conn *c)
+{
+	uint64_t ns = c->flush_t1 - c->flush_t0;
+
+	c->flushing = false;
+	c->flush_done = false;
+	if (c->flush_err) {
+		lg->errors++;
+		fprintf(stderr, "nbd_loadgen: flush failed: %s\n",
+			strerror(c->flush_err));
+		return;
+	}
+	lg->flushes++;
+	lg->flush_ns_sum += ns;
+	if (ns > lg->flush_ns_max)
+		lg->flush_ns_max = ns;
+}
+
 /* The next offset, or false when --once has covered the region. */
 static bool next_offset(struct lg *lg, uint64_t *off)
 {
@@ -283,6 +345,8 @@ static int handle_done(struct lg *lg, struct lg_slot *s)
 					s->off, bad);
 		}
 	}
+	if (is_write(lg) && !s->err && maybe_flush(lg, s->conn) < 0)
+		return -1;
 	if (lg->measuring) {
 		lg->ios++;
 		lg->bytes += lg->o.bs;
@@ -319,7 +383,7 @@ static int run(struct lg *lg)
 		for (unsigned i = 0; i < n; i++) {
 			unsigned dir = nbd_aio_get_direction(lg->conn[i].h);
 
-			busy += lg->conn[i].inflight;
+			busy += lg->conn[i].inflight + lg->conn[i].flushing;
 			pfd[i].fd = nbd_aio_get_fd(lg->conn[i].h);
 			pfd[i].events = 0;
 			pfd[i].revents = 0;
@@ -352,6 +416,9 @@ static int run(struct lg *lg)
 		}
 		if (t >= end)
 			lg->stopping = true;
+		for (unsigned i = 0; i < n; i++)
+			if (lg->conn[i].flush_done)
+				flush_done(lg, &lg->conn[i]);
 		while (lg->done) {
 			struct lg_slot *s = lg->done;
 
@@ -404,6 +471,8 @@ static void report(const struct lg *lg, int tls)
 	double iops = secs > 0 ? (double)lg->ios / secs : 0;
 	double mbps = secs > 0 ? (double)lg->bytes / secs / 1e6 : 0;
 	double mean = lg->ios ? (double)lg->lat_sum / (double)lg->ios : 0;
+	double fmean =
+	    lg->flushes ? (double)lg->flush_ns_sum / (double)lg->flushes : 0;
 	const struct lg_opts *o = &lg->o;
 
 	if (o->json) {
@@ -414,12 +483,15 @@ static void report(const struct lg *lg, int tls)
 		       ", \"bad_data\": %" PRIu64 ", \"iops\": %.1f, "
 		       "\"mb_per_s\": %.2f, \"lat_us\": {\"mean\": %.1f, "
 		       "\"p50\": %.1f, \"p99\": %.1f, \"p99.9\": %.1f, "
-		       "\"max\": %.1f}}\n",
+		       "\"max\": %.1f}, \"flushes\": %" PRIu64
+		       ", \"flush_us\": {\"mean\": %.1f, \"max\": %.1f}}\n",
 		       o->name, lg_rw_names[o->rw], o->bs, o->iodepth, o->conns,
 		       tls ? "true" : "false", secs, lg->ios, lg->bytes,
 		       lg->errors, lg->bad_data, iops, mbps, mean / 1e3,
 		       hist_pct(lg, 50) / 1e3, hist_pct(lg, 99) / 1e3,
-		       hist_pct(lg, 99.9) / 1e3, (double)lg->lat_max / 1e3);
+		       hist_pct(lg, 99.9) / 1e3, (double)lg->lat_max / 1e3,
+		       lg->flushes, fmean / 1e3,
+		       (double)lg->flush_ns_max / 1e3);
 		return;
 	}
 	printf("%s: rw=%s bs=%" PRIu64 " iodepth=%u connections=%u tls=%s\n",
@@ -432,6 +504,10 @@ static void report(const struct lg *lg, int tls)
 	printf("  lat (us): mean=%.1f p50=%.1f p99=%.1f p99.9=%.1f max=%.1f\n",
 	       mean / 1e3, hist_pct(lg, 50) / 1e3, hist_pct(lg, 99) / 1e3,
 	       hist_pct(lg, 99.9) / 1e3, (double)lg->lat_max / 1e3);
+	if (lg->flushes)
+		printf("  flushes=%" PRIu64 " (us): mean=%.1f max=%.1f\n",
+		       lg->flushes, fmean / 1e3,
+		       (double)lg->flush_ns_max / 1e3);
 }
 
 static void usage(FILE *f)
@@ -458,6 +534,8 @@ static void usage(FILE *f)
 	    "  --offset SIZE           where the region starts (default 0)\n"
 	    "  --once                  read/write: one pass over the region, "
 	    "no time limit\n"
+	    "  --flush-every N         NBD_CMD_FLUSH after every N writes "
+	    "(per connection)\n"
 	    "  --verify                reads check the stamps that writes "
 	    "leave\n"
 	    "  --name NAME             job name in the output\n"
@@ -524,6 +602,7 @@ static int parse_args(int argc, char **argv, struct lg_opts *o)
 	    {"size", required_argument, NULL, 's'},
 	    {"offset", required_argument, NULL, 'o'},
 	    {"once", no_argument, NULL, '1'},
+	    {"flush-every", required_argument, NULL, 'f'},
 	    {"verify", no_argument, NULL, 'v'},
 	    {"name", required_argument, NULL, 'N'},
 	    {"json", no_argument, NULL, 'j'},
@@ -620,6 +699,16 @@ static int parse_args(int argc, char **argv, struct lg_opts *o)
 			break;
 		case '1':
 			o->once = true;
+			break;
+		case 'f':
+			o->flush_every = strtoull(optarg, &end, 10);
+			if (*end || !o->flush_every) {
+				fprintf(stderr,
+					"nbd_loadgen: --flush-every %s: a "
+					"number of writes\n",
+					optarg);
+				return -1;
+			}
 			break;
 		case 'v':
 			o->verify = true;

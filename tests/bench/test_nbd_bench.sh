@@ -12,7 +12,7 @@ out=$(mktemp -d "${TMPDIR:-/tmp}/h2-nbdbench-smoke.XXXXXX")
 trap 'rm -rf "$out"' EXIT
 
 set +e
-bash "$bench" --build "$build" --time 0.5 --ramp 0 --size 32M \
+bash "$bench" --build "$build" --time 0.3 --ramp 0 --size 32M --flush-bytes 1M \
 	--json "$out/bench.json" >"$out/stdout" 2>"$out/stderr"
 rc=$?
 set -e
@@ -29,7 +29,8 @@ fi
 
 fail=0
 for mode in tls plain; do
-	for job in "4K randread QD32" "4K randwrite QD32" "1M read QD8" "1M write QD8"; do
+	for job in "4K randread QD32" "4K randwrite QD32" "1M read QD8" \
+		"1M write QD8" "4K randwrite QD32 \+flush" "1M write QD8 \+flush"; do
 		for server in h2d nbdkit qemu-nbd; do
 			if grep -Eq "^$mode +$job +$server +[1-9][0-9,]* " "$out/stdout"; then
 				echo "ok: $mode / $job / $server"
@@ -48,11 +49,14 @@ python3 - "$out/bench.json" <<'PY' || fail=1
 import json, sys
 doc = json.load(open(sys.argv[1]))
 rows = doc["summary"]
-assert len(rows) == 8, "summary has %d jobs, not 8" % len(rows)
+assert len(rows) == 12, "summary has %d jobs, not 12" % len(rows)
 for row in rows:
     for s in ("h2d", "nbdkit", "qemu-nbd"):
         assert row[s]["iops"] > 0 and row[s]["runs"] == 1, (row["job"], s)
-assert len(doc["runs"]) == 24, "%d runs, not 24" % len(doc["runs"])
+assert len(doc["runs"]) == 36, "%d runs, not 36" % len(doc["runs"])
+for r in doc["runs"]:
+    if r["flush"]:
+        assert r["flushes"] > 0, r
 assert "nbdkit" in doc["versions"] and "qemu-nbd" in doc["versions"]
 print("ok: JSON summary complete")
 PY

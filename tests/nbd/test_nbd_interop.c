@@ -1006,6 +1006,86 @@ Test(nbd_interop, nbdsh_checks_fua_trim_write_zeroes_and_block_status,
 	stop_clean();
 }
 
+/*
+ * Many commands in flight at once on one connection (the server runs
+ * them in batches, FLUSH and FUA commands alone): every command gets its
+ * own answer, and the data is what a model of the volume says.  Rounds
+ * of 96 writes (some FUA), trims, zeroes, flushes and reads of what the
+ * round before left are issued without waiting, then all are awaited.
+ */
+static const char nbdsh_pipelined[] =
+    "import os, random\n"
+    "K = 1024; B = 4 * K; N = 512\n"
+    "h.set_uri_allow_local_file(True)\n"
+    "h.connect_uri(os.environ['H2_URI'])\n"
+    "assert h.get_size() == N * B\n"
+    "model = [bytes(B)] * N\n"
+    "rng = random.Random(7)\n"
+    "def blk(v):\n"
+    "    return bytes([v % 251 + 1]) * B\n"
+    "checked = 0\n"
+    "for rnd in range(8):\n"
+    "    cookies = []\n"
+    "    reads = []\n"
+    "    touched = set()\n"
+    "    for i in range(96):\n"
+    "        k = rng.randrange(N)\n"
+    "        while k in touched:\n"
+    "            k = rng.randrange(N)\n"
+    "        touched.add(k)\n"
+    "        op = rng.randrange(10)\n"
+    "        if op < 5:\n"
+    "            d = blk(rnd * 1000 + i)\n"
+    "            fl = nbd.CMD_FLAG_FUA if op == 0 else 0\n"
+    "            cookies.append(h.aio_pwrite(d, k * B, flags=fl))\n"
+    "            model[k] = d\n"
+    "        elif op == 5:\n"
+    "            cookies.append(h.aio_trim(B, k * B))\n"
+    "            model[k] = bytes(B)\n"
+    "        elif op == 6:\n"
+    "            cookies.append(h.aio_zero(B, k * B))\n"
+    "            model[k] = bytes(B)\n"
+    "        elif op == 7:\n"
+    "            cookies.append(h.aio_flush())\n"
+    "        else:\n"
+    "            buf = nbd.Buffer(B)\n"
+    "            reads.append((k, model[k], buf))\n"
+    "            cookies.append(h.aio_pread(buf, k * B))\n"
+    "    for c in cookies:\n"
+    "        while not h.aio_command_completed(c):\n"
+    "            h.poll(-1)\n"
+    "    for (k, want, buf) in reads:\n"
+    "        assert buf.to_bytearray() == want, ('block', k, 'round', rnd)\n"
+    "        checked += 1\n"
+    "for k in range(N):\n"
+    "    assert h.pread(B, k * B) == model[k], ('final block', k)\n"
+    "h.shutdown()\n"
+    "print('pipelined checks passed', checked)\n";
+
+Test(nbd_interop, pipelined_mixed_commands_each_get_their_answer,
+     .fini = teardown)
+{
+	char path[256], *out;
+	FILE *f;
+
+	need_nbdsh();
+	start(NULL);
+	create_volume("pipe", 512 * 4 * KiB);
+	snprintf(path, sizeof(path), "%s", h2t_path(&srv, "pipe.py"));
+	f = fopen(path, "w");
+	cr_assert_not_null(f);
+	fputs(nbdsh_pipelined, f);
+	fclose(f);
+	cr_assert_eq(sh(&out,
+			"H2_URI='%s' timeout 120 " NBDSH
+			" -c \"exec(open('%s').read())\"",
+			uri("pipe", admin_dir()), path),
+		     0, "nbdsh: %s", out);
+	cr_assert(strstr(out, "pipelined checks passed"), "%s", out);
+	free(out);
+	stop_clean();
+}
+
 /* A write acknowledged with FUA, or before an acknowledged FLUSH, is on
  * disk: it survives SIGKILL with no background flush in between.  Each
  * is checked on its own, so that one cannot cover for the other. */
