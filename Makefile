@@ -1,5 +1,5 @@
 # Convenience front door; the real work is in scripts/ and CMake.
-.PHONY: all build run test deps clean distclean install
+.PHONY: all build run test soak deps clean distclean install
 
 # make install [PREFIX=/usr/local] [DESTDIR=/staging/root]
 PREFIX ?= /usr/local
@@ -20,6 +20,11 @@ run: build
 
 test:
 	scripts/test
+
+# The long modes: 1000 SIGKILLs of a loaded h2d (SOAK_KILLS=N), 30000
+# crash states of the engine (SOAK_CRASH_STATES=N); see scripts/soak.
+soak:
+	scripts/soak
 
 # Programs, library, h2client.pc, man pages, h2-certs, the systemd unit
 # (PREFIX/lib/systemd/system), sysusers.d/h2.conf and, unless one exists,

@@ -1003,7 +1003,7 @@ static int export_slot(int fd, const struct io_slot *s, uint64_t *data)
 	size_t at = 0;
 
 	while (at < s->len) {
-		bool zero;
+		bool zero = false;
 		size_t n = zero_run(s->buf, s->len, at, s->off, &zero);
 
 		if (!zero) {

@@ -217,7 +217,40 @@ int h2_fm_set(struct h2_store *st, uint64_t blockno, bool used)
 	pg->bits[bit / 64] ^= mask;
 	pg->used += used ? 1 : (uint32_t)-1;
 	pg->dirty = true;
+	if (!used && pg->bits[bit / 64] == 0)
+		st->fm.no_free_word = false;
 	return 0;
+}
+
+/* First wholly free bitmap word (64 blocks in a row) in [from, to). */
+static int fm_find_word(struct h2_store *st, uint64_t from, uint64_t to,
+			uint64_t *out)
+{
+	uint64_t b = (from + 63) & ~63ull;
+	int r;
+
+	while (b < to) {
+		uint32_t p = (uint32_t)(b / H2_FM_BITS);
+		struct h2_fmpage *pg;
+
+		r = h2_fm_load_page(st, p);
+		if (r < 0)
+			return r;
+		pg = &st->fm.pages[p];
+		for (unsigned w = (unsigned)(b % H2_FM_BITS) / 64;
+		     pg->used <= H2_FM_BITS - 64 && w < FM_WORDS; w++) {
+			uint64_t cand = (uint64_t)p * H2_FM_BITS + w * 64;
+
+			if (cand + 64 > to)
+				return -ENOSPC;
+			if (pg->bits[w] == 0) {
+				*out = cand;
+				return 0;
+			}
+		}
+		b = (uint64_t)(p + 1) * H2_FM_BITS;
+	}
+	return -ENOSPC;
 }
 
 /* First free block in [from, to), or -ENOSPC. */
@@ -267,11 +300,31 @@ int h2_fm_alloc(struct h2_store *st, uint64_t *blockno)
 	struct h2_freemap *fm = &st->fm;
 	uint64_t start = fm->cursor < st->total_blocks ? fm->cursor : 0;
 	uint64_t b;
+	bool used;
 	int r;
 
-	r = fm_find(st, start, st->total_blocks, &b);
-	if (r == -ENOSPC && start > 0)
-		r = fm_find(st, 0, start, &b);
+	/* Go on with the run at the cursor; else start a new run where 64
+	 * blocks in a row are free (after snapshots pin old blocks, free
+	 * space is mostly single holes, and filling those one by one turns
+	 * a flush into many small writes); else take any free block. */
+	r = h2_fm_test(st, start, &used);
+	if (r < 0)
+		return r;
+	b = start;
+	if (used) {
+		r = -ENOSPC;
+		if (!fm->no_free_word) {
+			r = fm_find_word(st, start, st->total_blocks, &b);
+			if (r == -ENOSPC && start > 0)
+				r = fm_find_word(st, 0, start, &b);
+			if (r == -ENOSPC)
+				fm->no_free_word = true;
+		}
+		if (r == -ENOSPC)
+			r = fm_find(st, start, st->total_blocks, &b);
+		if (r == -ENOSPC && start > 0)
+			r = fm_find(st, 0, start, &b);
+	}
 	if (r == -ENOSPC)
 		return h2_err(-ENOSPC, "no free block left on the device");
 	if (r < 0)

@@ -155,6 +155,8 @@ struct h2_freemap {
 	struct h2_fmpage *pages;
 	uint8_t *sel;	   /* selector bits, as in the durable header */
 	uint64_t cursor;   /* next-fit allocation cursor (block number) */
+	bool no_free_word; /* a scan found no 64 free blocks in a row; a
+			      free that empties a bitmap word clears it */
 };
 
 struct h2_store {

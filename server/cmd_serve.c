@@ -28,9 +28,10 @@
 #include "tls.h"
 
 /* Write the ready file atomically (temp file + rename); nbd_listen and
- * metrics_listen are NULL when that listener is off. */
+ * metrics_listen and nbd_plain are NULL when that listener is off. */
 static int write_ready_file(const char *path, const char *listen,
-			    const char *nbd_listen, const char *metrics_listen)
+			    const char *nbd_listen, const char *metrics_listen,
+			    const char *nbd_plain)
 {
 	char tmp[4096], *text;
 	cJSON *o = cJSON_CreateObject();
@@ -44,6 +45,8 @@ static int write_ready_file(const char *path, const char *listen,
 		cJSON_AddStringToObject(o, "nbd_listen", nbd_listen);
 	if (metrics_listen)
 		cJSON_AddStringToObject(o, "metrics_listen", metrics_listen);
+	if (nbd_plain)
+		cJSON_AddStringToObject(o, "nbd_plain_listen", nbd_plain);
 	cJSON_AddNumberToObject(o, "pid", (double)getpid());
 	cJSON_AddStringToObject(o, "version", H2_CORE_VERSION);
 	text = cJSON_PrintUnformatted(o);
@@ -170,18 +173,21 @@ int h2d_cmd_serve(int argc, char **argv)
 		goto out;
 	}
 	h2_log_info("serve", "h2d %s serving device=%s listen=%s nbd_listen=%s "
-			     "metrics_listen=%s workers=%u tls=%s",
+			     "metrics_listen=%s%s%s workers=%u tls=%s",
 		    H2_CORE_VERSION, cfg.device, h2_server_listen_addr(srv),
 		    h2_nbdsrv_listen_addr(srv) ? h2_nbdsrv_listen_addr(srv)
 					       : "off",
 		    h2_metrics_http_addr(srv) ? h2_metrics_http_addr(srv)
 					      : "off",
+		    h2_nbdsrv_plain_addr(srv) ? " nbd_plain_listen=" : "",
+		    h2_nbdsrv_plain_addr(srv) ? h2_nbdsrv_plain_addr(srv) : "",
 		    cfg.workers, cfg.allow_tls12 ? "1.2+" : "1.3");
 	if (cfg.ready_file) {
 		r = write_ready_file(cfg.ready_file,
 				     h2_server_listen_addr(srv),
 				     h2_nbdsrv_listen_addr(srv),
-				     h2_metrics_http_addr(srv));
+				     h2_metrics_http_addr(srv),
+				     h2_nbdsrv_plain_addr(srv));
 		if (r < 0) {
 			h2_log_error("serve", "cannot write ready file %s: %s",
 				     cfg.ready_file, strerror(-r));

@@ -19,10 +19,13 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -54,6 +57,8 @@ enum cfg_type {
 	CFG_STR,    /* char *, non-empty */
 	CFG_LISTEN, /* char *, HOST:PORT */
 	CFG_LISTEN_OPT, /* char *, HOST:PORT or "" (off) */
+	CFG_LISTEN_LOOP, /* char *, HOST:PORT on loopback only, or "" */
+	CFG_IDENT,  /* char *, an identity: non-empty, printable */
 	CFG_U32,    /* uint32_t in [min, max] */
 	CFG_UNS,    /* unsigned in [min, max] */
 	CFG_SIZE,   /* uint64_t, h2d_parse_size, in [min, max] */
@@ -88,6 +93,10 @@ static const struct cfg_key cfg_keys[] = {
      0, 0},
     {"server", "metrics_listen", "metrics-listen", CFG_LISTEN_OPT,
      CFG_OFF(metrics_listen), 0, 0},
+    {"server", "nbd_plain_listen", "nbd-plain-listen", CFG_LISTEN_LOOP,
+     CFG_OFF(nbd_plain_listen), 0, 0},
+    {"server", "nbd_plain_identity", "nbd-plain-identity", CFG_IDENT,
+     CFG_OFF(nbd_plain_identity), 0, 0},
     {"server", "workers", "workers", CFG_UNS, CFG_OFF(workers), 1, 1024},
     {"server", "max_connections", "max-connections", CFG_UNS,
      CFG_OFF(max_connections), 1, 1000000},
@@ -147,6 +156,8 @@ void h2_config_free(struct h2_config *c)
 	free(c->listen);
 	free(c->nbd_listen);
 	free(c->metrics_listen);
+	free(c->nbd_plain_listen);
+	free(c->nbd_plain_identity);
 	free(c->ready_file);
 	free(c->tls_ca);
 	free(c->tls_cert);
@@ -224,6 +235,91 @@ static bool cfg_listen_valid(const char *s)
 	return true;
 }
 
+/* Is sa a loopback address (127.0.0.0/8, ::1, or ::ffff:127.x.y.z)? */
+static bool cfg_sa_loopback(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+
+		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+	}
+	if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *a =
+		    &((const struct sockaddr_in6 *)sa)->sin6_addr;
+
+		if (IN6_IS_ADDR_LOOPBACK(a))
+			return true;
+		return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
+	}
+	return false;
+}
+
+bool h2_config_sa_loopback(const struct sockaddr *sa)
+{
+	return cfg_sa_loopback(sa);
+}
+
+int h2_config_loopback_addr(const char *hostport, struct sockaddr_storage *ss,
+			    int *sslen, char *err, size_t errlen)
+{
+	struct addrinfo hints = {0}, *res = NULL, *ai;
+	char host[256], ip[INET6_ADDRSTRLEN];
+	const char *colon = hostport ? strrchr(hostport, ':') : NULL;
+	const char *h = hostport;
+	size_t hl;
+	int r;
+
+	if (!colon || !cfg_listen_valid(hostport)) {
+		snprintf(err, errlen, "\"%s\" is not HOST:PORT",
+			 hostport ? hostport : "");
+		return -EINVAL;
+	}
+	hl = (size_t)(colon - hostport);
+	if (h[0] == '[') {
+		h++;
+		hl -= 2;
+	}
+	if (hl >= sizeof(host)) {
+		snprintf(err, errlen, "the host name in \"%s\" is too long",
+			 hostport);
+		return -EINVAL;
+	}
+	memcpy(host, h, hl);
+	host[hl] = 0;
+	hints.ai_flags = AI_NUMERICSERV;
+	hints.ai_socktype = SOCK_STREAM;
+	r = getaddrinfo(host, colon + 1, &hints, &res);
+	if (r != 0 || !res) {
+		snprintf(err, errlen, "cannot resolve \"%s\": %s", host,
+			 r ? gai_strerror(r) : "no address");
+		return -EINVAL;
+	}
+	/* Every address the name has must be loopback: a name that also
+	 * resolves elsewhere could be bound elsewhere another day. */
+	for (ai = res; ai; ai = ai->ai_next) {
+		if (cfg_sa_loopback(ai->ai_addr))
+			continue;
+		ip[0] = 0;
+		getnameinfo(ai->ai_addr, ai->ai_addrlen, ip, sizeof(ip), NULL,
+			    0, NI_NUMERICHOST);
+		snprintf(err, errlen,
+			 "\"%s\" is not a loopback address (%s%s%s): "
+			 "plaintext NBD is served on 127.0.0.0/8 or ::1 only; "
+			 "for other addresses use nbd_listen, which requires "
+			 "TLS",
+			 hostport, strcmp(ip, host) ? host : "",
+			 strcmp(ip, host) ? " resolves to " : "", ip);
+		freeaddrinfo(res);
+		return -EADDRNOTAVAIL;
+	}
+	if (ss) {
+		memcpy(ss, res->ai_addr, res->ai_addrlen);
+		*sslen = (int)res->ai_addrlen;
+	}
+	freeaddrinfo(res);
+	return 0;
+}
+
 /* Replace the string at *slot with a copy of value. */
 static int cfg_set_str(char **slot, const char *value)
 {
@@ -261,8 +357,19 @@ static int cfg_set(struct h2_config *c, const struct cfg_key *k,
 		break;
 	case CFG_LISTEN:
 	case CFG_LISTEN_OPT:
-		if (k->type == CFG_LISTEN_OPT && !*value)
+	case CFG_LISTEN_LOOP:
+		if (k->type != CFG_LISTEN && !*value)
 			break; /* empty: this listener is off */
+		if (k->type == CFG_LISTEN_LOOP && cfg_listen_valid(value)) {
+			char why[512];
+
+			if (h2_config_loopback_addr(value, NULL, NULL, why,
+						    sizeof(why)) < 0) {
+				snprintf(err, errlen, "%s: %s", where, why);
+				return -EINVAL;
+			}
+			break;
+		}
 		if (!cfg_listen_valid(value)) {
 			snprintf(err, errlen,
 				 "%s: \"%s\" is not HOST:PORT; write for "
@@ -271,6 +378,23 @@ static int cfg_set(struct h2_config *c, const struct cfg_key *k,
 				 where, value);
 			return -EINVAL;
 		}
+		break;
+	case CFG_IDENT:
+		if (!*value || strlen(value) >= H2_CONFIG_IDENT_MAX) {
+			snprintf(err, errlen,
+				 "%s: give an identity of 1 to %d characters "
+				 "(a name used in [access] rules)",
+				 where, H2_CONFIG_IDENT_MAX - 1);
+			return -EINVAL;
+		}
+		for (const char *q = value; *q; q++)
+			if (iscntrl((unsigned char)*q)) {
+				snprintf(err, errlen,
+					 "%s: the identity contains a control "
+					 "character",
+					 where);
+				return -EINVAL;
+			}
 		break;
 	case CFG_U32:
 	case CFG_UNS:
@@ -333,6 +457,8 @@ static int cfg_set(struct h2_config *c, const struct cfg_key *k,
 	case CFG_STR:
 	case CFG_LISTEN:
 	case CFG_LISTEN_OPT:
+	case CFG_LISTEN_LOOP:
+	case CFG_IDENT:
 		if (cfg_set_str(slot, value) < 0) {
 			snprintf(err, errlen, "%s: out of memory", where);
 			return -ENOMEM;
@@ -373,8 +499,10 @@ static int cfg_add_access(struct h2_config *c, const char *identity,
 		}
 	}
 	r = h2_acl_add(c->acl, identity, spec, why, sizeof(why));
-	if (r < 0)
-		snprintf(err, errlen, "%s: %s", where, why);
+	/* (A long message is cut; the length is looked at only to keep
+	 * -Wformat-truncation quiet at -O3.) */
+	if (r < 0 && snprintf(err, errlen, "%s: %s", where, why) < 0)
+		err[0] = '\0';
 	return r;
 }
 
@@ -721,6 +849,15 @@ static void cfg_usage(FILE *f)
 		"HTTP (default off;\n"
 		"                             no authentication: keep it on "
 		"loopback)\n"
+		"  --nbd-plain-listen HOST:PORT\n"
+		"                             also serve NBD without TLS there "
+		"(loopback only;\n"
+		"                             default off; for benchmarks and "
+		"local tools)\n"
+		"  --nbd-plain-identity NAME  the identity whose access rules "
+		"apply to\n"
+		"                             plaintext NBD connections "
+		"(required with it)\n"
 		"  --ca PATH                  CA that client certificates "
 		"chain to\n"
 		"  --cert PATH, --key PATH    server certificate and key\n"
@@ -908,7 +1045,27 @@ int h2_config_from_args(struct h2_config *c, int argc, char **argv, char *err,
 		}
 	}
 	optind = 0;
-	return cfg_check(c, "", err, errlen);
+	r = cfg_check(c, "", err, errlen);
+	if (r < 0)
+		return r;
+	/*
+	 * Only here, once file and flags are merged (a reload reads the
+	 * file alone, for its access rules): the plaintext listener has no
+	 * certificates to tell clients apart, so every connection on it
+	 * acts as one configured identity, which must be named.
+	 */
+	if (c->nbd_plain_listen && *c->nbd_plain_listen &&
+	    !c->nbd_plain_identity) {
+		snprintf(err, errlen,
+			 "nbd_plain_listen (--nbd-plain-listen %s) needs "
+			 "nbd_plain_identity (--nbd-plain-identity NAME): "
+			 "the identity whose [access] rules apply to every "
+			 "connection on the plaintext listener, which any "
+			 "local user can open",
+			 c->nbd_plain_listen);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 /* ---------------------------------------------------------------------- */

@@ -13,6 +13,9 @@
  *   listen = 127.0.0.1:7410
  *   nbd_listen = 127.0.0.1:10809   ; NBD frontend; empty: off
  *   metrics_listen = 127.0.0.1:9410 ; Prometheus GET /metrics; default off
+ *   nbd_plain_listen = 127.0.0.1:10810 ; NBD without TLS, loopback only;
+ *                                      ; default off
+ *   nbd_plain_identity = bench     ; whose [access] rules apply there
  *   workers = 4
  *   max_connections = 1024
  *   max_inflight = 64              ; requests read ahead per connection
@@ -37,7 +40,9 @@
 #define H2D_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "acl.h"
 
@@ -57,6 +62,10 @@ struct h2_config {
 	char *nbd_listen;	/* NBD frontend "HOST:PORT"; "" = off */
 	char *metrics_listen;	/* plain HTTP GET /metrics "HOST:PORT";
 				   NULL or "" = off */
+	char *nbd_plain_listen;	/* NBD without TLS, loopback only; NULL or
+				   "" = off */
+	char *nbd_plain_identity; /* the identity of every plaintext NBD
+				     connection; required with it */
 	unsigned workers;
 	unsigned max_connections;
 	unsigned max_inflight;
@@ -79,8 +88,8 @@ struct h2_config {
 /*
  * Defaults: no device, flush every 1000 ms, dirty_max 256M, dirty_hard 0
  * (= twice dirty_max, as the engine does), cache_max 512M, listen
- * 127.0.0.1:7410, nbd_listen 127.0.0.1:10809, no metrics_listen, 4 workers,
- * 1024 connections, 64 requests and 64M in
+ * 127.0.0.1:7410, nbd_listen 127.0.0.1:10809, no metrics_listen, no
+ * plaintext NBD, 4 workers, 1024 connections, 64 requests and 64M in
  * flight per connection, 10 s handshake timeout, log level info, no
  * ready file, no TLS files, TLS 1.3 only, acl NULL (no rules), not dev.
  * Overwrites all of c (call it first); aborts if out of memory.
@@ -100,14 +109,16 @@ int h2_config_load(struct h2_config *c, const char *path, char *err,
 /*
  * Apply `h2d serve` flags (argv without the subcommand).  Recognized:
  * --config PATH (loaded first, before the other flags apply), --device,
- * --listen, --nbd-listen ("" turns NBD off), --metrics-listen, --ca, --cert,
- * --key, --allow-tls12, --access ID=SPEC
+ * --listen, --nbd-listen ("" turns NBD off), --nbd-plain-listen (loopback
+ * only) with --nbd-plain-identity (required with it), --metrics-listen,
+ * --ca, --cert, --key, --allow-tls12, --access ID=SPEC
  * (repeatable), --flush-interval MS, --dirty-max SIZE, --dirty-hard SIZE,
  * --cache-max SIZE, --workers N, --max-connections N, --max-inflight N,
  * --max-inflight-bytes SIZE, --log-level L, --ready-file PATH, --dev.
  * -EINVAL with err set on a bad flag; 1 if --help was given (usage
  * printed to stdout).  Also checks settings against each other
- * (dirty_hard >= dirty_max unless 0).  Uses getopt_long: not thread-safe.
+ * (dirty_hard >= dirty_max unless 0; nbd_plain_listen needs
+ * nbd_plain_identity).  Uses getopt_long: not thread-safe.
  */
 int h2_config_from_args(struct h2_config *c, int argc, char **argv, char *err,
 			size_t errlen);
@@ -136,6 +147,23 @@ int h2_config_apply_dev(struct h2_config *c, char *err, size_t errlen);
  */
 int h2_config_reload_access(const struct h2_config *c, struct h2_acl **out,
 			    char *err, size_t errlen);
+
+/* Longest identity (with its NUL), as connections store it. */
+#define H2_CONFIG_IDENT_MAX 256
+
+/*
+ * Resolve "HOST:PORT" (a name, an IPv4 address or a bracketed IPv6
+ * address) and check that every address it has is loopback (127.0.0.0/8,
+ * ::1, ::ffff:127.0.0.0/104).  0 with the first address in *ss and its
+ * length in *sslen (both may be NULL); -EINVAL (not HOST:PORT, does not
+ * resolve) or -EADDRNOTAVAIL (an address is not loopback) with a
+ * sentence naming the address in err.  May block on a name lookup.
+ */
+int h2_config_loopback_addr(const char *hostport, struct sockaddr_storage *ss,
+			    int *sslen, char *err, size_t errlen);
+
+/* Is sa a loopback address (as h2_config_loopback_addr counts them)? */
+bool h2_config_sa_loopback(const struct sockaddr *sa);
 
 /* Free everything c owns and zero it (c itself is the caller's). */
 void h2_config_free(struct h2_config *c);

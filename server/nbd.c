@@ -8,6 +8,10 @@
  *     --verified client certificate--> NEGOTIATE --GO--> TRANSMIT
  *     --DISC--> DRAINING --nothing in flight--> CLOSING --> freed
  *
+ * A connection from the plaintext listener (nbd_plain_listen, loopback
+ * only) never does TLS: it starts in NEGOTIATE with its identity set to
+ * nbd_plain_identity, and its engine refuses STARTTLS.
+ *
  * Any state may go to CLOSING (protocol error, timeout, shutdown) or be
  * torn down at once (the peer left, TLS failed).  The plaintext phase
  * uses a plain socket bufferevent that does not own the socket; at the
@@ -69,8 +73,9 @@ struct nbd_conn;
 
 struct h2_nbdsrv {
 	struct h2_server *srv;
-	struct evconnlistener *listener;
-	char addr[64];
+	struct evconnlistener *listener;       /* TLS; NULL if off */
+	struct evconnlistener *plain_listener; /* loopback, no TLS; or NULL */
+	char addr[64], plain_addr[64];
 	struct nbd_conn *conns; /* open connections */
 	unsigned nconns;
 	bool closing_all; /* inside h2_nbdsrv_close_all */
@@ -93,6 +98,7 @@ struct nbd_conn {
 	evutil_socket_t fd;
 	bool bev_owns_fd;    /* after the upgrade (BEV_OPT_CLOSE_ON_FREE) */
 	bool tls_up;	     /* the TLS handshake completed */
+	bool plain;	     /* from the plaintext listener: never TLS */
 	struct event *timer; /* negotiation deadline */
 	struct h2_nbd *proto;
 	enum nc_state state;
@@ -958,17 +964,15 @@ static void peer_name(const struct sockaddr *sa, char *out, size_t len)
 	}
 }
 
-static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
-		      struct sockaddr *sa, int salen, void *arg)
+/* A new connection on either listener (plain: the plaintext one). */
+static void accept_conn(struct h2_nbdsrv *ns, evutil_socket_t fd,
+			const struct sockaddr *sa, bool plain)
 {
-	struct h2_nbdsrv *ns = arg;
 	struct h2_server *srv = ns->srv;
 	struct timeval tv;
 	struct nbd_conn *c;
 	int one = 1;
 
-	(void)l;
-	(void)salen;
 	if (srv->stopping ||
 	    srv->nconns + ns->nconns >= srv->cfg->max_connections) {
 		h2_log_warn("nbd", "refused a connection: %s",
@@ -988,6 +992,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	c->fd = fd;
 	c->refs = 1;
 	c->state = NC_PLAIN;
+	c->plain = plain;
 	peer_name(sa, c->peer, sizeof(c->peer));
 	/* No BEV_OPT_CLOSE_ON_FREE: the socket outlives this bufferevent
 	 * when TLS takes over. */
@@ -1009,6 +1014,14 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 		free(c);
 		return;
 	}
+	if (plain) {
+		/* No certificate tells clients apart: every one acts as the
+		 * configured identity, under its access rules. */
+		h2_nbd_set_plaintext(c->proto);
+		c->state = NC_NEGOTIATE;
+		snprintf(c->identity, sizeof(c->identity), "%s",
+			 srv->cfg->nbd_plain_identity);
+	}
 	c->next = ns->conns;
 	if (ns->conns)
 		ns->conns->prev = c;
@@ -1020,63 +1033,163 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	tv.tv_sec = srv->cfg->handshake_timeout_ms / 1000;
 	tv.tv_usec = (srv->cfg->handshake_timeout_ms % 1000) * 1000;
 	evtimer_add(c->timer, &tv);
-	h2_log_debug("nbd", "accepted peer=%s", c->peer);
+	if (plain)
+		h2_log_info("nbd", "connected peer=%s identity=%s tls=none "
+				   "(plaintext listener)",
+			    c->peer, c->identity);
+	else
+		h2_log_debug("nbd", "accepted peer=%s", c->peer);
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
+		      struct sockaddr *sa, int salen, void *arg)
+{
+	(void)l;
+	(void)salen;
+	accept_conn(arg, fd, sa, false);
+}
+
+static void accept_plain_cb(struct evconnlistener *l, evutil_socket_t fd,
+			    struct sockaddr *sa, int salen, void *arg)
+{
+	(void)l;
+	(void)salen;
+	/* The kernel routes only local traffic to a loopback address, but
+	 * the check is cheap and the listener's whole point. */
+	if (!h2_config_sa_loopback(sa)) {
+		h2_log_warn("nbd", "refused a plaintext connection from a "
+				   "non-loopback address");
+		evutil_closesocket(fd);
+		return;
+	}
+	accept_conn(arg, fd, sa, true);
 }
 
 /* ---------------------------------------------------------------------- */
 /* The frontend.                                                          */
 
+/* "HOST:PORT" of a bound listener into out. */
+static void bound_name(struct evconnlistener *l, char *out, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t blen = sizeof(ss);
+	char host[INET6_ADDRSTRLEN] = "?";
+
+	memset(&ss, 0, sizeof(ss));
+	getsockname(evconnlistener_get_fd(l), (struct sockaddr *)&ss, &blen);
+	if (ss.ss_family == AF_INET6) {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		snprintf(out, len, "[%s]:%u", host, ntohs(in6->sin6_port));
+	} else {
+		struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		snprintf(out, len, "%s:%u", host, ntohs(in->sin_port));
+	}
+}
+
+static struct evconnlistener *listen_on(struct h2_nbdsrv *ns,
+					evconnlistener_cb cb,
+					const struct sockaddr_storage *ss,
+					int sslen)
+{
+	return evconnlistener_new_bind(
+	    ns->srv->base, cb, ns,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+	    128, (const struct sockaddr *)ss, sslen);
+}
+
+/* The plaintext listener: loopback only, checked again on what is bound. */
+static int start_plain(struct h2_nbdsrv *ns, char *err, size_t errlen)
+{
+	const struct h2_config *cfg = ns->srv->cfg;
+	const char *addr = cfg->nbd_plain_listen;
+	struct sockaddr_storage ss;
+	int sslen = sizeof(ss), r;
+	char why[512];
+
+	if (!cfg->nbd_plain_identity || !*cfg->nbd_plain_identity) {
+		snprintf(err, errlen,
+			 "plaintext NBD listener %s: no nbd_plain_identity "
+			 "set",
+			 addr);
+		return -EINVAL;
+	}
+	r = h2_config_loopback_addr(addr, &ss, &sslen, why, sizeof(why));
+	if (r < 0) {
+		snprintf(err, errlen, "plaintext NBD listener: %s", why);
+		return r;
+	}
+	if (!h2_config_sa_loopback((struct sockaddr *)&ss)) {
+		snprintf(err, errlen,
+			 "plaintext NBD listener %s: not a loopback address",
+			 addr);
+		return -EADDRNOTAVAIL;
+	}
+	ns->plain_listener = listen_on(ns, accept_plain_cb, &ss, sslen);
+	if (!ns->plain_listener) {
+		snprintf(err, errlen,
+			 "cannot listen for plaintext NBD on %s: %s", addr,
+			 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		return -EADDRINUSE;
+	}
+	bound_name(ns->plain_listener, ns->plain_addr, sizeof(ns->plain_addr));
+	h2_log_warn("nbd",
+		    "plaintext NBD (no TLS) on %s for identity=%s: any local "
+		    "user can connect with that identity's rights; for "
+		    "benchmarks and local tools only",
+		    ns->plain_addr, cfg->nbd_plain_identity);
+	return 0;
+}
+
 int h2_nbdsrv_start(struct h2_server *srv, char *err, size_t errlen)
 {
 	struct h2_nbdsrv *ns = calloc(1, sizeof(*ns));
 	const char *addr = srv->cfg->nbd_listen;
+	const char *plain = srv->cfg->nbd_plain_listen;
 	struct sockaddr_storage ss;
-	socklen_t blen = sizeof(ss);
-	int sslen = sizeof(ss);
-	char host[INET6_ADDRSTRLEN];
+	int sslen = sizeof(ss), r;
 
 	if (!ns) {
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	ns->srv = srv;
-	if (h2_server_parse_listen(addr, &ss, &sslen) < 0) {
-		snprintf(err, errlen,
-			 "NBD listen address \"%s\" is not HOST:PORT with a "
-			 "numeric host (for example 127.0.0.1:10809, or port "
-			 "0 for any free port; empty turns NBD off)",
-			 addr);
-		free(ns);
-		return -EINVAL;
+	if (addr && *addr) {
+		if (h2_server_parse_listen(addr, &ss, &sslen) < 0) {
+			snprintf(err, errlen,
+				 "NBD listen address \"%s\" is not HOST:PORT "
+				 "with a numeric host (for example "
+				 "127.0.0.1:10809, or port 0 for any free "
+				 "port; empty turns NBD off)",
+				 addr);
+			free(ns);
+			return -EINVAL;
+		}
+		ns->listener = listen_on(ns, accept_cb, &ss, sslen);
+		if (!ns->listener) {
+			snprintf(err, errlen,
+				 "cannot listen for NBD on %s: %s (another "
+				 "NBD server there? choose --nbd-listen, or "
+				 "--nbd-listen '' to turn NBD off)",
+				 addr,
+				 evutil_socket_error_to_string(
+				     EVUTIL_SOCKET_ERROR()));
+			free(ns);
+			return -EADDRINUSE;
+		}
+		bound_name(ns->listener, ns->addr, sizeof(ns->addr));
 	}
-	ns->listener = evconnlistener_new_bind(
-	    srv->base, accept_cb, ns,
-	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-	    128, (struct sockaddr *)&ss, sslen);
-	if (!ns->listener) {
-		snprintf(err, errlen,
-			 "cannot listen for NBD on %s: %s (another NBD server "
-			 "there? choose --nbd-listen, or --nbd-listen '' to "
-			 "turn NBD off)",
-			 addr,
-			 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-		free(ns);
-		return -EADDRINUSE;
-	}
-	getsockname(evconnlistener_get_fd(ns->listener), (struct sockaddr *)&ss,
-		    &blen);
-	if (ss.ss_family == AF_INET6) {
-		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-
-		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-		snprintf(ns->addr, sizeof(ns->addr), "[%s]:%u", host,
-			 ntohs(in6->sin6_port));
-	} else {
-		struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-
-		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-		snprintf(ns->addr, sizeof(ns->addr), "%s:%u", host,
-			 ntohs(in->sin_port));
+	if (plain && *plain) {
+		r = start_plain(ns, err, errlen);
+		if (r < 0) {
+			if (ns->listener)
+				evconnlistener_free(ns->listener);
+			free(ns);
+			return r;
+		}
 	}
 	srv->nbd = ns;
 	return 0;
@@ -1084,7 +1197,13 @@ int h2_nbdsrv_start(struct h2_server *srv, char *err, size_t errlen)
 
 const char *h2_nbdsrv_listen_addr(const struct h2_server *srv)
 {
-	return srv->nbd ? srv->nbd->addr : NULL;
+	return srv->nbd && srv->nbd->listener ? srv->nbd->addr : NULL;
+}
+
+const char *h2_nbdsrv_plain_addr(const struct h2_server *srv)
+{
+	return srv->nbd && srv->nbd->plain_listener ? srv->nbd->plain_addr
+						     : NULL;
 }
 
 void h2_nbdsrv_stop(struct h2_server *srv)
@@ -1093,7 +1212,10 @@ void h2_nbdsrv_stop(struct h2_server *srv)
 
 	if (!ns)
 		return;
-	evconnlistener_disable(ns->listener);
+	if (ns->listener)
+		evconnlistener_disable(ns->listener);
+	if (ns->plain_listener)
+		evconnlistener_disable(ns->plain_listener);
 	for (struct nbd_conn *c = ns->conns; c; c = c->next)
 		if (c->open && c->bev && c->state != NC_TRANSMIT)
 			bufferevent_disable(c->bev, EV_READ);
@@ -1159,6 +1281,8 @@ void h2_nbdsrv_free(struct h2_server *srv)
 		return;
 	if (ns->listener)
 		evconnlistener_free(ns->listener);
+	if (ns->plain_listener)
+		evconnlistener_free(ns->plain_listener);
 	free(ns);
 	srv->nbd = NULL;
 }

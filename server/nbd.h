@@ -5,7 +5,14 @@
  * A second listener on the server's event loop.  Connections start in
  * plaintext and must upgrade with NBD_OPT_STARTTLS (same CA, server
  * certificate, client certificates and access rules as the native
- * protocol); the export name is the volume name.  The protocol itself
+ * protocol); the export name is the volume name.
+ *
+ * Optionally a third, plaintext listener (nbd_plain_listen): loopback
+ * addresses only, no TLS at all, and every connection acts as the one
+ * configured identity (nbd_plain_identity) under the normal access
+ * rules.  Any local user can reach a loopback port, so that identity's
+ * rights are everyone's on the machine; it exists for benchmarks and
+ * local tools (fio's nbd engine cannot present a client certificate).  The protocol itself
  * (handshake, options, parsing, replies) is nbd_proto.h's engine; this
  * module is the I/O around it.  Commands run as normal transactions on
  * the server's worker pool, exactly like native requests.
@@ -24,14 +31,19 @@
 struct h2_server;
 
 /*
- * Bind srv->cfg->nbd_listen (which must be non-empty) and start
- * accepting into srv->nbd.  On error returns -errno with a sentence in
- * err, and srv->nbd stays NULL.
+ * Bind srv->cfg->nbd_listen and srv->cfg->nbd_plain_listen (those that
+ * are non-empty; at least one should be) and start accepting into
+ * srv->nbd.  The plaintext listener binds only loopback addresses
+ * (h2_config_loopback_addr) and logs a warning.  On error returns -errno
+ * with a sentence in err, and srv->nbd stays NULL.
  */
 int h2_nbdsrv_start(struct h2_server *srv, char *err, size_t errlen);
 
-/* The address bound ("127.0.0.1:10809"), or NULL if the frontend is off. */
+/* The TLS address bound ("127.0.0.1:10809"), or NULL if it is off. */
 const char *h2_nbdsrv_listen_addr(const struct h2_server *srv);
+
+/* The plaintext address bound, or NULL if it is off. */
+const char *h2_nbdsrv_plain_addr(const struct h2_server *srv);
 
 /* Shutdown starts: stop accepting; connections still negotiating stop
  * being read, those transmitting answer ESHUTDOWN to new commands. */

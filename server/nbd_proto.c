@@ -19,7 +19,9 @@
  *  - Every offset/length test is written "off > size || len > size - off",
  *    which cannot overflow.
  *  - Before TLS, no option but STARTTLS and ABORT does anything, and the
- *    upgrade forgets everything negotiated before it.
+ *    upgrade forgets everything negotiated before it.  The exception is
+ *    an engine set plaintext (h2_nbd_set_plaintext): it never does TLS
+ *    and needs none, so options work from the start.
  *  - Every reply is complete when the output callback returns: replies of
  *    different commands never interleave inside one message.
  */
@@ -55,6 +57,7 @@ struct h2_nbd {
 	enum phase phase;
 	enum pending pend;
 	bool tls;	    /* STARTTLS done */
+	bool plain;	    /* a plaintext listener: no TLS, none needed */
 	bool no_zeroes;	    /* NBD_FLAG_C_NO_ZEROES */
 	bool structured;    /* NBD_OPT_STRUCTURED_REPLY acknowledged */
 	bool meta_base;	    /* base:allocation selected for meta_name */
@@ -248,6 +251,11 @@ struct h2_nbd *h2_nbd_new(h2_nbd_out_fn out, void *arg)
 	return p;
 }
 
+void h2_nbd_set_plaintext(struct h2_nbd *p)
+{
+	p->plain = true;
+}
+
 void h2_nbd_free(struct h2_nbd *p)
 {
 	free(p);
@@ -334,7 +342,9 @@ static size_t feed_client_flags(struct h2_nbd *p, const uint8_t *in, size_t len,
 	if (!(flags & NBD_FLAG_C_FIXED_NEWSTYLE))
 		return closing(p, act, 4,
 			       "client does not speak fixed newstyle "
-			       "negotiation, which TLS needs");
+			       "negotiation, which %s",
+			       p->plain ? "this server needs"
+					: "TLS needs");
 	p->no_zeroes = flags & NBD_FLAG_C_NO_ZEROES;
 	p->phase = PH_OPTIONS;
 	return done(act, 4);
@@ -579,17 +589,26 @@ static size_t feed_option(struct h2_nbd *p, const uint8_t *in, size_t len,
 	/* Decisions that need no option data: the data is skipped. */
 	if (opt == NBD_OPT_ABORT)
 		return opt_skip(p, act, opt, olen, NBD_REP_ACK, NULL, true);
-	if (!p->tls && opt == NBD_OPT_EXPORT_NAME)
+	if (!p->tls && !p->plain && opt == NBD_OPT_EXPORT_NAME)
 		return closing(p, act, NBD_OPT_HDR_SIZE,
 			       "NBD_OPT_EXPORT_NAME before STARTTLS; this "
 			       "server requires TLS");
-	if (!p->tls && opt != NBD_OPT_STARTTLS)
+	if (!p->tls && !p->plain && opt != NBD_OPT_STARTTLS)
 		return opt_skip(p, act, opt, olen, NBD_REP_ERR_TLS_REQD,
 				"TLS is required: send NBD_OPT_STARTTLS first",
 				false);
 	if (!opt_known(opt))
 		return opt_skip(p, act, opt, olen, NBD_REP_ERR_UNSUP,
 				"option not supported by this server", false);
+	/* The spec's answer when a server will not do TLS: a client
+	 * that only prefers TLS carries on in plaintext, one that needs
+	 * it gives up. */
+	if (opt == NBD_OPT_STARTTLS && p->plain)
+		return opt_skip(p, act, opt, olen, NBD_REP_ERR_POLICY,
+				"TLS is not offered on this listener "
+				"(plaintext, loopback only); use the TLS "
+				"NBD port",
+				false);
 	if (opt == NBD_OPT_STARTTLS && p->tls)
 		return opt_skip(p, act, opt, olen, NBD_REP_ERR_INVALID,
 				"TLS is already active", false);

@@ -20,6 +20,9 @@
  * option other than STARTTLS and ABORT is answered NBD_REP_ERR_TLS_REQD,
  * and EXPORT_NAME, which cannot be answered with an error, ends the
  * session.  Everything negotiated before the upgrade is forgotten.
+ * Except on an engine made plaintext (h2_nbd_set_plaintext, for h2d's
+ * loopback-only plaintext listener): there options work at once and
+ * STARTTLS is refused with NBD_REP_ERR_POLICY.
  *
  * Input contract: h2_nbd_feed() looks at a contiguous window of the input
  * and says how many bytes it consumed.  It never needs more than
@@ -253,6 +256,13 @@ struct h2_nbd_extent {
  */
 struct h2_nbd *h2_nbd_new(h2_nbd_out_fn out, void *arg);
 void h2_nbd_free(struct h2_nbd *p);
+
+/*
+ * This connection has no TLS and needs none (a loopback-only plaintext
+ * listener): options and commands work without STARTTLS, and STARTTLS
+ * is answered NBD_REP_ERR_POLICY.  Call before the first h2_nbd_feed.
+ */
+void h2_nbd_set_plaintext(struct h2_nbd *p);
 
 /*
  * Consume input from in[0..len) (see the input contract above) and say

@@ -900,7 +900,8 @@ int h2_server_new(struct h2_config *cfg, struct h2_store *st,
 			 cfg->workers);
 		goto fail;
 	}
-	if (cfg->nbd_listen && *cfg->nbd_listen &&
+	if (((cfg->nbd_listen && *cfg->nbd_listen) ||
+	     (cfg->nbd_plain_listen && *cfg->nbd_plain_listen)) &&
 	    h2_nbdsrv_start(srv, err, errlen) < 0)
 		goto fail;
 	if (cfg->metrics_listen && *cfg->metrics_listen &&

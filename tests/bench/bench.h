@@ -1,19 +1,87 @@
 /*
- * bench.h - what the engine benchmark measured, and how it is printed.
+ * bench.h - helpers shared by the engine benchmarks, and what the engine
+ * benchmark measured and how it is printed.
+ *
+ * bench_util.c: a clock, a random generator, size arguments, a latency
+ * histogram, medians, files written in full (engine_bench.c and
+ * snap_bench.c both use them).
  *
  * engine_bench.c runs the phases and fills a struct bench_report;
  * bench_report.c turns it into medians, ratios against the goals, a human
  * table or JSON.  Every figure of a run is a double so the report can take
  * medians of any field by its offset.
+ *
+ * Thread-safety: the bench_hist functions work on one histogram, owned by
+ * its caller (merge per-thread histograms at the end); everything else is
+ * thread-safe.
  */
 #ifndef H2_BENCH_H
 #define H2_BENCH_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define MiB	   ((uint64_t)1 << 20)
 #define MAX_ROUNDS 15
+
+/* ---------------------------------------------------------------------- */
+/* Helpers (bench_util.c).                                                */
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t bench_now_ns(void);
+
+/* xorshift64*: next value of the generator whose state is *s (not 0). */
+uint64_t bench_rnd(uint64_t *s);
+
+/* len bytes of buf (a multiple of 8 is filled) from seed. */
+void bench_fill_random(uint8_t *buf, size_t len, uint64_t seed);
+
+/* "512M", "4GiB", "64g", "4096": bytes, or -EINVAL. */
+int bench_parse_size(const char *s, uint64_t *out);
+
+/* A name for dir's file system ("ext2/3/4", "fs type 0x..."). */
+void bench_fs_describe(const char *dir, char *buf, size_t len);
+
+/* Median and q-quantile (0..1, linear between ranks) of v[0..n); -1 if
+ * n == 0.  v is not changed. */
+double bench_median(const double *v, int n);
+double bench_quantile(const double *v, int n, double q);
+
+/* pwrite all of buf (EINTR and short writes retried); 0 or -errno. */
+int bench_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+
+/*
+ * Create path (O_EXCL) with size bytes of written zeros and fsync it, so
+ * a store on it never makes the file system allocate while timed.  Bumps
+ * *progress (if not NULL) per MiB, for a watchdog.  Removes the file on
+ * failure.
+ */
+int bench_create_zeroed(const char *path, uint64_t size,
+			atomic_uint_fast64_t *progress);
+
+/*
+ * Latency histogram, log-linear: BENCH_HIST_SUB sub-buckets per power of
+ * two (values below 2 x BENCH_HIST_SUB exact), so a percentile is within
+ * 1/64 of the truth.  Zero-initialise before use.
+ */
+#define BENCH_HIST_SUB 64
+#define BENCH_HIST_N   (2 * BENCH_HIST_SUB + 57 * BENCH_HIST_SUB)
+
+struct bench_hist {
+	uint64_t n;
+	uint64_t max;
+	uint64_t c[BENCH_HIST_N];
+};
+
+void bench_hist_add(struct bench_hist *h, uint64_t v);
+void bench_hist_merge(struct bench_hist *dst, const struct bench_hist *src);
+/* The value at fraction p in (0, 1]; 0 for an empty histogram. */
+uint64_t bench_hist_pct(const struct bench_hist *h, double p);
+
+/* ---------------------------------------------------------------------- */
+/* The engine benchmark's report (engine_bench.c, bench_report.c).         */
 
 /* Goals from the issue, printed next to the figures, never enforced. */
 #define GOAL_RAND_RATIO 0.8 /* 4 KiB random write IOPS, engine / raw */

@@ -22,24 +22,6 @@ const char *const bench_pat_key[NPAT] = {"rand_write_4k", "seq_write_1m",
 const char *const bench_pat_name[NPAT] = {
     "4 KiB random write", "1 MiB seq write", "4 KiB random read"};
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	double tmp[MAX_ROUNDS];
-
-	if (n == 0)
-		return -1;
-	memcpy(tmp, v, sizeof(double) * (size_t)n);
-	qsort(tmp, (size_t)n, sizeof(double), cmp_double);
-	return n % 2 ? tmp[n / 2] : (tmp[n / 2 - 1] + tmp[n / 2]) / 2;
-}
-
 /* Field at byte offset off of res[pat][sys][0..rounds). */
 static int field(const struct bench_report *b, enum pat pat, enum sys sys,
 		 size_t off, double *v)
@@ -55,7 +37,7 @@ static double med(const struct bench_report *b, enum pat pat, enum sys sys,
 {
 	double v[MAX_ROUNDS];
 
-	return median(v, field(b, pat, sys, off, v));
+	return bench_median(v, field(b, pat, sys, off, v));
 }
 
 /* Per-round ratios engine/raw of a field, and their median. */
@@ -68,7 +50,7 @@ static double ratio(const struct bench_report *b, enum pat pat, size_t off,
 	field(b, pat, SYS_RAW, off, r);
 	for (int i = 0; i < b->rounds; i++)
 		v[i] = r[i] > 0 ? e[i] / r[i] : -1;
-	return median(v, b->rounds);
+	return bench_median(v, b->rounds);
 }
 
 /* Median of the defined per-round p99 ratios (-1: none defined). */
@@ -79,7 +61,7 @@ static double p99_ratio(const struct bench_report *b, enum pat pat,
 	for (int i = 0; i < b->rounds; i++)
 		if (b->res[pat][sys][i].p99_ratio >= 0)
 			v[(*n)++] = b->res[pat][sys][i].p99_ratio;
-	return median(v, *n);
+	return bench_median(v, *n);
 }
 
 #define OFF(f) offsetof(struct result, f)
@@ -274,7 +256,7 @@ void bench_print_human(const struct bench_report *b)
 		double goal = p == PAT_SEQ_WRITE ? GOAL_WA_SEQ : GOAL_WA_RAND;
 
 		n = field(b, p, SYS_ENGINE, OFF(wa), v);
-		rr = median(v, n);
+		rr = bench_median(v, n);
 		printf("%-20s WA %6s   GOAL <= %.1f %-7s per round %s\n",
 		       bench_pat_name[p], num(nb, sizeof(nb), rr, 2), goal,
 		       verdict(rr, goal, false),
@@ -394,10 +376,10 @@ void bench_print_human(const struct bench_report *b)
 static void json_rounds(const char *key, const struct bench_report *b,
 			enum pat p, enum sys s, size_t off, bool comma)
 {
-	double v[MAX_ROUNDS];
+	double v[MAX_ROUNDS] = {0};
 	int n = field(b, p, s, off, v);
 
-	printf("\"%s\": %.15g, \"%s_rounds\": [", key, median(v, n), key);
+	printf("\"%s\": %.15g, \"%s_rounds\": [", key, bench_median(v, n), key);
 	for (int i = 0; i < n; i++)
 		printf("%s%.15g", i ? ", " : "", v[i]);
 	printf("]%s", comma ? ", " : "");

@@ -70,7 +70,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
-#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -82,79 +81,6 @@
 #define STAMP_MAGIC   0x4b4c424843454e42ull
 #define MAX_THREADS   64
 #define STALL_SECONDS 60 /* --quick: 10, so ctest reports a hang itself */
-
-/* ---------------------------------------------------------------------- */
-/* Latency histogram: log-linear, 64 sub-buckets per power of two (values  */
-/* below 128 ns exact), so a percentile is within 1/64 of the truth.      */
-
-#define HIST_SUB 64
-#define HIST_N	 (2 * HIST_SUB + 57 * HIST_SUB)
-
-struct hist {
-	uint64_t n;
-	uint64_t max;
-	uint64_t c[HIST_N];
-};
-
-static unsigned hist_idx(uint64_t v)
-{
-	unsigned e;
-
-	if (v < 2 * HIST_SUB)
-		return (unsigned)v;
-	e = 63u - (unsigned)__builtin_clzll(v);
-	return 2 * HIST_SUB + (e - 7) * HIST_SUB +
-	       (unsigned)((v >> (e - 6)) - HIST_SUB);
-}
-
-/* Middle of bucket i. */
-static uint64_t hist_val(unsigned i)
-{
-	unsigned e, m;
-
-	if (i < 2 * HIST_SUB)
-		return i;
-	e = 7 + (i - 2 * HIST_SUB) / HIST_SUB;
-	m = HIST_SUB + (i - 2 * HIST_SUB) % HIST_SUB;
-	return ((uint64_t)m << (e - 6)) + ((1ull << (e - 6)) >> 1);
-}
-
-static void hist_add(struct hist *h, uint64_t v)
-{
-	h->c[hist_idx(v)]++;
-	h->n++;
-	if (v > h->max)
-		h->max = v;
-}
-
-static void hist_merge(struct hist *dst, const struct hist *src)
-{
-	for (unsigned i = 0; i < HIST_N; i++)
-		dst->c[i] += src->c[i];
-	dst->n += src->n;
-	if (src->max > dst->max)
-		dst->max = src->max;
-}
-
-/* p in (0, 1]; 0 for an empty histogram. */
-static uint64_t hist_pct(const struct hist *h, double p)
-{
-	uint64_t want, seen = 0;
-
-	if (h->n == 0)
-		return 0;
-	want = (uint64_t)(p * (double)h->n);
-	if ((double)want < p * (double)h->n)
-		want++;
-	if (want == 0)
-		want = 1;
-	for (unsigned i = 0; i < HIST_N; i++) {
-		seen += h->c[i];
-		if (seen >= want)
-			return hist_val(i) < h->max ? hist_val(i) : h->max;
-	}
-	return h->max;
-}
 
 /* ---------------------------------------------------------------------- */
 /* State.                                                                 */
@@ -169,7 +95,7 @@ struct worker {
 	uint64_t ops, bytes, bad, last_end_ns;
 	int err;
 	char msg[512];
-	struct hist h[2]; /* LAT_QUIET, LAT_FLUSH */
+	struct bench_hist h[2]; /* LAT_QUIET, LAT_FLUSH */
 	pthread_t tid;
 };
 
@@ -235,34 +161,6 @@ struct bench {
 	atomic_int doing_round, doing_pat, doing_sys; /* doing == "phase" */
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* xorshift64* */
-static uint64_t rnd(uint64_t *s)
-{
-	*s ^= *s >> 12;
-	*s ^= *s << 25;
-	*s ^= *s >> 27;
-	return *s * 2685821657736338717ull;
-}
-
-static void fill_random(uint8_t *buf, size_t len, uint64_t seed)
-{
-	uint64_t s = seed | 1;
-
-	for (size_t i = 0; i + 8 <= len; i += 8) {
-		uint64_t x = rnd(&s);
-
-		memcpy(buf + i, &x, 8);
-	}
-}
-
 /* Mark every 4 KiB block of buf (written at off) with its offset. */
 static void stamp(uint8_t *buf, uint64_t off, uint64_t len)
 {
@@ -279,26 +177,6 @@ static bool stamp_ok(const uint8_t *buf, uint64_t off)
 
 	memcpy(hdr, buf, sizeof(hdr));
 	return hdr[0] == STAMP_MAGIC && hdr[1] == off;
-}
-
-static int raw_pwrite(int fd, const void *buf, size_t len, uint64_t off)
-{
-	const char *p = buf;
-
-	while (len) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
 }
 
 static int raw_pread(int fd, void *buf, size_t len, uint64_t off)
@@ -339,7 +217,7 @@ static void engine_hook(void *arg, enum h2_flush_stage stage)
 	struct h2_store *st;
 
 	if (stage == H2_FLUSH_STAGE_FROZEN) {
-		b->t_frozen = now_ns();
+		b->t_frozen = bench_now_ns();
 		b->t_written = 0;
 		mark_set(&b->fm[SYS_ENGINE], 1);
 		st = atomic_load(&b->hook_st);
@@ -356,14 +234,14 @@ static void engine_hook(void *arg, enum h2_flush_stage stage)
 				;
 		}
 	} else if (stage == H2_FLUSH_STAGE_WRITTEN) {
-		b->t_written = now_ns();
+		b->t_written = bench_now_ns();
 	} else if (stage == H2_FLUSH_STAGE_DONE) {
 		mark_set(&b->fm[SYS_ENGINE], 0);
 		if (b->t_written >= b->t_frozen && b->t_frozen) {
 			atomic_fetch_add(&b->fz_write_ns,
 					 b->t_written - b->t_frozen);
 			atomic_fetch_add(&b->fz_sync_ns,
-					 now_ns() - b->t_written);
+					 bench_now_ns() - b->t_written);
 			atomic_fetch_add(&b->fz_staged, 1);
 		}
 	}
@@ -452,7 +330,7 @@ static int do_io(struct worker *w, bool write, uint64_t off, uint64_t len)
 	} else {
 		if (write)
 			raw_throttle(b);
-		r = write ? raw_pwrite(b->raw_fd, w->buf, len, off)
+		r = write ? bench_pwrite_all(b->raw_fd, w->buf, len, off)
 			  : raw_pread(b->raw_fd, w->buf, len, off);
 		if (r == 0 && write)
 			raw_dirtied(b, off, len);
@@ -485,16 +363,16 @@ static void *worker_main(void *arg)
 			len = SEQ_IO;
 			pos = pos + SEQ_IO < slice ? pos + SEQ_IO : 0;
 		} else {
-			off = rnd(&w->rng) % nblk * BLK;
+			off = bench_rnd(&w->rng) % nblk * BLK;
 			len = BLK;
 		}
 		if (write)
 			stamp(w->buf, off, len);
 		m0 = atomic_load(&fm->mark);
 		g0 = atomic_load(&fm->gen);
-		t0 = now_ns();
+		t0 = bench_now_ns();
 		r = do_io(w, write, off, len);
-		t1 = now_ns();
+		t1 = bench_now_ns();
 		m1 = atomic_load(&fm->mark);
 		g1 = atomic_load(&fm->gen);
 		if (r < 0) {
@@ -514,8 +392,9 @@ static void *worker_main(void *arg)
 					 hdr[1]);
 			}
 		}
-		hist_add(&w->h[(m0 || m1 || g0 != g1) ? LAT_FLUSH : LAT_QUIET],
-			 t1 - t0);
+		bench_hist_add(
+		    &w->h[(m0 || m1 || g0 != g1) ? LAT_FLUSH : LAT_QUIET],
+		    t1 - t0);
 		w->ops++;
 		w->bytes += len;
 		w->last_end_ns = t1;
@@ -585,7 +464,7 @@ static void *rawsync_main(void *arg)
 		g = atomic_fetch_add(&b->raw_gen, 1);
 		pages = atomic_exchange(&b->raw_dirty, 0);
 		atomic_store(&b->raw_inflight, pages);
-		t0 = now_ns();
+		t0 = bench_now_ns();
 		mark_set(&b->fm[SYS_RAW], 1);
 		r = fdatasync(b->raw_fd) < 0 ? -errno : 0;
 		mark_set(&b->fm[SYS_RAW], 0);
@@ -596,7 +475,7 @@ static void *rawsync_main(void *arg)
 		pthread_cond_broadcast(&b->done_cv);
 		if (pages) {
 			b->raw_syncs++;
-			b->raw_sync_ns += now_ns() - t0;
+			b->raw_sync_ns += bench_now_ns() - t0;
 			b->raw_sync_pages += pages;
 			if (pages > b->raw_sync_pages_max)
 				b->raw_sync_pages_max = pages;
@@ -731,12 +610,12 @@ static void find_disk(struct bench *b)
 /* ---------------------------------------------------------------------- */
 /* Phases.                                                                */
 
-static void fill_lat(struct result *res, enum lat l, const struct hist *h)
+static void fill_lat(struct result *res, enum lat l, const struct bench_hist *h)
 {
 	res->n[l] = (double)h->n;
-	res->p50[l] = (double)hist_pct(h, 0.50) / 1000.0;
-	res->p99[l] = (double)hist_pct(h, 0.99) / 1000.0;
-	res->p999[l] = (double)hist_pct(h, 0.999) / 1000.0;
+	res->p50[l] = (double)bench_hist_pct(h, 0.50) / 1000.0;
+	res->p99[l] = (double)bench_hist_pct(h, 0.99) / 1000.0;
+	res->p999[l] = (double)bench_hist_pct(h, 0.999) / 1000.0;
 	res->max[l] = (double)h->max / 1000.0;
 }
 
@@ -745,7 +624,7 @@ static int run_phase(struct bench *b, enum sys sys, enum pat pat,
 		     double seconds, struct result *res)
 {
 	struct worker *w[MAX_THREADS] = {0};
-	struct hist *all = calloc(3, sizeof(struct hist));
+	struct bench_hist *all = calloc(3, sizeof(struct bench_hist));
 	struct h2_store_stats s0, s1;
 	bool write = pat != PAT_RAND_READ, syncer = false;
 	uint64_t t0, t_ack = 0, t_sync, t1;
@@ -780,7 +659,7 @@ static int run_phase(struct bench *b, enum sys sys, enum pat pat,
 		}
 		syncer = true;
 	}
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	b->deadline_ns = t0 + (uint64_t)(seconds * 1e9);
 	for (n = 0; n < b->r.threads; n++) {
 		w[n] = calloc(1, sizeof(*w[n]));
@@ -795,7 +674,7 @@ static int run_phase(struct bench *b, enum sys sys, enum pat pat,
 		w[n]->idx = n;
 		w[n]->rng =
 		    (t0 ^ (0x9E3779B97F4A7C15ull * (uint64_t)(n + 1))) | 1;
-		fill_random(w[n]->buf, SEQ_IO, w[n]->rng);
+		bench_fill_random(w[n]->buf, SEQ_IO, w[n]->rng);
 		if (pthread_create(&w[n]->tid, NULL, worker_main, w[n]) != 0) {
 			r = -EAGAIN;
 			break;
@@ -807,7 +686,7 @@ static int run_phase(struct bench *b, enum sys sys, enum pat pat,
 		if (w[i]->last_end_ns > t_ack)
 			t_ack = w[i]->last_end_ns;
 	if (t_ack == 0)
-		t_ack = now_ns();
+		t_ack = bench_now_ns();
 	if (syncer) {
 		pthread_mutex_lock(&b->lock);
 		b->sync_stop = true;
@@ -817,7 +696,7 @@ static int run_phase(struct bench *b, enum sys sys, enum pat pat,
 		syncer = false;
 	}
 	/* The final sync makes the phase's data durable and is timed. */
-	t_sync = now_ns();
+	t_sync = bench_now_ns();
 	if (write && sys == SYS_ENGINE) {
 		int rs = h2_store_sync(b->st, NULL);
 
@@ -839,7 +718,7 @@ static int run_phase(struct bench *b, enum sys sys, enum pat pat,
 		}
 		if (pages) {
 			b->raw_syncs++;
-			b->raw_sync_ns += now_ns() - t_sync;
+			b->raw_sync_ns += bench_now_ns() - t_sync;
 			b->raw_sync_pages += pages;
 			if (pages > b->raw_sync_pages_max)
 				b->raw_sync_pages_max = pages;
@@ -851,7 +730,7 @@ static int run_phase(struct bench *b, enum sys sys, enum pat pat,
 				strerror(-r));
 		}
 	}
-	t1 = now_ns();
+	t1 = bench_now_ns();
 	atomic_fetch_add(&b->progress, 1);
 	res->proc_written = proc0 >= 0 ? proc_write_bytes() - proc0 : -1;
 	res->disk_written = disk0 >= 0 ? disk_write_bytes(b) - disk0 : -1;
@@ -859,8 +738,8 @@ static int run_phase(struct bench *b, enum sys sys, enum pat pat,
 	for (int i = 0; i < n; i++) {
 		res->ops += (double)w[i]->ops;
 		res->bytes += (double)w[i]->bytes;
-		hist_merge(&all[LAT_QUIET], &w[i]->h[LAT_QUIET]);
-		hist_merge(&all[LAT_FLUSH], &w[i]->h[LAT_FLUSH]);
+		bench_hist_merge(&all[LAT_QUIET], &w[i]->h[LAT_QUIET]);
+		bench_hist_merge(&all[LAT_FLUSH], &w[i]->h[LAT_FLUSH]);
 		if (w[i]->err && r == 0)
 			r = w[i]->err;
 		if (w[i]->err || w[i]->bad)
@@ -875,8 +754,8 @@ static int run_phase(struct bench *b, enum sys sys, enum pat pat,
 				r = -EBADMSG;
 		}
 	}
-	hist_merge(&all[LAT_ALL], &all[LAT_QUIET]);
-	hist_merge(&all[LAT_ALL], &all[LAT_FLUSH]);
+	bench_hist_merge(&all[LAT_ALL], &all[LAT_QUIET]);
+	bench_hist_merge(&all[LAT_ALL], &all[LAT_FLUSH]);
 	for (int l = 0; l < NLAT; l++)
 		fill_lat(res, l, &all[l]);
 	res->p99_ratio = res->n[LAT_QUIET] > 0 && res->n[LAT_FLUSH] > 0
@@ -970,53 +849,12 @@ out:
 /* ---------------------------------------------------------------------- */
 /* Setup, fill, teardown.                                                 */
 
-static const char *fs_name(long type)
-{
-	switch ((unsigned long)type) {
-	case 0xEF53:
-		return "ext2/3/4";
-	case 0x58465342:
-		return "xfs";
-	case 0x9123683E:
-		return "btrfs";
-	case 0x01021994:
-		return "tmpfs";
-	case 0x794c7630:
-		return "overlayfs";
-	case 0x2fc12fc1:
-		return "zfs";
-	case 0xF2F52010:
-		return "f2fs";
-	default:
-		return NULL;
-	}
-}
-
 /* A device file of b->r.dev_size bytes of written zeros (--prealloc). */
 static int create_prealloc(struct bench *b, struct h2_dev **out)
 {
-	uint8_t *z = calloc(1, SEQ_IO);
-	int fd, r = 0;
+	int r = bench_create_zeroed(b->dev_path, b->r.dev_size, &b->progress);
 
-	if (!z)
-		return -ENOMEM;
-	fd = open(b->dev_path, O_RDWR | O_CREAT | O_EXCL, 0600);
-	if (fd < 0) {
-		r = -errno;
-		goto out;
-	}
-	for (uint64_t off = 0; off < b->r.dev_size && r == 0; off += SEQ_IO) {
-		r = raw_pwrite(fd, z, SEQ_IO, off);
-		atomic_fetch_add(&b->progress, 1);
-	}
-	if (r == 0 && fsync(fd) < 0)
-		r = -errno;
-	close(fd);
-	if (r == 0)
-		r = h2_dev_open_file(b->dev_path, 0, out);
-out:
-	free(z);
-	return r;
+	return r < 0 ? r : h2_dev_open_file(b->dev_path, 0, out);
 }
 
 static int setup(struct bench *b)
@@ -1028,17 +866,10 @@ static int setup(struct bench *b)
 	    .flush_hook_arg = b,
 	};
 	struct h2_dev *dev = NULL;
-	struct statfs sf;
 	uint64_t t0;
 	int r;
 
-	if (statfs(b->r.dir, &sf) == 0 && fs_name(sf.f_type))
-		snprintf(b->r.fs, sizeof(b->r.fs), "%s", fs_name(sf.f_type));
-	else if (statfs(b->r.dir, &sf) == 0)
-		snprintf(b->r.fs, sizeof(b->r.fs), "fs type %#lx",
-			 (unsigned long)sf.f_type);
-	else
-		snprintf(b->r.fs, sizeof(b->r.fs), "unknown");
+	bench_fs_describe(b->r.dir, b->r.fs, sizeof(b->r.fs));
 	find_disk(b);
 	snprintf(b->dev_path, sizeof(b->dev_path), "%s/h2bench.%ld.dev",
 		 b->r.dir, (long)getpid());
@@ -1055,9 +886,9 @@ static int setup(struct bench *b)
 		return r;
 	}
 	atomic_store(&b->doing, "h2_store_format");
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	r = h2_store_format(dev, NULL);
-	b->r.format_ms = (double)(now_ns() - t0) / 1e6;
+	b->r.format_ms = (double)(bench_now_ns() - t0) / 1e6;
 	if (r < 0) {
 		fprintf(stderr, "h2_engine_bench: format: %s (%s)\n",
 			strerror(-r), h2_core_errmsg());
@@ -1065,9 +896,9 @@ static int setup(struct bench *b)
 		return r;
 	}
 	atomic_store(&b->doing, "h2_store_open");
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	r = h2_store_open(dev, &so, &b->st);
-	b->r.open_ms = (double)(now_ns() - t0) / 1e6;
+	b->r.open_ms = (double)(bench_now_ns() - t0) / 1e6;
 	if (r < 0) {
 		fprintf(stderr, "h2_engine_bench: open: %s (%s)\n",
 			strerror(-r), h2_core_errmsg());
@@ -1103,12 +934,12 @@ static int fill(struct bench *b, enum sys sys)
 {
 	uint8_t *buf;
 	struct h2_store_stats s0, s1;
-	uint64_t t0 = now_ns();
+	uint64_t t0 = bench_now_ns();
 	int r = 0;
 
 	if (posix_memalign((void **)&buf, 4096, SEQ_IO) != 0)
 		return -ENOMEM;
-	fill_random(buf, SEQ_IO, 0x5eed + (uint64_t)sys);
+	bench_fill_random(buf, SEQ_IO, 0x5eed + (uint64_t)sys);
 	if (sys == SYS_ENGINE)
 		h2_store_stat(b->st, &s0);
 	for (uint64_t off = 0; off < b->r.size && r == 0; off += SEQ_IO) {
@@ -1121,7 +952,7 @@ static int fill(struct bench *b, enum sys sys)
 					"write at %" PRIu64 ": %s (%s)\n",
 					off, strerror(-r), h2_core_errmsg());
 		} else {
-			r = raw_pwrite(b->raw_fd, buf, SEQ_IO, off);
+			r = bench_pwrite_all(b->raw_fd, buf, SEQ_IO, off);
 			if (r < 0)
 				fprintf(stderr,
 					"h2_engine_bench: fill: raw "
@@ -1148,7 +979,7 @@ static int fill(struct bench *b, enum sys sys)
 		fprintf(stderr, "h2_engine_bench: fill: fdatasync: %s\n",
 			strerror(errno));
 	}
-	b->r.fill_s[sys] = (double)(now_ns() - t0) / 1e9;
+	b->r.fill_s[sys] = (double)(bench_now_ns() - t0) / 1e9;
 	free(buf);
 	return r;
 }
@@ -1174,9 +1005,9 @@ static int reopen_check(struct bench *b)
 	atomic_store(&b->doing, "h2_store_close");
 	st = b->st;
 	b->st = NULL;
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	r = h2_store_close(st);
-	b->r.close_ms = (double)(now_ns() - t0) / 1e6;
+	b->r.close_ms = (double)(bench_now_ns() - t0) / 1e6;
 	if (r < 0) {
 		fprintf(stderr, "h2_engine_bench: close: %s (%s)\n",
 			strerror(-r), h2_core_errmsg());
@@ -1189,9 +1020,9 @@ static int reopen_check(struct bench *b)
 		return r;
 	}
 	atomic_store(&b->doing, "h2_store_open (reopen)");
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	r = h2_store_open(dev, &so, &b->st);
-	b->r.reopen_ms = (double)(now_ns() - t0) / 1e6;
+	b->r.reopen_ms = (double)(bench_now_ns() - t0) / 1e6;
 	if (r < 0) {
 		fprintf(stderr, "h2_engine_bench: reopen: %s (%s)\n",
 			strerror(-r), h2_core_errmsg());
@@ -1206,7 +1037,7 @@ static int reopen_check(struct bench *b)
 	if (posix_memalign((void **)&buf, 4096, BLK) != 0)
 		return -ENOMEM;
 	for (int i = 0; i < 4096 && r == 0; i++) {
-		uint64_t off = rnd(&s) % nblk * BLK;
+		uint64_t off = bench_rnd(&s) % nblk * BLK;
 
 		r = h2_vol_read(b->vol, buf, off, BLK);
 		if (r < 0)
@@ -1290,34 +1121,6 @@ static void usage(FILE *f)
 	       "  --keep            keep the files\n");
 }
 
-static int parse_size(const char *s, uint64_t *out)
-{
-	static const char units[] = "kmgt";
-	const char *u;
-	char *end;
-	unsigned long long v;
-	unsigned shift = 0;
-
-	errno = 0;
-	if (*s == '-')
-		return -EINVAL;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return -EINVAL;
-	if (*end && (u = strchr(units, *end | 0x20)) != NULL) {
-		shift = 10 * (unsigned)(u - units + 1);
-		end++;
-		if (*end == 'i')
-			end++;
-		if (*end == 'B' || *end == 'b')
-			end++;
-	}
-	if (*end || v > (UINT64_MAX >> shift))
-		return -EINVAL;
-	*out = (uint64_t)v << shift;
-	return 0;
-}
-
 static int parse_args(struct bench *b, int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -1361,16 +1164,16 @@ static int parse_args(struct bench *b, int argc, char **argv)
 			b->r.dir = optarg;
 			break;
 		case 's':
-			if (parse_size(optarg, &b->r.size) < 0)
+			if (bench_parse_size(optarg, &b->r.size) < 0)
 				goto bad;
 			have_size = true;
 			break;
 		case 'D':
-			if (parse_size(optarg, &b->r.dirty_max) < 0)
+			if (bench_parse_size(optarg, &b->r.dirty_max) < 0)
 				goto bad;
 			break;
 		case 'S':
-			if (parse_size(optarg, &b->r.dev_size) < 0)
+			if (bench_parse_size(optarg, &b->r.dev_size) < 0)
 				goto bad;
 			break;
 		case 't':

@@ -1123,6 +1123,123 @@ Test(nbd_interop, fio_nbd_engine_writes_and_verifies, .fini = teardown)
 }
 
 /* ---------------------------------------------------------------------- */
+/* The plaintext listener (loopback only, one configured identity).       */
+
+/* "nbd_plain_listen" from the ready file. */
+static void plain_addr(char *out, size_t len)
+{
+	char *text = slurp(h2t_path(&srv, "ready.json"), NULL);
+	cJSON *doc = cJSON_Parse(text);
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, "nbd_plain_listen");
+
+	cr_assert(cJSON_IsString(v), "no \"nbd_plain_listen\" in %s", text);
+	snprintf(out, len, "%s", v->valuestring);
+	cJSON_Delete(doc);
+	free(text);
+}
+
+Test(nbd_interop, plaintext_listener_serves_its_identity_without_tls,
+     .fini = teardown)
+{
+	static const char *const more[] = {
+	    "--nbd-plain-listen", "127.0.0.1:0",    "--nbd-plain-identity",
+	    "bench",		  "--access",	    "bench=write:plain-*",
+	    NULL};
+	static const uint64_t ranges[] = {0, 64 * KiB, 3 * MiB, 1 * MiB};
+	char plain[64], u[128], *out, *got, *want;
+	cJSON *doc;
+	const cJSON *ex;
+	int r;
+
+	need_tool("nbdinfo", "libnbd-bin");
+	need_tool("nbdcopy", "libnbd-bin");
+	start(more);
+	plain_addr(plain, sizeof(plain));
+	cr_assert(log_has("plaintext NBD (no TLS)"), "no warning in the log");
+	create_volume("plain-a", 8 * MiB);
+	create_volume("secret", 1 * MiB);
+
+	/* Without TLS, as identity "bench". */
+	snprintf(u, sizeof(u), "nbd://%s/plain-a", plain);
+	r = sh(&out, "timeout 60 nbdinfo --json '%s'", u);
+	cr_assert_eq(r, 0, "nbdinfo: %s", out);
+	doc = cJSON_Parse(out);
+	cr_assert_not_null(doc, "%s", out);
+	free(out);
+	json_bool(doc, "TLS", false);
+	ex = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(doc, "exports"),
+				0);
+	cr_assert_not_null(ex);
+	cr_assert_eq(json_num(ex, "export-size"), 8 * MiB);
+	json_bool(ex, "is_read_only", false);
+	cJSON_Delete(doc);
+	cr_assert(log_has("identity=bench tls=none"));
+
+	/* Its access rules, not the development admin's. */
+	snprintf(u, sizeof(u), "nbd://%s/secret", plain);
+	cr_assert_neq(sh(&out, "timeout 60 nbdinfo '%s'", u), 0, "%s", out);
+	free(out);
+	snprintf(u, sizeof(u), "nbd://%s", plain);
+	cr_assert_eq(sh(&out, "timeout 60 nbdinfo --list '%s'", u), 0, "%s",
+		     out);
+	cr_assert(strstr(out, "plain-a"), "%s", out);
+	cr_assert_null(strstr(out, "secret"), "%s", out);
+	free(out);
+
+	/* A client that insists on TLS is told no, by policy. */
+	snprintf(u, sizeof(u), "nbds://%s/plain-a?tls-certificates=%s", plain,
+		 admin_dir());
+	cr_assert_neq(sh(&out, "LIBNBD_DEBUG=1 timeout 60 nbdinfo '%s'", u), 0,
+		      "%s", out);
+	free(out);
+
+	/* Data written in plaintext is the volume's. */
+	make_image(h2t_path(&srv, "in.img"), 8 * MiB, ranges, 4);
+	snprintf(u, sizeof(u), "nbd://%s/plain-a", plain);
+	cr_assert_eq(sh(&out, "timeout 120 nbdcopy '%s' '%s'",
+			h2t_path(&srv, "in.img"), u),
+		     0, "nbdcopy: %s", out);
+	free(out);
+	got = h2ctl_read("plain-a", 3 * MiB, 1 * MiB);
+	want = malloc(1 * MiB);
+	h2t_pattern(want, 1 * MiB, 3 * MiB);
+	cr_assert_eq(memcmp(got, want, 1 * MiB), 0);
+	free(got);
+	free(want);
+	stop_clean();
+}
+
+Test(nbd_interop, fio_nbd_engine_over_the_plaintext_listener,
+     .fini = teardown)
+{
+	static const char *const more[] = {
+	    "--nbd-plain-listen", "127.0.0.1:0",    "--nbd-plain-identity",
+	    "bench",		  "--access",	    "bench=write:fio",
+	    NULL};
+	char plain[64], *out;
+	int r;
+
+	need_tool("fio", "fio");
+	if (sh(NULL, "fio --enghelp=nbd | grep -q uri") != 0)
+		cr_skip_test("this fio has no nbd engine");
+	start(more);
+	plain_addr(plain, sizeof(plain));
+	create_volume("fio", 16 * MiB);
+	/* What fio cannot do over TLS without a certificate directory in
+	 * $HOME (see fio_nbd_engine_writes_and_verifies), it does here as
+	 * any user. */
+	r = sh(&out,
+	       "cd '%s' && timeout 120 fio --name=plain --ioengine=nbd "
+	       "--uri='nbd://%s/fio' --rw=randwrite --bs=4k --size=8M "
+	       "--iodepth=16 --verify=crc32c --do_verify=1 --verify_fatal=1",
+	       srv.dir, plain);
+	cr_assert_eq(r, 0, "fio: %s", out);
+	cr_assert(strstr(out, "err= 0"), "%s", out);
+	free(out);
+	stop_clean();
+}
+
+/* ---------------------------------------------------------------------- */
 /* Refusals.                                                              */
 
 Test(nbd_interop, plaintext_options_get_tls_required, .fini = teardown)

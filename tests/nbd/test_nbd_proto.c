@@ -203,6 +203,104 @@ Test(nbd_proto, tls_upgrade_resets_negotiated_state, .init = setup,
 }
 
 /* ---------------------------------------------------------------------- */
+/* A plaintext engine (h2d's loopback-only plaintext listener).           */
+
+/* Fresh engine set plaintext, handshake done. */
+static void setup_plain(void)
+{
+	nw_init(&w);
+	h2_nbd_set_plaintext(w.p);
+	nw_hello(&w, FULL_FLAGS);
+}
+
+Test(nbd_proto, plaintext_engine_goes_to_transmission_without_starttls,
+     .init = setup_plain, .fini = teardown)
+{
+	struct h2_nbd_action act;
+	uint8_t payload[512];
+
+	memset(payload, 7, sizeof(payload));
+	nw_opt(&w, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
+	cr_assert_eq(nw_run(&w, &act), H2_NBD_NEED_MORE);
+	cr_assert_eq(nw_rep(&w, NBD_OPT_STRUCTURED_REPLY, NULL, NULL),
+		     NBD_REP_ACK, "options work without TLS here");
+	nw_go(&w, "vol", 1 * MiB, false);
+	cr_assert_not(h2_nbd_tls_active(w.p));
+	cr_assert(h2_nbd_export_flags(w.p) & NBD_FLAG_SEND_DF,
+		  "structured replies negotiated in plaintext stay on");
+	/* Commands flow: a read and a write reach the caller. */
+	nw_req(&w, 0, NBD_CMD_READ, 11, 4096, 4096);
+	cr_assert_eq(nw_run(&w, &act), H2_NBD_COMMAND);
+	cr_assert_eq(act.cmd.type, NBD_CMD_READ);
+	cr_assert_eq(act.cmd.cookie, 11);
+	nw_req(&w, NBD_CMD_FLAG_FUA, NBD_CMD_WRITE, 12, 0, sizeof(payload));
+	nw_push(&w, payload, sizeof(payload));
+	cr_assert_eq(nw_run(&w, &act), H2_NBD_COMMAND);
+	cr_assert_eq(act.cmd.type, NBD_CMD_WRITE);
+	cr_assert_eq(act.cmd.len, sizeof(payload));
+	nw_take(&w, sizeof(payload));
+	h2_nbd_reply(w.p, &act.cmd, 0, NULL);
+	cr_assert_eq(nw_reply_err(&w, 12), 0);
+}
+
+Test(nbd_proto, plaintext_engine_refuses_starttls_by_policy,
+     .init = setup_plain, .fini = teardown)
+{
+	struct h2_nbd_action act;
+
+	nw_opt(&w, NBD_OPT_STARTTLS, NULL, 0);
+	cr_assert_eq(nw_run(&w, &act), H2_NBD_NEED_MORE,
+		     "no TLS upgrade is started");
+	cr_assert_eq(nw_rep(&w, NBD_OPT_STARTTLS, NULL, NULL),
+		     NBD_REP_ERR_POLICY);
+	cr_assert_not(h2_nbd_tls_active(w.p));
+	/* The session goes on in plaintext (a client that only prefers
+	 * TLS carries on). */
+	nw_go(&w, "vol", 4096, true);
+	cr_assert(h2_nbd_export_flags(w.p) & NBD_FLAG_READ_ONLY);
+}
+
+Test(nbd_proto, plaintext_engine_serves_export_name_and_list,
+     .init = setup_plain, .fini = teardown)
+{
+	struct h2_nbd_export ex = {.size = 2 * MiB};
+	struct h2_nbd_action act;
+	const uint8_t *d;
+	uint32_t len;
+
+	nw_opt(&w, NBD_OPT_LIST, NULL, 0);
+	cr_assert_eq(nw_run(&w, &act), H2_NBD_LIST);
+	h2_nbd_list_add(w.p, "a");
+	h2_nbd_list_done(w.p, 0);
+	cr_assert_eq(nw_rep(&w, NBD_OPT_LIST, &d, &len), NBD_REP_SERVER);
+	cr_assert_eq(len, 5);
+	cr_assert_eq(nw_rep(&w, NBD_OPT_LIST, NULL, NULL), NBD_REP_ACK);
+	nw_opt(&w, NBD_OPT_EXPORT_NAME, "a", 1);
+	cr_assert_eq(nw_run(&w, &act), H2_NBD_LOOKUP,
+		     "EXPORT_NAME is looked up, not refused for lack of TLS");
+	cr_assert_str_eq(act.name, "a");
+	cr_assert_eq(h2_nbd_lookup_done(w.p, 0, &ex, NULL), H2_NBD_TRANSMIT);
+	d = nw_get(&w, 10);
+	cr_assert_eq(nw_be64(d), 2 * MiB);
+}
+
+Test(nbd_proto, tls_engine_still_requires_starttls_next_to_a_plaintext_one,
+     .init = setup, .fini = teardown)
+{
+	struct nw plain;
+	struct h2_nbd_action act;
+
+	/* Setting one engine plaintext changes nothing for another. */
+	nw_init(&plain);
+	h2_nbd_set_plaintext(plain.p);
+	nw_hello(&w, FULL_FLAGS);
+	nw_opt_info(&w, NBD_OPT_GO, "vol", NULL, 0);
+	cr_assert_eq(nw_run(&w, &act), H2_NBD_NEED_MORE);
+	cr_assert_eq(nw_rep(&w, NBD_OPT_GO, NULL, NULL), NBD_REP_ERR_TLS_REQD);
+	nw_fini(&plain);
+}
+
+/* ---------------------------------------------------------------------- */
 /* INFO, GO, EXPORT_NAME, LIST.                                           */
 
 Test(nbd_proto, go_sends_size_flags_block_sizes_then_transmits,
