@@ -11,8 +11,11 @@
  *                     3 found unless the name holds '@'
  *           bit 6     listing the exports fails
  *           bit 7     deferred replies are sent newest first
- *   byte 1  bytes that "arrive" at a time (0: all at once): the engine
- *           sees the stream the way a socket delivers it, in pieces
+ *   byte 1  bits 0-6  bytes that "arrive" at a time (0: all at once):
+ *                     the engine sees the stream the way a socket
+ *                     delivers it, in pieces
+ *           bit 7     a plaintext engine (h2_nbd_set_plaintext): no
+ *                     STARTTLS, options work at once
  *
  * The harness plays h2d's part (server/nbd.c): it presents the window
  * h2_nbd_window() asks for (NULL for bytes being skipped), takes write
@@ -54,7 +57,7 @@ static const uint64_t fz_sizes[8] = {
 
 /* What the inputs reached (fuzz_report). */
 static struct {
-	uint64_t inputs, transmitting, commands, cmd_types[8],
+	uint64_t inputs, plain, transmitting, commands, cmd_types[8],
 	    answered_by_engine, closed, disconnected, tls, lookups, lists,
 	    need_more, skips, structured_chunks, simple_replies, option_replies;
 } fz_stats;
@@ -68,7 +71,7 @@ struct fz {
 	uint64_t size;
 	bool read_only;
 	unsigned lookup_mode;
-	bool list_fails, lifo;
+	bool list_fails, lifo, plain;
 	struct h2_nbd_cmd deferred[FZ_DEFER];
 	size_t ndeferred;
 };
@@ -470,6 +473,7 @@ static bool fz_step(struct fz *f)
 			f->arrived = f->len;
 		return true;
 	case H2_NBD_STARTTLS:
+		FUZZ_CHECK(!f->plain);
 		FUZZ_CHECK(!h2_nbd_tls_active(f->p) && !was_tx);
 		fz_stats.tls++;
 		h2_nbd_tls_done(f->p);
@@ -477,14 +481,14 @@ static bool fz_step(struct fz *f)
 		return true;
 	case H2_NBD_LOOKUP:
 		FUZZ_CHECK(act.name && strlen(act.name) <= H2_NBD_NAME_MAX);
-		FUZZ_CHECK(h2_nbd_tls_active(f->p));
+		FUZZ_CHECK(h2_nbd_tls_active(f->p) || f->plain);
 		if (fz_lookup(f, act.name) == H2_NBD_CLOSE) {
 			fz_stats.closed++;
 			return false;
 		}
 		return true;
 	case H2_NBD_LIST:
-		FUZZ_CHECK(h2_nbd_tls_active(f->p));
+		FUZZ_CHECK(h2_nbd_tls_active(f->p) || f->plain);
 		fz_list(f);
 		return true;
 	case H2_NBD_COMMAND:
@@ -542,13 +546,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	f.lookup_mode = (data[0] >> 4) & 3;
 	f.list_fails = data[0] & 0x40;
 	f.lifo = data[0] & 0x80;
-	f.chunk = data[1];
+	f.chunk = data[1] & 0x7f;
+	f.plain = data[1] & 0x80;
 	f.in = data + 2;
 	f.len = size - 2;
 	f.arrived = f.chunk && f.chunk < f.len ? f.chunk : f.len;
 
 	f.p = h2_nbd_new(fz_out, &f);
 	FUZZ_CHECK(f.p);
+	if (f.plain) {
+		h2_nbd_set_plaintext(f.p);
+		fz_stats.plain++;
+	}
 	FUZZ_CHECK(f.outlen == NBD_GREETING_SIZE);
 	FUZZ_CHECK(be64(f.out) == NBD_MAGIC && be64(f.out + 8) == NBD_IHAVEOPT);
 	f.outlen = 0;
@@ -753,6 +762,17 @@ void fuzz_seeds(fuzz_seed_fn emit, void *arg)
 	sb_req(&s, 0, NBD_CMD_WRITE, 0x15, 0, (32u << 20) + 1);
 	emit(arg, "huge-export-oversized-write", s.b, s.n);
 
+	/* A plaintext listener: no STARTTLS (refused), GO at once. */
+	sb_start(&s, 0x00, 0x80, false);
+	sb_opt(&s, NBD_OPT_STARTTLS, NULL, 0);
+	sb_opt(&s, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
+	sb_opt_meta(&s, NBD_OPT_SET_META_CONTEXT, "vol", "base:allocation");
+	sb_opt(&s, NBD_OPT_LIST, NULL, 0);
+	sb_opt_info(&s, NBD_OPT_GO, "vol", 2);
+	sb_commands(&s, true);
+	sb_req(&s, 0, NBD_CMD_DISC, 0x09, 0, 0);
+	emit(arg, "plaintext-listener", s.b, s.n);
+
 	/* A request with a bad magic after a good one. */
 	sb_start(&s, 0x00, 0, true);
 	sb_opt_info(&s, NBD_OPT_GO, "vol", 0);
@@ -766,12 +786,14 @@ void fuzz_seeds(fuzz_seed_fn emit, void *arg)
 int fuzz_report(FILE *out)
 {
 	fprintf(out,
-		"inputs %llu: transmitting %llu, commands %llu (read %llu "
+		"inputs %llu (plaintext %llu): transmitting %llu, commands "
+		"%llu (read %llu "
 		"write %llu flush %llu trim %llu zero %llu status %llu), "
 		"answered by the engine %llu, closed %llu, disconnected "
 		"%llu, tls %llu, lookups %llu, lists %llu, need_more %llu, "
 		"skips %llu; replies: option %llu simple %llu chunk %llu\n",
 		(unsigned long long)fz_stats.inputs,
+		(unsigned long long)fz_stats.plain,
 		(unsigned long long)fz_stats.transmitting,
 		(unsigned long long)fz_stats.commands,
 		(unsigned long long)fz_stats.cmd_types[NBD_CMD_READ],
@@ -796,9 +818,9 @@ int fuzz_report(FILE *out)
 		if (t != NBD_CMD_DISC && t != 5 && fz_stats.cmd_types[t] == 0)
 			return 1;
 	return fz_stats.answered_by_engine && fz_stats.closed &&
-		       fz_stats.disconnected && fz_stats.lists &&
-		       fz_stats.skips && fz_stats.structured_chunks &&
-		       fz_stats.simple_replies
+		       fz_stats.plain && fz_stats.disconnected &&
+		       fz_stats.lists && fz_stats.skips &&
+		       fz_stats.structured_chunks && fz_stats.simple_replies
 		   ? 0
 		   : 1;
 }
