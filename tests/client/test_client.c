@@ -22,72 +22,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "fake_server.h"
+#include "fake_fixture.h"
 #include "h2client.h"
 
-static char dir[] = "/tmp/h2-client-test-XXXXXX";
-static struct fake F;
-static bool fake_running;
-static char server_addr[64];
-static char server_crt[256], server_key[256], ca_crt[256], other_ca_crt[256];
-
-/* A path inside the test's directory (rotating static buffers). */
-static const char *tpath(const char *name)
-{
-	static char p[8][256];
-	static int k;
-
-	k = (k + 1) % 8;
-	snprintf(p[k], sizeof(p[k]), "%s/%s", dir, name);
-	return p[k];
-}
-
-static void setup(void)
-{
-	cr_assert_not_null(mkdtemp(dir));
-	cr_assert(fake_make_certs(dir), "making certificates failed");
-	memset(&F, 0, sizeof(F));
-	snprintf(server_crt, sizeof(server_crt), "%s", tpath("server.crt"));
-	snprintf(server_key, sizeof(server_key), "%s", tpath("server.key"));
-	snprintf(ca_crt, sizeof(ca_crt), "%s", tpath("ca.crt"));
-	snprintf(other_ca_crt, sizeof(other_ca_crt), "%s",
-		 tpath("other-ca.crt"));
-	F.cert = server_crt;
-	F.key = server_key;
-	F.ca = ca_crt;
-	F.mode = FAKE_SERVE;
-	F.flush_status = H2__STATUS__OK;
-}
-
-static void teardown(void)
-{
-	char cmd[300];
-
-	if (fake_running)
-		fake_stop(&F);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	cr_assert_eq(system(cmd), 0);
-}
-
-TestSuite(client, .init = setup, .fini = teardown, .timeout = 60);
-
-/* Start the fake as configured in F. */
-static void start_fake(void)
-{
-	cr_assert(fake_start(&F), "fake: %s", F.error);
-	fake_running = true;
-	snprintf(server_addr, sizeof(server_addr), "127.0.0.1:%u", F.port);
-}
-
-/* Stop the fake; it must not have seen anything wrong. */
-static void stop_fake(void)
-{
-	const char *err;
-
-	fake_running = false;
-	err = fake_stop(&F);
-	cr_assert_str_empty(err, "fake server: %s", err);
-}
+TestSuite(client, .init = fixture_setup, .fini = fixture_teardown,
+	  .timeout = 60);
 
 /* Options to reach the fake with the good certificates. */
 static h2_client_opts opts(void)
