@@ -18,6 +18,7 @@
 #ifndef H2_BENCH_H
 #define H2_BENCH_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -148,5 +149,22 @@ void bench_print_human(const struct bench_report *b);
 
 /* One JSON object on stdout (same figures, per-round values included). */
 void bench_print_json(const struct bench_report *b);
+
+/*
+ * A watchdog thread: if *progress does not move for stall_s seconds,
+ * report(arg) prints what was running (the files stay for a
+ * post-mortem) and the process exits with status 3.
+ */
+struct bench_dog {
+	atomic_uint_fast64_t *progress;
+	int stall_s;
+	void (*report)(void *arg, int stall_s);
+	void *arg;
+	atomic_bool stop;
+	pthread_t tid;
+};
+
+int bench_dog_start(struct bench_dog *d);
+void bench_dog_stop(struct bench_dog *d);
 
 #endif

@@ -257,3 +257,38 @@ out:
 	free(z);
 	return r;
 }
+
+static void *dog_main(void *arg)
+{
+	struct bench_dog *d = arg;
+	uint64_t last = UINT64_MAX;
+	int still = 0;
+
+	while (!atomic_load(&d->stop)) {
+		uint64_t p = atomic_load(d->progress);
+
+		sleep(1);
+		if (p != last) {
+			last = p;
+			still = 0;
+			continue;
+		}
+		if (++still < d->stall_s)
+			continue;
+		d->report(d->arg, d->stall_s);
+		_exit(3);
+	}
+	return NULL;
+}
+
+int bench_dog_start(struct bench_dog *d)
+{
+	atomic_store(&d->stop, false);
+	return pthread_create(&d->tid, NULL, dog_main, d) == 0 ? 0 : -EAGAIN;
+}
+
+void bench_dog_stop(struct bench_dog *d)
+{
+	atomic_store(&d->stop, true);
+	pthread_join(d->tid, NULL);
+}

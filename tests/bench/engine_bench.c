@@ -154,9 +154,8 @@ struct bench {
 	uint64_t t_frozen, t_written;
 
 	/* watchdog */
-	pthread_t dog_tid;
+	struct bench_dog dog;
 	atomic_uint_fast64_t progress;
-	atomic_bool dog_stop;
 	_Atomic(const char *) doing;		      /* static strings only */
 	atomic_int doing_round, doing_pat, doing_sys; /* doing == "phase" */
 };
@@ -493,54 +492,35 @@ static void *rawsync_main(void *arg)
  * STALL_SECONDS, print what was running and the engine's counters, and
  * exit without cleaning up (the files stay for a post-mortem).
  */
-static void *dog_main(void *arg)
+static void dog_report(void *arg, int stall_s)
 {
 	struct bench *b = arg;
-	uint64_t last = UINT64_MAX;
-	int still = 0;
+	const char *what = atomic_load(&b->doing);
 
-	while (!atomic_load(&b->dog_stop)) {
-		uint64_t p = atomic_load(&b->progress);
+	fprintf(stderr,
+		"h2_engine_bench: STALL: no progress for %d s during %s",
+		stall_s, what ? what : "?");
+	if (what && strcmp(what, "phase") == 0)
+		fprintf(stderr, " round %d, %s on %s",
+			atomic_load(&b->doing_round) + 1,
+			bench_pat_name[atomic_load(&b->doing_pat)],
+			bench_sys_name[atomic_load(&b->doing_sys)]);
+	fprintf(stderr, "\n");
+	if (b->st && what && strcmp(what, "phase") == 0) {
+		struct h2_store_stats s;
 
-		sleep(1);
-		if (p != last) {
-			last = p;
-			still = 0;
-			continue;
-		}
-		if (++still < b->stall_s)
-			continue;
-		const char *what = atomic_load(&b->doing);
-
+		h2_store_stat(b->st, &s);
 		fprintf(stderr,
-			"h2_engine_bench: STALL: no progress for %d s "
-			"during %s",
-			b->stall_s, what ? what : "?");
-		if (what && strcmp(what, "phase") == 0)
-			fprintf(stderr, " round %d, %s on %s",
-				atomic_load(&b->doing_round) + 1,
-				bench_pat_name[atomic_load(&b->doing_pat)],
-				bench_sys_name[atomic_load(&b->doing_sys)]);
-		fprintf(stderr, "\n");
-		if (b->st && what && strcmp(what, "phase") == 0) {
-			struct h2_store_stats s;
-
-			h2_store_stat(b->st, &s);
-			fprintf(
-			    stderr,
-			    "  engine: dirty %" PRIu64 " B, flushes %" PRIu64
-			    ", durable tid %" PRIu64 ", writer waits %" PRIu64
-			    ", dev written %" PRIu64 " B, dev flushes %" PRIu64
-			    ", flush mark %u\n",
-			    s.dirty_bytes, s.flushes, s.durable_tid,
-			    s.write_waits, s.dev_bytes_written, s.dev_flushes,
-			    atomic_load(&b->fm[SYS_ENGINE].mark));
-		}
-		fprintf(stderr, "  files left in place: %s %s\n", b->dev_path,
-			b->raw_path);
-		_exit(3);
+			"  engine: dirty %" PRIu64 " B, flushes %" PRIu64
+			", durable tid %" PRIu64 ", writer waits %" PRIu64
+			", dev written %" PRIu64 " B, dev flushes %" PRIu64
+			", flush mark %u\n",
+			s.dirty_bytes, s.flushes, s.durable_tid, s.write_waits,
+			s.dev_bytes_written, s.dev_flushes,
+			atomic_load(&b->fm[SYS_ENGINE].mark));
 	}
-	return NULL;
+	fprintf(stderr, "  files left in place: %s %s\n", b->dev_path,
+		b->raw_path);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1295,7 +1275,10 @@ int main(int argc, char **argv)
 	pthread_cond_init(&b->cv, &ca);
 	pthread_cond_init(&b->done_cv, NULL);
 	pthread_condattr_destroy(&ca);
-	if (pthread_create(&b->dog_tid, NULL, dog_main, b) != 0) {
+	b->dog = (struct bench_dog){.progress = &b->progress,
+				    .stall_s = b->stall_s,
+				    .report = dog_report, .arg = b};
+	if (bench_dog_start(&b->dog) < 0) {
 		fprintf(stderr, "h2_engine_bench: cannot start a thread\n");
 		return 1;
 	}
@@ -1350,8 +1333,7 @@ int main(int argc, char **argv)
 	}
 	if (r == 0)
 		r = reopen_check(b);
-	atomic_store(&b->dog_stop, true);
-	pthread_join(b->dog_tid, NULL);
+	bench_dog_stop(&b->dog);
 	teardown(b);
 	if (r < 0) {
 		fprintf(stderr, "h2_engine_bench: FAILED: %s\n", strerror(-r));

@@ -115,8 +115,7 @@ struct sb {
 	struct h2_dev *dev; /* st's device */
 	atomic_uint_fast64_t progress;
 	_Atomic(const char *) doing; /* static strings only */
-	atomic_bool dog_stop;
-	pthread_t dog_tid;
+	struct bench_dog dog;
 	uint16_t *gen; /* delete section: generation of each block */
 };
 
@@ -157,32 +156,15 @@ static int fail(int r, const char *what)
 /* ---------------------------------------------------------------------- */
 /* Watchdog: a hang is reported with what was running, files kept.       */
 
-static void *dog_main(void *arg)
+static void dog_report(void *arg, int stall_s)
 {
 	struct sb *b = arg;
-	uint64_t last = UINT64_MAX;
-	int still = 0;
+	const char *what = atomic_load(&b->doing);
 
-	while (!atomic_load(&b->dog_stop)) {
-		uint64_t p = atomic_load(&b->progress);
-		const char *what;
-
-		sleep(1);
-		if (p != last) {
-			last = p;
-			still = 0;
-			continue;
-		}
-		if (++still < b->stall_s)
-			continue;
-		what = atomic_load(&b->doing);
-		fprintf(stderr,
-			"h2_snap_bench: STALL: no progress for %d s during "
-			"%s; file left in place: %s\n",
-			b->stall_s, what ? what : "?", b->path);
-		_exit(3);
-	}
-	return NULL;
+	fprintf(stderr,
+		"h2_snap_bench: STALL: no progress for %d s during %s; file "
+		"left in place: %s\n",
+		stall_s, what ? what : "?", b->path);
 }
 
 static void doing(struct sb *b, const char *what)
@@ -1359,7 +1341,10 @@ int main(int argc, char **argv)
 	if (parse_args(b, argc, argv) < 0)
 		return 2;
 	bench_fs_describe(b->r.dir, b->r.fs, sizeof(b->r.fs));
-	if (pthread_create(&b->dog_tid, NULL, dog_main, b) != 0) {
+	b->dog = (struct bench_dog){.progress = &b->progress,
+				    .stall_s = b->stall_s,
+				    .report = dog_report, .arg = b};
+	if (bench_dog_start(&b->dog) < 0) {
 		fprintf(stderr, "h2_snap_bench: cannot start a thread\n");
 		return 1;
 	}
@@ -1376,8 +1361,7 @@ int main(int argc, char **argv)
 		r = section_delete(b);
 	/* On failure the stores stay open and the files in place: the
 	 * data is what a post-mortem wants. */
-	atomic_store(&b->dog_stop, true);
-	pthread_join(b->dog_tid, NULL);
+	bench_dog_stop(&b->dog);
 	if (r < 0) {
 		if (b->path[0])
 			fprintf(stderr,
