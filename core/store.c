@@ -555,24 +555,40 @@ static void set_full_name(struct h2_vol *v, const struct h2_vol *head)
 		snprintf(v->full, sizeof(v->full), "%s", v->rec.name);
 }
 
+static int vol_id_cmp(const void *a, const void *b);
+static struct h2_vol *vol_bsearch(struct h2_vol **vols, size_t n,
+				  uint64_t id);
+
 /* After loading: every snapshot belongs to a volume of the store. */
 static int dir_link(struct h2_store *st)
 {
-	for (uint32_t i = 0; i < st->nslots; i++) {
+	struct h2_vol **byid = calloc(st->nslots + 1, sizeof(*byid));
+	size_t n = 0;
+	int r = 0;
+
+	if (!byid)
+		return h2_err(-ENOMEM, "out of memory");
+	for (uint32_t i = 0; i < st->nslots; i++)
+		if (st->vols[i])
+			byid[n++] = st->vols[i];
+	qsort(byid, n, sizeof(*byid), vol_id_cmp);
+	for (uint32_t i = 0; i < st->nslots && r == 0; i++) {
 		struct h2_vol *v = st->vols[i], *h;
 
 		if (!v || !v->snap)
 			continue;
-		h = find_id_locked(st, v->rec.parent_id);
+		h = vol_bsearch(byid, n, v->rec.parent_id);
 		if (!h || h->snap)
-			return h2_err(-EBADMSG,
-				      "snapshot record %u (\"%s\") names "
-				      "volume id %" PRIu64 ", which does "
-				      "not exist: the directory is damaged",
-				      i, v->rec.name, v->rec.parent_id);
-		set_full_name(v, h);
+			r = h2_err(-EBADMSG,
+				   "snapshot record %u (\"%s\") names volume "
+				   "id %" PRIu64 ", which does not exist: the "
+				   "directory is damaged",
+				   i, v->rec.name, v->rec.parent_id);
+		else
+			set_full_name(v, h);
 	}
-	return 0;
+	free(byid);
+	return r;
 }
 
 static int dir_load(struct h2_store *st, const struct h2_blockref *root)
@@ -855,18 +871,22 @@ static void root_retry_name(struct h2_store *st, const char *name)
 }
 
 /* Fill an info struct (the caller keeps v stable). */
-static void fill_info(struct h2_vol *v, struct h2_vol_info *info)
+static void fill_basic(struct h2_vol *v, struct h2_vol_info *info)
 {
 	memset(info, 0, sizeof(*info));
 	info->id = v->rec.id;
-	snprintf(info->name, sizeof(info->name), "%s", v->rec.name);
+	snprintf(info->name, sizeof(info->name), "%s", v->full);
 	info->size = v->rec.size;
 	info->ctime_ns = v->rec.ctime_ns;
 	info->create_tid = v->rec.create_tid;
 	info->used_bytes = v->used_blocks * H2_BLOCK_SIZE;
 	info->snap_bytes = v->snap_blocks * H2_BLOCK_SIZE;
-	if (v->snap)
-		snprintf(info->name, sizeof(info->name), "%s", v->full);
+}
+
+/* Fill an info struct (dir_lock held; the caller keeps v stable). */
+static void fill_info(struct h2_vol *v, struct h2_vol_info *info)
+{
+	fill_basic(v, info);
 	for (uint32_t i = 0; i < v->st->nslots; i++) {
 		struct h2_vol *s = v->st->vols[i];
 
@@ -939,24 +959,100 @@ unlock:
 	return r;
 }
 
+static int vol_id_cmp(const void *a, const void *b)
+{
+	const struct h2_vol *x = *(struct h2_vol *const *)a;
+	const struct h2_vol *y = *(struct h2_vol *const *)b;
+
+	return x->rec.id < y->rec.id ? -1 : x->rec.id > y->rec.id;
+}
+
+static int info_id_cmp(const void *a, const void *b)
+{
+	const struct h2_vol_info *x = a, *y = b;
+
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* The record with this id among vols (sorted by id), or NULL. */
+static struct h2_vol *vol_bsearch(struct h2_vol **vols, size_t n, uint64_t id)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (vols[mid]->rec.id == id)
+			return vols[mid];
+		if (vols[mid]->rec.id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/*
+ * Every volume (not snapshots), sorted by id.  One pass over the table
+ * and sorted lookups, not fill_info's scan per volume: Stat lists the
+ * volumes on every call.
+ */
 int h2_vol_list(struct h2_store *st, struct h2_vol_info **out,
 		   size_t *count)
 {
-	struct h2_vol_info *v = NULL;
-	size_t n = 0;
+	struct h2_vol_info *v = NULL, key;
+	struct h2_vol **heads = NULL, **snaps = NULL;
+	size_t n = 0, ns = 0;
 
 	pthread_mutex_lock(&st->dir_lock);
 	if (st->nslots) {
 		v = calloc(st->nslots, sizeof(*v));
-		if (!v) {
+		heads = calloc(st->nslots, sizeof(*heads));
+		snaps = calloc(st->nslots, sizeof(*snaps));
+		if (!v || !heads || !snaps) {
 			pthread_mutex_unlock(&st->dir_lock);
+			free(v);
+			free(heads);
+			free(snaps);
 			return h2_err(-ENOMEM, "out of memory");
 		}
 	}
-	for (uint32_t i = 0; i < st->nslots; i++)
-		if (st->vols[i] && !st->vols[i]->snap)
-			fill_info(st->vols[i], &v[n++]);
+	for (uint32_t i = 0; i < st->nslots; i++) {
+		struct h2_vol *x = st->vols[i];
+
+		if (x && x->snap)
+			snaps[ns++] = x;
+		else if (x)
+			heads[n++] = x;
+	}
+	if (ns)
+		qsort(snaps, ns, sizeof(*snaps), vol_id_cmp);
+	if (n)
+		qsort(heads, n, sizeof(*heads), vol_id_cmp);
+	for (size_t i = 0; i < n; i++) {
+		struct h2_vol *o = heads[i]->rec.origin_id
+				       ? vol_bsearch(snaps, ns,
+						     heads[i]->rec.origin_id)
+				       : NULL;
+
+		fill_basic(heads[i], &v[i]);
+		if (o)
+			snprintf(v[i].origin, sizeof(v[i].origin), "%s",
+				 o->full);
+	}
+	for (size_t i = 0; i < ns; i++) {
+		struct h2_vol_info *h;
+
+		if (snaps[i]->pending)
+			continue;
+		key.id = snaps[i]->rec.parent_id;
+		h = bsearch(&key, v, n, sizeof(*v), info_id_cmp);
+		if (h)
+			h->snapshots++;
+	}
 	pthread_mutex_unlock(&st->dir_lock);
+	free(heads);
+	free(snaps);
 	*out = v;
 	*count = n;
 	return 0;

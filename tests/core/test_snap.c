@@ -340,6 +340,28 @@ Test(snap, clones_share_and_pin_their_origin)
 	cr_assert_eq(vi.size, size);
 	used_clone = t_used(st);
 	cr_assert_eq(used_clone, base, "a clone copies nothing");
+	{
+		struct h2_vol_info *vl;
+		size_t n, seen = 0;
+
+		cr_assert_eq(h2_vol_list(st, &vl, &n), 0);
+		cr_assert_eq(n, 3, "keep, v and c; snapshots are not listed");
+		for (size_t i = 0; i < n; i++) {
+			if (strcmp(vl[i].name, "v") == 0) {
+				cr_assert_eq(vl[i].snapshots, 1);
+				cr_assert_str_empty(vl[i].origin);
+				seen++;
+			} else if (strcmp(vl[i].name, "c") == 0) {
+				cr_assert_eq(vl[i].snapshots, 0);
+				cr_assert_str_eq(vl[i].origin, "v@s");
+				seen++;
+			}
+			if (i)
+				cr_assert_lt(vl[i - 1].id, vl[i].id);
+		}
+		cr_assert_eq(seen, 2);
+		free(vl);
+	}
 	cr_assert_eq(h2_snap_clone(st, "v", "s", "c", NULL), -EEXIST);
 	cr_assert_eq(h2_snap_clone(st, "v", "x", "c2", NULL), -ENOENT);
 
