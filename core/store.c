@@ -106,6 +106,12 @@ int h2_hdr_validate(const void *buf, size_t len, uint64_t dev_size,
 		*why = "used block count exceeds the device";
 		return -EBADMSG;
 	}
+	/* The next flush is tid + 1, and tids order everything (birth
+	 * times, snapshots): a tid near the top would wrap. */
+	if (h.tid == 0 || h.tid >= UINT64_MAX / 2) {
+		*why = "transaction id is out of range";
+		return -EBADMSG;
+	}
 	return 0;
 }
 
