@@ -5,6 +5,13 @@
  * before it is used to wait, allocate or index, the only allocation is
  * protobuf-c's unpack of a header whose size is already bounded, and no
  * input can make them assert.  See frame.h for the frame layout.
+ *
+ * Unpack allocates through frame_pb_allocator, our own malloc and free,
+ * rather than protobuf-c's default: so that running out of memory while
+ * unpacking can be told apart from a malformed header (-ENOMEM, not
+ * -EINVAL), and so that the allocation-failure tests
+ * (tests/server/test_memfault.c), which count the allocations of h2's own
+ * code, see these too.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -73,6 +80,30 @@ static int frame_check_prefix(const struct h2_frame_limits *lim,
 	*hdr_len = n;
 	return 0;
 }
+
+/* Set by frame_pb_alloc when an allocation failed (this thread). */
+static _Thread_local bool frame_oom;
+
+static void *frame_pb_alloc(void *data, size_t size)
+{
+	void *p = malloc(size);
+
+	(void)data;
+	if (!p)
+		frame_oom = true;
+	return p;
+}
+
+static void frame_pb_free(void *data, void *p)
+{
+	(void)data;
+	free(p);
+}
+
+static ProtobufCAllocator frame_pb_allocator = {
+	.alloc = frame_pb_alloc,
+	.free = frame_pb_free,
+};
 
 /*
  * Whether an unpacked message tree is free of field number 0.  protobuf-c
@@ -145,27 +176,29 @@ static int frame_decode(const struct h2_frame_limits *lim, const void *buf,
 		return H2_FRAME_NEED_MORE;
 	}
 
-	/* The default allocator; its total is bounded by hdr_len. */
+	/* Its total is bounded by hdr_len.  protobuf-c returns NULL both
+	 * for a malformed header and when an allocation failed. */
+	frame_oom = false;
 	if (is_request) {
 		H2__Request *req = h2__request__unpack(
-			NULL, hdr_len, p + H2_FRAME_PREFIX);
+			&frame_pb_allocator, hdr_len, p + H2_FRAME_PREFIX);
 		if (!req)
-			return -EINVAL;
+			return frame_oom ? -ENOMEM : -EINVAL;
 		msg = &req->base;
 		id = req->id;
 		payload_len = req->payload_len;
 	} else {
 		H2__Response *resp = h2__response__unpack(
-			NULL, hdr_len, p + H2_FRAME_PREFIX);
+			&frame_pb_allocator, hdr_len, p + H2_FRAME_PREFIX);
 		if (!resp)
-			return -EINVAL;
+			return frame_oom ? -ENOMEM : -EINVAL;
 		msg = &resp->base;
 		id = resp->id;
 		payload_len = resp->payload_len;
 	}
 
 	if (!frame_msg_valid(msg)) {
-		protobuf_c_message_free_unpacked(msg, NULL);
+		protobuf_c_message_free_unpacked(msg, &frame_pb_allocator);
 		return -EINVAL;
 	}
 
@@ -173,7 +206,7 @@ static int frame_decode(const struct h2_frame_limits *lim, const void *buf,
 	info->id = id;
 	info->payload_len = payload_len;
 	if (payload_len > lim->max_payload) {
-		protobuf_c_message_free_unpacked(msg, NULL);
+		protobuf_c_message_free_unpacked(msg, &frame_pb_allocator);
 		return -EFBIG;
 	}
 	*out = msg;
@@ -207,13 +240,13 @@ int h2_frame_decode_response(const struct h2_frame_limits *lim,
 void h2_frame_request_free(H2__Request *req)
 {
 	if (req)
-		h2__request__free_unpacked(req, NULL);
+		h2__request__free_unpacked(req, &frame_pb_allocator);
 }
 
 void h2_frame_response_free(H2__Response *resp)
 {
 	if (resp)
-		h2__response__free_unpacked(resp, NULL);
+		h2__response__free_unpacked(resp, &frame_pb_allocator);
 }
 
 struct h2_frame_decoder *h2_frame_decoder_new(const struct h2_frame_limits *lim)

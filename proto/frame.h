@@ -105,8 +105,8 @@ struct h2_frame_info {
  *   -EMSGSIZE           hdr_len over lim->max_header (checked as soon as
  *                       the prefix is complete, before anything else).
  *   -EINVAL             hdr_len is 0, or the header is not a valid
- *                       protobuf (protobuf-c cannot tell this apart from
- *                       running out of memory while unpacking).
+ *                       protobuf.
+ *   -ENOMEM             out of memory while unpacking the header.
  *   -EFBIG              payload_len over lim->max_payload; info->id,
  *                       payload_len and header_bytes are filled in (an
  *                       exception to "out-params only on success") so the

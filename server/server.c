@@ -394,9 +394,14 @@ static void process_input(struct h2_conn *c)
 			break;
 		}
 		if (r < 0) {
-			h2_conn_close(c, r == -EMSGSIZE
-						 ? "frame header over the limit"
-						 : "malformed frame");
+			/* Out of memory too: the request's id is unknown,
+			 * so it cannot be answered, and the stream cannot
+			 * be resynchronised past it. */
+			h2_conn_close(c, r == -EMSGSIZE ? "frame header over "
+							  "the limit"
+					 : r == -ENOMEM ? "out of memory decoding "
+							  "a request"
+							: "malformed frame");
 			break;
 		}
 		evbuffer_drain(in, info.header_bytes);
