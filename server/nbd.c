@@ -65,6 +65,7 @@
 #include <event2/listener.h>
 #include <openssl/err.h>
 
+#include "evglue.h"
 #include "log.h"
 #include "nbd.h"
 #include "nbd_proto.h"
@@ -427,7 +428,11 @@ static void maybe_resume(struct nbd_conn *c)
 	    over_limits(c))
 		return;
 	c->read_paused = false;
-	bufferevent_enable(c->bev, EV_READ);
+	if (bufferevent_enable(c->bev, EV_READ) < 0) {
+		/* Never read again, the client would wait forever. */
+		conn_close(c, "out of memory resuming reads");
+		return;
+	}
 	/* Bytes may already sit in the input buffer. */
 	process_input(c);
 }
@@ -1046,10 +1051,22 @@ static void upgrade_tls(struct nbd_conn *c)
 	}
 	/* The filter takes the socket's bufferevent over (its callbacks,
 	 * and with BEV_OPT_CLOSE_ON_FREE its lifetime and the SSL's; the
-	 * socket itself stays ours). */
+	 * socket itself stays ours).  Guarded, with the filter's first read
+	 * high-water mark (nbd_setcb's later ones reuse what it allocates):
+	 * libevent does not check some of what these allocate (evglue.h). */
+	h2_ev_guard_begin();
 	bev = bufferevent_openssl_filter_new(srv->base, c->bev, ssl,
 					     BUFFEREVENT_SSL_ACCEPTING,
 					     BEV_OPT_CLOSE_ON_FREE);
+	if (bev)
+		bufferevent_setwatermark(bev, EV_READ, 0,
+					 NBD_NEGOTIATE_READ_MAX);
+	if (h2_ev_guard_end() && bev) {
+		bufferevent_free(bev); /* and with it c->bev and ssl */
+		c->bev = NULL;
+		conn_teardown(c, false);
+		return;
+	}
 	if (!bev) {
 		SSL_free(ssl);
 		conn_teardown(c, false);
@@ -1059,6 +1076,11 @@ static void upgrade_tls(struct nbd_conn *c)
 	c->bev = bev;
 	c->raw_cb = evbuffer_add_cb(bufferevent_get_output(c->raw), raw_out_cb,
 				    c);
+	if (!c->raw_cb) {
+		/* Closing would wait for it forever. */
+		conn_teardown(c, false);
+		return;
+	}
 	/* Bounded buffering below the filter: the socket is read no
 	 * further ahead, and the filter encrypts no further ahead (the
 	 * rest waits in c->bev's output, which the limits count). */
@@ -1068,7 +1090,8 @@ static void upgrade_tls(struct nbd_conn *c)
 	bufferevent_set_max_single_write(c->raw, NBD_SOCKET_IO_MAX);
 	c->state = NC_TLS_HANDSHAKE;
 	nbd_setcb(c);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	if (bufferevent_enable(c->bev, EV_READ | EV_WRITE) < 0)
+		conn_teardown(c, false);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1350,9 +1373,17 @@ static void accept_conn(struct h2_nbdsrv *ns, evutil_socket_t fd,
 	c->plain = plain;
 	peer_name(sa, c->peer, sizeof(c->peer));
 	/* No BEV_OPT_CLOSE_ON_FREE: the socket outlives this bufferevent
-	 * when TLS takes over. */
+	 * when TLS takes over.  Guarded, with its first read high-water
+	 * mark (nbd_setcb's later ones reuse what it allocates): libevent
+	 * does not check some of what these allocate (evglue.h). */
+	h2_ev_guard_begin();
 	c->bev = bufferevent_socket_new(srv->base, fd, 0);
-	if (!c->bev) {
+	if (c->bev)
+		bufferevent_setwatermark(c->bev, EV_READ, 0,
+					 NBD_NEGOTIATE_READ_MAX);
+	if (h2_ev_guard_end() || !c->bev) {
+		if (c->bev)
+			bufferevent_free(c->bev);
 		evutil_closesocket(fd);
 		free(c);
 		return;
@@ -1384,10 +1415,16 @@ static void accept_conn(struct h2_nbdsrv *ns, evutil_socket_t fd,
 	ns->nconns++;
 	h2_metrics_conn_open(srv->metrics, H2_MPROTO_NBD);
 	nbd_setcb(c);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	tv.tv_sec = srv->cfg->handshake_timeout_ms / 1000;
 	tv.tv_usec = (srv->cfg->handshake_timeout_ms % 1000) * 1000;
-	evtimer_add(c->timer, &tv);
+	/* The first enable registers the socket with the loop, and the
+	 * deadline joins the timer heap: both allocate.  Without either the
+	 * connection would never be read, or could be held forever. */
+	if (bufferevent_enable(c->bev, EV_READ | EV_WRITE) < 0 ||
+	    evtimer_add(c->timer, &tv) < 0) {
+		conn_teardown(c, false);
+		return;
+	}
 	if (plain)
 		h2_log_info("nbd", "connected peer=%s identity=%s tls=none "
 				   "(plaintext listener)",

@@ -58,6 +58,7 @@
 #include <event2/thread.h>
 #include <openssl/err.h>
 
+#include "evglue.h"
 #include "log.h"
 #include "metrics_http.h"
 #include "nbd.h"
@@ -249,7 +250,11 @@ static void maybe_resume(struct h2_conn *c)
 	    over_limits(c))
 		return;
 	c->read_paused = false;
-	bufferevent_enable(c->bev, EV_READ);
+	if (bufferevent_enable(c->bev, EV_READ) < 0) {
+		/* Never read again, the client would wait forever. */
+		h2_conn_close(c, "out of memory resuming reads");
+		return;
+	}
 	/* Bytes may already sit in the input buffer: no new read event
 	 * would come for them. */
 	process_input(c);
@@ -521,9 +526,28 @@ static struct h2_conn *conn_alloc(struct h2_server *srv)
 	return c;
 }
 
-/* Make c (with its bev) one of srv's connections and start reading. */
-static void conn_start(struct h2_server *srv, struct h2_conn *c)
+/*
+ * Make c (with its bev) one of srv's connections and start reading; or
+ * -ENOMEM, and c is not touched (the caller frees it and its bev).
+ */
+static int conn_start(struct h2_server *srv, struct h2_conn *c)
 {
+	/* Bound what libevent reads ahead for us: one header plus one
+	 * payload.  Guarded: libevent crashes if the allocation this first
+	 * read high-water mark makes fails (evglue.h). */
+	h2_ev_guard_begin();
+	bufferevent_setwatermark(c->bev, EV_READ, 0,
+				 H2_FRAME_PREFIX + H2_FRAME_MAX_HEADER +
+					 H2_MAX_IO);
+	if (h2_ev_guard_end())
+		return -ENOMEM;
+	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+	/* The write callback fires as output drains. */
+	bufferevent_setwatermark(c->bev, EV_WRITE, out_limit(c) / 2, 0);
+	/* The first enable registers the socket with the loop, which
+	 * allocates. */
+	if (bufferevent_enable(c->bev, EV_READ | EV_WRITE) < 0)
+		return -ENOMEM;
 	c->open = true;
 	c->next = srv->conns;
 	if (srv->conns)
@@ -531,14 +555,7 @@ static void conn_start(struct h2_server *srv, struct h2_conn *c)
 	srv->conns = c;
 	srv->nconns++;
 	h2_metrics_conn_open(srv->metrics, H2_MPROTO_NATIVE);
-	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-	/* Bound what libevent reads ahead for us: one header plus one
-	 * payload; the write callback fires as output drains. */
-	bufferevent_setwatermark(c->bev, EV_READ, 0,
-				 H2_FRAME_PREFIX + H2_FRAME_MAX_HEADER +
-					 H2_MAX_IO);
-	bufferevent_setwatermark(c->bev, EV_WRITE, out_limit(c) / 2, 0);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	return 0;
 }
 
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
@@ -585,21 +602,34 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 		snprintf(c->peer, sizeof(c->peer), "[%s]:%u", ip,
 			 ntohs(in6->sin6_port));
 	}
+	/* Guarded: libevent does not check one of the allocations this
+	 * makes, and the bufferevent would never write (evglue.h). */
+	h2_ev_guard_begin();
 	c->bev = bufferevent_openssl_socket_new(srv->base, fd, ssl,
 						BUFFEREVENT_SSL_ACCEPTING,
 						BEV_OPT_CLOSE_ON_FREE);
+	if (h2_ev_guard_end() && c->bev) {
+		bufferevent_free(c->bev); /* and with it ssl and fd */
+		free(c);
+		return;
+	}
 	if (!c->bev) {
 		SSL_free(ssl);
 		evutil_closesocket(fd);
 		free(c);
 		return;
 	}
-	conn_start(srv, c);
+	if (conn_start(srv, c) < 0) {
+		bufferevent_free(c->bev);
+		free(c);
+		return;
+	}
 	c->hs_timer = evtimer_new(srv->base, handshake_timeout_cb, c);
 	tv.tv_sec = srv->cfg->handshake_timeout_ms / 1000;
 	tv.tv_usec = (srv->cfg->handshake_timeout_ms % 1000) * 1000;
-	if (c->hs_timer)
-		evtimer_add(c->hs_timer, &tv);
+	/* Without its deadline a peer could hold the connection forever. */
+	if (!c->hs_timer || evtimer_add(c->hs_timer, &tv) < 0)
+		conn_teardown(c);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -837,6 +867,7 @@ int h2_server_new(struct h2_config *cfg, struct h2_store *st,
 	socklen_t blen = sizeof(ss);
 	char host[INET6_ADDRSTRLEN];
 
+	h2_ev_init();
 	if (!srv) {
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
@@ -986,6 +1017,7 @@ int h2_server_new_plain(struct h2_config *cfg, struct h2_store *st,
 {
 	struct h2_server *srv = calloc(1, sizeof(*srv));
 
+	h2_ev_init();
 	if (!srv)
 		return -ENOMEM;
 	srv->cfg = cfg;
@@ -1017,12 +1049,18 @@ int h2_server_adopt(struct h2_server *srv, struct bufferevent *bev,
 {
 	struct h2_conn *c = conn_alloc(srv);
 
-	if (!c)
+	if (!c) {
+		bufferevent_free(bev); /* taken, as accept_cb closes fd */
 		return -ENOMEM;
+	}
 	c->bev = bev;
 	snprintf(c->identity, sizeof(c->identity), "%s", identity);
 	snprintf(c->peer, sizeof(c->peer), "fuzz");
-	conn_start(srv, c);
+	if (conn_start(srv, c) < 0) {
+		bufferevent_free(bev);
+		free(c);
+		return -ENOMEM;
+	}
 	/* Where event_cb puts a connection whose handshake succeeded; no
 	 * TLS, so teardown never looks for an SSL object. */
 	c->state = H2_CONN_HELLO;

@@ -40,12 +40,13 @@ void h2_server_free(struct h2_server *srv);
 
 #ifdef H2_FUZZ
 /*
- * Fuzzing only (tests/fuzz/fuzz_session.c builds server.c with H2_FUZZ;
- * h2d never has these).  A server with no listener, TLS context or signal
- * handlers, whose connections come from h2_server_adopt(): bev (taken)
- * carries plaintext frames and is treated as a connection whose TLS
- * handshake just verified `identity`.  Everything after the handshake is
- * the real code.  Loop thread only.
+ * Fuzzing and tests only (tests/fuzz/fuzz_session.c and
+ * tests/server/test_memfault.c build server.c with H2_FUZZ; h2d never
+ * has these).  A server with no listener, TLS context or signal
+ * handlers, whose connections come from h2_server_adopt(): bev (taken,
+ * also when it fails with -ENOMEM) carries plaintext frames and is
+ * treated as a connection whose TLS handshake just verified `identity`.
+ * Everything after the handshake is the real code.  Loop thread only.
  */
 struct bufferevent;
 struct event_base;
