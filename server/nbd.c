@@ -174,6 +174,7 @@ struct nbd_conn {
 	uint64_t cmd_ns;	  /* recent run time per command (average) */
 	/* while set, the engine's output goes here (batch_done) */
 	struct evbuffer *cork;
+	bool out_failed; /* output could not be queued: no more (conn_out) */
 };
 
 enum job_kind {
@@ -223,6 +224,7 @@ struct nbd_batch {
 };
 
 static void process_input(struct nbd_conn *c);
+static void conn_close(struct nbd_conn *c, const char *why);
 static void batch_discard(struct nbd_conn *c);
 static void batch_flush(struct nbd_conn *c);
 static void batch_maybe_flush(struct nbd_conn *c, bool idle);
@@ -305,11 +307,23 @@ static void count_cmd(struct nbd_conn *c, const struct h2_nbd_cmd *cmd, int err,
 static void conn_out(void *arg, const void *buf, size_t len)
 {
 	struct nbd_conn *c = arg;
+	int r = 0;
 
+	if (c->out_failed)
+		return;
 	if (c->cork)
-		evbuffer_add(c->cork, buf, len);
+		r = evbuffer_add(c->cork, buf, len);
 	else if (c->open && c->bev)
-		evbuffer_add(bufferevent_get_output(c->bev), buf, len);
+		r = evbuffer_add(bufferevent_get_output(c->bev), buf, len);
+	if (r < 0) {
+		/* A reply lost or cut short: the client would wait for it
+		 * forever, or take what follows for its rest.  Nothing more
+		 * goes out, and the connection ends once what is queued has
+		 * (batch_done closes it once it uncorks). */
+		c->out_failed = true;
+		if (!c->cork)
+			conn_close(c, "out of memory for a reply");
+	}
 }
 
 static const char *who(const struct nbd_conn *c)
@@ -765,10 +779,13 @@ static void batch_done(struct h2_job *job)
 		for (j = b->first; j; j = j->bnext)
 			done_io(c, j, out);
 		c->cork = NULL;
-		if (c->open && c->bev)
-			evbuffer_add_buffer(bufferevent_get_output(c->bev),
-					    out);
+		if (c->open && c->bev &&
+		    evbuffer_add_buffer(bufferevent_get_output(c->bev), out) <
+			0)
+			c->out_failed = true;
 		evbuffer_free(out);
+		if (c->out_failed)
+			conn_close(c, "out of memory for a reply");
 	} else if (c->open && c->bev) {
 		/* No scratch buffer: reply straight to the output. */
 		for (j = b->first; j && c->open && c->bev; j = j->bnext)

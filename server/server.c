@@ -267,7 +267,7 @@ void h2_conn_reply(struct h2_conn *c, H2__Response *resp, const void *payload,
 	size_t n;
 	int r;
 
-	if (!c->open)
+	if (!c->open || c->out_failed)
 		return;
 	resp->payload_len = len;
 	n = h2_frame_response_size(resp);
@@ -286,9 +286,16 @@ void h2_conn_reply(struct h2_conn *c, H2__Response *resp, const void *payload,
 	} else {
 		struct evbuffer *out = bufferevent_get_output(c->bev);
 
-		evbuffer_add(out, hdr, (size_t)r);
-		if (len)
-			evbuffer_add(out, payload, len);
+		if (evbuffer_add(out, hdr, (size_t)r) < 0 ||
+		    (len && evbuffer_add(out, payload, len) < 0)) {
+			/* The client would wait for this reply forever, or
+			 * read the next one as this one's payload: nothing
+			 * more goes out, and the connection ends once what
+			 * is queued has (the client then sees a frame cut
+			 * short, and the connection closed). */
+			c->out_failed = true;
+			h2_conn_close(c, "out of memory for a reply");
+		}
 	}
 	if (hdr != small)
 		free(hdr);

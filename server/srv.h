@@ -79,6 +79,7 @@ struct h2_conn {
 	bool read_paused;
 	bool tls_up;		  /* the handshake completed */
 	bool goodbye;		  /* teardown sends close_notify (shutdown) */
+	bool out_failed;	  /* a reply could not be queued: no more */
 	struct h2_frame_limits lim;
 	/* A header whose payload has not fully arrived. */
 	H2__Request *pending;
