@@ -1138,10 +1138,15 @@ static void process_input(struct nbd_conn *c)
 				break;
 			payload = malloc(c->pending_cmd.len);
 			if (!payload) {
+				/* Only this write fails: its data is
+				 * skipped, the stream goes on. */
 				h2_nbd_reply(c->proto, &c->pending_cmd, -ENOMEM,
-					     "out of memory");
-				conn_close(c, "out of memory for a write");
-				break;
+					     "out of memory for a write");
+				count_cmd(c, &c->pending_cmd, -ENOMEM,
+					  h2_metrics_now());
+				evbuffer_drain(in, c->pending_cmd.len);
+				c->pending = false;
+				continue;
 			}
 			evbuffer_remove(in, payload, c->pending_cmd.len);
 			c->pending = false;
@@ -1166,6 +1171,11 @@ static void process_input(struct nbd_conn *c)
 				win = avail;
 			if (win)
 				p = evbuffer_pullup(in, (ssize_t)win);
+			if (win && !p) {
+				/* Making the window contiguous allocates. */
+				conn_close(c, "out of memory reading a request");
+				break;
+			}
 		}
 		n = h2_nbd_feed(c->proto, p, win, &act);
 		evbuffer_drain(in, n);

@@ -352,12 +352,17 @@ static void process_input(struct h2_conn *c)
 				break;
 			payload = malloc(c->pending_payload);
 			if (!payload) {
+				/* Only this request fails: its payload is
+				 * skipped, the stream goes on. */
 				h2_conn_reply_error(c, c->pending->id, -ENOMEM,
-						    "out of memory");
+						    "out of memory for the "
+						    "request's payload");
 				h2_dispatch_count_failed(c, c->pending,
 							 -ENOMEM);
-				h2_conn_close(c, "out of memory");
-				break;
+				evbuffer_drain(in, c->pending_payload);
+				h2_frame_request_free(c->pending);
+				c->pending = NULL;
+				continue;
 			}
 			evbuffer_remove(in, payload, c->pending_payload);
 			req = c->pending;
@@ -382,14 +387,18 @@ static void process_input(struct h2_conn *c)
 		 */
 		want = avail < H2_FRAME_PREFIX ? avail : H2_FRAME_PREFIX;
 		buf = evbuffer_pullup(in, (ssize_t)want);
-		r = h2_frame_decode_request(&c->lim, buf, want, &info, &req);
+		r = buf ? h2_frame_decode_request(&c->lim, buf, want, &info,
+						  &req)
+			: -ENOMEM;
 		if (r == H2_FRAME_NEED_MORE && want == H2_FRAME_PREFIX) {
 			want += info.need;
 			if (avail < want)
 				break;
+			/* (Making the header contiguous may allocate.) */
 			buf = evbuffer_pullup(in, (ssize_t)want);
-			r = h2_frame_decode_request(&c->lim, buf, want, &info,
-						    &req);
+			r = buf ? h2_frame_decode_request(&c->lim, buf, want,
+							  &info, &req)
+				: -ENOMEM;
 		}
 		if (r == H2_FRAME_NEED_MORE)
 			break;
