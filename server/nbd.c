@@ -144,7 +144,8 @@ struct nbd_conn {
 	evutil_socket_t fd;
 	struct bufferevent *raw; /* under TLS: the socket's, below c->bev */
 	struct evbuffer_cb_entry *raw_cb; /* raw output drained */
-	struct event *closer;	 /* deferred teardown once all is sent */
+	struct event *closer;	 /* deferred teardown once all is sent, or
+				    close after out_failed (closer_cb) */
 	bool tls_up;	     /* the TLS handshake completed */
 	bool plain;	     /* from the plaintext listener: never TLS */
 	struct event *timer; /* negotiation deadline */
@@ -318,11 +319,12 @@ static void conn_out(void *arg, const void *buf, size_t len)
 	if (r < 0) {
 		/* A reply lost or cut short: the client would wait for it
 		 * forever, or take what follows for its rest.  Nothing more
-		 * goes out, and the connection ends once what is queued has
-		 * (batch_done closes it once it uncorks). */
+		 * goes out, and the connection ends once what is queued has:
+		 * closer_cb closes it from the loop, not under the engine's
+		 * callers, which go on using the connection. */
 		c->out_failed = true;
-		if (!c->cork)
-			conn_close(c, "out of memory for a reply");
+		if (c->closer)
+			event_active(c->closer, 0, 0);
 	}
 }
 
@@ -784,8 +786,8 @@ static void batch_done(struct h2_job *job)
 			0)
 			c->out_failed = true;
 		evbuffer_free(out);
-		if (c->out_failed)
-			conn_close(c, "out of memory for a reply");
+		if (c->out_failed && c->closer)
+			event_active(c->closer, 0, 0);
 	} else if (c->open && c->bev) {
 		/* No scratch buffer: reply straight to the output. */
 		for (j = b->first; j && c->open && c->bev; j = j->bnext)
@@ -1019,14 +1021,19 @@ static void do_command(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
 	batch_maybe_flush(c, false);
 }
 
-/* Deferred: tear down a closing connection whose output is all sent. */
+/*
+ * Deferred: close a connection whose output failed (conn_out), or tear
+ * down a closing one whose output is all sent.
+ */
 static void closer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct nbd_conn *c = arg;
 
 	(void)fd;
 	(void)what;
-	if (c->open && c->state == NC_CLOSING && output_sent(c))
+	if (c->open && c->out_failed && c->state != NC_CLOSING)
+		conn_close(c, "out of memory for a reply");
+	else if (c->open && c->state == NC_CLOSING && output_sent(c))
 		conn_teardown(c, true);
 }
 
@@ -1060,8 +1067,7 @@ static void upgrade_tls(struct nbd_conn *c)
 		return;
 	}
 	ssl = SSL_new(srv->ssl_ctx);
-	c->closer = event_new(srv->base, -1, 0, closer_cb, c);
-	if (!ssl || !c->closer) {
+	if (!ssl) {
 		SSL_free(ssl);
 		conn_close(c, "cannot create a TLS session");
 		return;
@@ -1123,7 +1129,7 @@ static void process_input(struct nbd_conn *c)
 		return;
 	conn_ref(c); /* actions may close (and unref) the connection */
 	/* While stopping only transmission goes on, to answer ESHUTDOWN. */
-	while (c->open && reading_state(c) &&
+	while (c->open && reading_state(c) && !c->out_failed &&
 	       (!srv->stopping || c->state == NC_TRANSMIT)) {
 		struct evbuffer *in = bufferevent_get_input(c->bev);
 		size_t avail = evbuffer_get_length(in), win, n;
@@ -1416,11 +1422,15 @@ static void accept_conn(struct h2_nbdsrv *ns, evutil_socket_t fd,
 		return;
 	}
 	c->open = true;
-	c->proto = h2_nbd_new(conn_out, c); /* queues the greeting */
+	c->closer = event_new(srv->base, -1, 0, closer_cb, c);
+	c->proto = c->closer ? h2_nbd_new(conn_out, c) /* the greeting */
+			     : NULL;
 	c->timer = evtimer_new(srv->base, timeout_cb, c);
-	if (!c->proto || !c->timer) {
+	if (!c->proto || !c->timer || c->out_failed) {
 		if (c->timer)
 			event_free(c->timer);
+		if (c->closer)
+			event_free(c->closer);
 		bufferevent_free(c->bev);
 		evutil_closesocket(fd);
 		h2_nbd_free(c->proto);
