@@ -150,9 +150,8 @@ int h2_fm_load_page(struct h2_store *st, uint32_t p)
 		return h2_err(r, "freemap page %u: read at offset %" PRIu64
 				 " failed",
 			      p, off);
-	bits = malloc(H2_BLOCK_SIZE - H2_FM_HDR);
-	if (!bits)
-		return h2_err(-ENOMEM, "out of memory for freemap page %u", p);
+	/* The flusher's: it waits for memory (flush.c). */
+	bits = h2_xmalloc(H2_BLOCK_SIZE - H2_FM_HDR);
 	r = h2_fm_page_verify(buf, p, st->hdr_tid, bits, &why);
 	if (r < 0) {
 		free(bits);

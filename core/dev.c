@@ -44,8 +44,9 @@
 /* Largest single pread we issue; Linux moves at most ~2 GiB per call. */
 #define FILE_IO_CHUNK (1u << 30)
 
-/* iovec copies up to this many entries live on the stack. */
-#define FILE_IOV_STACK 16
+/* Segments per pwritev, copied on the stack (4 KiB): a flusher's
+ * coalesced write (WQ_MAX, flush.c) goes in one call. */
+#define FILE_IOV_STACK 256
 
 /* A regular file or block device. */
 struct file_dev {
@@ -224,21 +225,18 @@ static void iov_advance(struct iovec *v, int cnt, int *idx, size_t n)
 		(*idx)++;
 }
 
-/* pwritev until every byte is written, on a private copy of iov. */
-static int file_pwritev(struct h2_dev *dev, const struct iovec *iov, int iovcnt,
-			uint64_t off)
+/*
+ * pwritev until every byte of up to FILE_IOV_STACK segments is written,
+ * on a private copy of iov.
+ */
+static int file_pwritev_part(struct file_dev *f, const struct iovec *iov,
+			     int iovcnt, uint64_t off)
 {
-	struct file_dev *f = (struct file_dev *)dev;
-	struct iovec stack[FILE_IOV_STACK];
-	struct iovec *v = stack;
+	struct h2_dev *dev = &f->dev;
+	struct iovec v[FILE_IOV_STACK];
 	uint64_t pos = off;
 	int idx = 0, err = 0;
 
-	if (iovcnt > FILE_IOV_STACK) {
-		v = malloc((size_t)iovcnt * sizeof(*v));
-		if (!v)
-			return -ENOMEM;
-	}
 	memcpy(v, iov, (size_t)iovcnt * sizeof(*v));
 	iov_advance(v, iovcnt, &idx, 0);
 
@@ -269,8 +267,31 @@ static int file_pwritev(struct h2_dev *dev, const struct iovec *iov, int iovcnt,
 		iov_advance(v, iovcnt, &idx, (size_t)r);
 	}
 out:
-	if (v != stack)
-		free(v);
+	return err;
+}
+
+/*
+ * pwritev until every byte is written, FILE_IOV_STACK segments at a time:
+ * the flusher writes through here, and must not fail for want of memory
+ * to copy a long iov into.
+ */
+static int file_pwritev(struct h2_dev *dev, const struct iovec *iov, int iovcnt,
+			uint64_t off)
+{
+	struct file_dev *f = (struct file_dev *)dev;
+	int err = 0;
+
+	while (iovcnt > 0 && err == 0) {
+		int n = iovcnt < FILE_IOV_STACK ? iovcnt : FILE_IOV_STACK;
+		uint64_t len = 0;
+
+		for (int i = 0; i < n; i++)
+			len += iov[i].iov_len;
+		err = file_pwritev_part(f, iov, n, off);
+		iov += n;
+		iovcnt -= n;
+		off += len;
+	}
 	return err;
 }
 

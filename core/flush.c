@@ -26,6 +26,12 @@
  * e+1 instead of changing it, so nothing of theirs reaches this image.
  *
  * Flushes never overlap: run_lock serializes them.
+ *
+ * Memory: a flush cannot stop half-way for want of memory without
+ * failing the store (which then refuses writes until reopened), so its
+ * allocations wait for memory instead (h2_xmalloc and friends, util.h):
+ * the flush and the syncs waiting for it are delayed, nothing is lost or
+ * corrupted, and transactions go on failing with -ENOMEM meanwhile.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -351,20 +357,17 @@ static int release_frees(struct flushctx *fc)
 }
 
 /*
- * The 64 slots of indirect block b, read into buf (NULL: allocation
- * failed), or false.  A damaged block (checksum) will never read: what
- * lies below it leaks until repaired, with a message, and the flush goes
- * on.  Any other failure (the device did not read it this time, out of
- * memory) fails the flush through fc->err, which leaves the previous
- * image as it was: the frees are settled again when the deletion is
- * retried.
+ * The 64 slots of indirect block b, read into buf, or false.  A damaged
+ * block (checksum) will never read: what lies below it leaks until
+ * repaired, with a message, and the flush goes on.  Any other failure
+ * (the device did not read it this time) fails the flush through
+ * fc->err, which leaves the previous image as it was: the frees are
+ * settled again when the deletion is retried.
  */
 static bool read_slots(struct flushctx *fc, const struct h2_blockref *b,
 		       struct h2_blockref *buf)
 {
-	int r =
-	    buf ? h2_chain_read_block(fc->st, b, buf, "flush: freed subtree")
-		: h2_err(-ENOMEM, "out of memory");
+	int r = h2_chain_read_block(fc->st, b, buf, "flush: freed subtree");
 
 	if (r == 0)
 		return true;
@@ -440,7 +443,7 @@ static void diff(struct sharew *w, const struct h2_blockref *a,
 	if (bref_is_empty(a) || a->birth_tid <= w->lo || w->fc->err)
 		return;
 	if (!bref_is_empty(b) && b->level > a->level) {
-		struct h2_blockref *tmp = malloc(H2_BLOCK_SIZE);
+		struct h2_blockref *tmp = h2_xmalloc(H2_BLOCK_SIZE);
 
 		bb = *b;
 		while (ok && bb.type == H2_BREF_INDIRECT &&
@@ -463,7 +466,7 @@ static void diff(struct sharew *w, const struct h2_blockref *a,
 	visit(w, a);
 	if (a->type != H2_BREF_INDIRECT)
 		return;
-	as = malloc(2 * H2_BLOCK_SIZE);
+	as = h2_xmalloc(2 * H2_BLOCK_SIZE);
 	if (!read_slots(w->fc, a, as)) {
 		free(as);
 		return;
@@ -661,7 +664,7 @@ static void kill(struct flushctx *fc, const struct h2_free *f,
 		free_block(fc, f->vol_id, b);
 		if (!tree || b->type != H2_BREF_INDIRECT)
 			return;
-		slots = malloc(H2_BLOCK_SIZE);
+		slots = h2_xmalloc(H2_BLOCK_SIZE);
 		if (read_slots(fc, b, slots))
 			for (unsigned i = 0; i < H2_FANOUT; i++)
 				kill(fc, f, kc, &slots[i], true);
@@ -759,7 +762,12 @@ static int write_directory(struct flushctx *fc, struct h2_blockref *root)
 		for (unsigned i = 0; i < H2_VOLREC_PER_BLOCK; i++)
 			if (want[i].flags & H2_VOLREC_USED)
 				empty = false;
-		r = h2_tree_prepare(st, &st->dir_tree, k, k, false);
+		/* Loading a directory block may run out of memory: wait
+		 * for it, as for the flusher's other allocations. */
+		for (unsigned a = 1; (r = h2_tree_prepare(st, &st->dir_tree, k,
+							  k, false)) == -ENOMEM;
+		     a++)
+			h2_mem_wait(a, H2_BLOCK_SIZE);
 		if (r < 0)
 			goto out;
 		if (empty) {

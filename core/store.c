@@ -241,12 +241,11 @@ static int hdr_write_copy(struct h2_store *st, uint64_t tid, unsigned copy,
 			  const struct h2_blockref *dir_root)
 {
 	uint32_t len = h2_hdr_len(st->fm_pages);
-	uint8_t *buf = calloc(1, len);
+	/* The flusher's (and format's): it waits for memory (flush.c). */
+	uint8_t *buf = h2_xcalloc(1, len);
 	struct h2_volhdr h = {0};
 	int r;
 
-	if (!buf)
-		return h2_err(-ENOMEM, "out of memory writing a header");
 	h.magic = H2_HDR_MAGIC;
 	h.version = H2_FORMAT_VERSION;
 	h.hdr_len = len;

@@ -6,6 +6,7 @@
  */
 #include "util.h"
 
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,8 @@
 #include <xxhash.h>
 
 #include "h2core.h"
+
+#define OOM_SPINS 32 /* immediate retries of h2_xmalloc and friends */
 
 static _Thread_local char errmsg[512];
 
@@ -70,37 +73,54 @@ const char *h2_core_errmsg(void)
 	return errmsg[0] ? errmsg : "no error";
 }
 
-static void oom(size_t n)
+/*
+ * Attempt `attempt` (from 1) of an allocation that must succeed failed:
+ * retry at once a few times (another thread may just have freed), then
+ * sleep, 1 ms doubling to 100 ms, saying so now and then.
+ */
+void h2_mem_wait(unsigned attempt, size_t n)
 {
-	fprintf(stderr, "h2: out of memory allocating %zu bytes in a phase "
-			"that cannot fail; stopping\n", n);
-	abort();
+	struct timespec ts = {0};
+	unsigned k;
+
+	if (attempt <= OOM_SPINS) {
+		sched_yield();
+		return;
+	}
+	k = attempt - OOM_SPINS;
+	if (k == 1 || k % 600 == 0)
+		fprintf(stderr, "h2: out of memory allocating %zu bytes where "
+				"failing is not an option (a flush); waiting "
+				"for memory\n",
+			n);
+	ts.tv_nsec = (k < 8 ? 1L << (k - 1) : 100L) * 1000000L;
+	nanosleep(&ts, NULL);
 }
 
 void *h2_xmalloc(size_t n)
 {
-	void *p = malloc(n ? n : 1);
+	void *p;
 
-	if (!p)
-		oom(n);
+	for (unsigned a = 1; !(p = malloc(n ? n : 1)); a++)
+		h2_mem_wait(a, n);
 	return p;
 }
 
 void *h2_xcalloc(size_t n, size_t size)
 {
-	void *p = calloc(n ? n : 1, size ? size : 1);
+	void *p;
 
-	if (!p)
-		oom(n * size);
+	for (unsigned a = 1; !(p = calloc(n ? n : 1, size ? size : 1)); a++)
+		h2_mem_wait(a, n * size);
 	return p;
 }
 
 void *h2_xrealloc(void *old, size_t n)
 {
-	void *p = realloc(old, n ? n : 1);
+	void *p;
 
-	if (!p)
-		oom(n);
+	for (unsigned a = 1; !(p = realloc(old, n ? n : 1)); a++)
+		h2_mem_wait(a, n);
 	return p;
 }
 

@@ -22,13 +22,18 @@ int h2_err(int err, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
 /*
- * Allocation for the engine's infallible phases (installing a prepared
- * transaction, the flusher's bookkeeping): these run after the point of no
- * return, where undoing half a change would be worse than stopping, so an
- * allocation failure there aborts with a message.  Request-sized buffers
- * are allocated earlier, fallibly, and fail only that request.
+ * Allocation for the engine's phases that cannot fail (the flusher's
+ * work; an install phase only if its reserve fell short, which its
+ * bounds rule out): these run after the point of no return, where
+ * undoing half a change is not possible, so they wait for memory
+ * (retrying, with a message on stderr now and then) instead of failing.
+ * Never abort.  Everything a request allocates is allocated earlier,
+ * fallibly, and fails only that request (io.c, chain.c "Allocation").
  */
 void *h2_xmalloc(size_t n);
+/* The wait between two attempts (from 1) of such an allocation of n
+ * bytes, for callers whose allocation is deeper down. */
+void h2_mem_wait(unsigned attempt, size_t n);
 void *h2_xcalloc(size_t n, size_t size);
 void *h2_xrealloc(void *p, size_t n);
 
