@@ -64,25 +64,114 @@ static bool bref_empty(const struct h2_blockref *b)
 	return b->type == H2_BREF_EMPTY;
 }
 
-/* Allocate a chain around buf (taken; NULL = a new zeroed block). */
-static struct h2_chain *chain_alloc(struct h2_store *st, uint8_t type,
-				    uint8_t level, uint64_t key,
-				    uint64_t vol_id, uint8_t *buf)
-{
-	struct h2_chain *c = h2_xcalloc(1, sizeof(*c));
+/* ---------------------------------------------------------------------- */
+/* Allocation.                                                            */
+/*
+ * Loading a chain may fail (-ENOMEM, like an I/O error).  Creating one
+ * while a transaction changes the tree may not: that is the install
+ * phase (io.c), after the point of no return.  So a transaction sets its
+ * chains aside first (h2_chain_rsv_fill, sized by h2_tree_reserve_nodes
+ * and the leaves it writes), and the install phase takes them from there.
+ * Unused ones go back to the store's spares, so that a steady stream of
+ * transactions allocates only what it uses.  Code that changes a tree
+ * without a reserve (the flusher's directory) allocates as it goes,
+ * waiting for memory if there is none (util.h).
+ */
 
+#define SPARE_NODES_MAX	 64
+#define SPARE_LEAVES_MAX 1024
+
+/* A bare chain, not counted in the store yet; NULL if out of memory. */
+static struct h2_chain *chain_bare(bool node, bool wait)
+{
+	struct h2_chain *c = wait ? h2_xcalloc(1, sizeof(*c))
+				  : calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	if (node) {
+		c->data = wait ? h2_xcalloc(1, H2_BLOCK_SIZE)
+			       : calloc(1, H2_BLOCK_SIZE);
+		c->child = wait ? h2_xcalloc(H2_FANOUT, sizeof(*c->child))
+				: calloc(H2_FANOUT, sizeof(*c->child));
+		if (!c->data || !c->child) {
+			free(c->data);
+			free(c->child);
+			free(c);
+			return NULL;
+		}
+	}
 	pthread_mutex_init(&c->lock, NULL);
+	return c;
+}
+
+static void chain_bare_free(struct h2_chain *c)
+{
+	pthread_mutex_destroy(&c->lock);
+	free(c->child);
+	free(c->data);
+	free(c);
+}
+
+/*
+ * Make bare chain c (with a zeroed block, and a zeroed child array if
+ * it came as a node) a chain of the store around buf (taken; NULL: keep
+ * its own block).
+ */
+static struct h2_chain *chain_init(struct h2_store *st, struct h2_chain *c,
+				   uint8_t type, uint8_t level, uint64_t key,
+				   uint64_t vol_id, uint8_t *buf)
+{
 	c->refs = 1;
 	c->type = type;
 	c->level = level;
 	c->key = key;
 	c->vol_id = vol_id;
 	c->st = st;
-	c->data = buf ? buf : h2_xcalloc(1, H2_BLOCK_SIZE);
-	if (type == H2_BREF_INDIRECT)
-		c->child = h2_xcalloc(H2_FANOUT, sizeof(*c->child));
+	c->rsv_next = NULL;
+	if (buf) {
+		free(c->data);
+		c->data = buf;
+	}
+	if (type != H2_BREF_INDIRECT) {
+		free(c->child);
+		c->child = NULL;
+	}
 	__atomic_add_fetch(&st->chains, 1, __ATOMIC_RELAXED);
 	return c;
+}
+
+/*
+ * A new chain for the install phase: from tx's reserve (a node unless
+ * buf gives a leaf its block), else allocated, waiting for memory.
+ */
+static struct h2_chain *chain_get(struct h2_txctx *tx, uint8_t type,
+				  uint8_t level, uint64_t key, uint64_t vol_id,
+				  uint8_t *buf)
+{
+	struct h2_chain_rsv *rsv = tx->rsv;
+	bool node = type == H2_BREF_INDIRECT || !buf;
+	struct h2_chain *c = NULL;
+
+	if (rsv && !node && rsv->leaves) {
+		c = rsv->leaves;
+		rsv->leaves = c->rsv_next;
+		rsv->nleaves--;
+	} else if (rsv && rsv->nodes) {
+		/* (A leaf takes a node when no bare one is left.) */
+		c = rsv->nodes;
+		rsv->nodes = c->rsv_next;
+		rsv->nnodes--;
+	}
+	if (!c) {
+		/* No reserve (the flusher), or the bound was short: this
+		 * cannot fail any more. */
+		if (tx->reserved)
+			__atomic_add_fetch(&tx->st->unreserved_allocs, 1,
+					   __ATOMIC_RELAXED);
+		c = chain_bare(true, true);
+	}
+	return chain_init(tx->st, c, type, level, key, vol_id, buf);
 }
 
 /* Mark a fresh chain as modified in epoch (it now owes one block). */
@@ -93,14 +182,106 @@ static void chain_set_new(struct h2_chain *c, uint64_t epoch)
 	__atomic_add_fetch(&c->st->dirty_chains, 1, __ATOMIC_RELAXED);
 }
 
-struct h2_chain *h2_chain_new(struct h2_store *st, uint8_t type,
-			      uint8_t level, uint64_t key, uint64_t epoch,
-			      uint64_t vol_id)
+/* A new, empty, modified chain of tx's epoch (install phase). */
+static struct h2_chain *chain_new(struct h2_txctx *tx, uint8_t type,
+				  uint8_t level, uint64_t key, uint64_t vol_id)
 {
-	struct h2_chain *c = chain_alloc(st, type, level, key, vol_id, NULL);
+	struct h2_chain *c = chain_get(tx, type, level, key, vol_id, NULL);
 
-	chain_set_new(c, epoch);
+	chain_set_new(c, tx->epoch);
 	return c;
+}
+
+static void rsv_push(struct h2_chain_rsv *rsv, struct h2_chain *c, bool node)
+{
+	if (node) {
+		c->rsv_next = rsv->nodes;
+		rsv->nodes = c;
+		rsv->nnodes++;
+	} else {
+		c->rsv_next = rsv->leaves;
+		rsv->leaves = c;
+		rsv->nleaves++;
+	}
+}
+
+static struct h2_chain *rsv_pop(struct h2_chain_rsv *rsv, bool node)
+{
+	struct h2_chain *c = node ? rsv->nodes : rsv->leaves;
+
+	if (!c)
+		return NULL;
+	if (node) {
+		rsv->nodes = c->rsv_next;
+		rsv->nnodes--;
+	} else {
+		rsv->leaves = c->rsv_next;
+		rsv->nleaves--;
+	}
+	return c;
+}
+
+int h2_chain_rsv_fill(struct h2_store *st, struct h2_chain_rsv *rsv,
+		      uint64_t nodes, uint64_t leaves)
+{
+	struct h2_chain *c;
+
+	pthread_mutex_lock(&st->spare_lock);
+	while (rsv->nnodes < nodes && (c = rsv_pop(&st->spares, true)))
+		rsv_push(rsv, c, true);
+	while (rsv->nleaves < leaves && (c = rsv_pop(&st->spares, false)))
+		rsv_push(rsv, c, false);
+	pthread_mutex_unlock(&st->spare_lock);
+	while (rsv->nnodes < nodes || rsv->nleaves < leaves) {
+		bool node = rsv->nnodes < nodes;
+
+		c = chain_bare(node, false);
+		if (!c) {
+			h2_chain_rsv_release(st, rsv);
+			return h2_err(-ENOMEM, "out of memory for the metadata "
+					       "of a transaction");
+		}
+		rsv_push(rsv, c, node);
+	}
+	return 0;
+}
+
+void h2_chain_rsv_release(struct h2_store *st, struct h2_chain_rsv *rsv)
+{
+	struct h2_chain *c, *extra = NULL;
+
+	pthread_mutex_lock(&st->spare_lock);
+	while ((c = rsv_pop(rsv, true))) {
+		if (st->spares.nnodes < SPARE_NODES_MAX) {
+			rsv_push(&st->spares, c, true);
+		} else {
+			c->rsv_next = extra;
+			extra = c;
+		}
+	}
+	while ((c = rsv_pop(rsv, false))) {
+		if (st->spares.nleaves < SPARE_LEAVES_MAX) {
+			rsv_push(&st->spares, c, false);
+		} else {
+			c->rsv_next = extra;
+			extra = c;
+		}
+	}
+	pthread_mutex_unlock(&st->spare_lock);
+	while ((c = extra)) {
+		extra = c->rsv_next;
+		chain_bare_free(c);
+	}
+}
+
+void h2_chain_spares_free(struct h2_store *st)
+{
+	struct h2_chain *c;
+
+	while ((c = rsv_pop(&st->spares, true)))
+		chain_bare_free(c);
+	while ((c = rsv_pop(&st->spares, false)))
+		chain_bare_free(c);
 }
 
 void h2_chain_ref(struct h2_chain *c)
@@ -183,13 +364,18 @@ static int bref_validate_child(const struct h2_blockref *b, uint8_t level,
 int h2_chain_load(struct h2_store *st, const struct h2_blockref *bref,
 		  uint64_t vol_id, struct h2_chain **out)
 {
-	uint8_t *buf = malloc(H2_BLOCK_SIZE);
+	struct h2_chain *c = chain_bare(false, false);
+	uint8_t *buf = c ? malloc(H2_BLOCK_SIZE) : NULL;
 	char what[64];
-	struct h2_chain *c;
 	int r;
 
-	if (!buf)
+	if (!buf || (bref->type == H2_BREF_INDIRECT &&
+		     !(c->child = calloc(H2_FANOUT, sizeof(*c->child))))) {
+		free(buf);
+		if (c)
+			chain_bare_free(c);
 		return h2_err(-ENOMEM, "out of memory loading a block");
+	}
 	if (vol_id)
 		snprintf(what, sizeof(what), "volume id %" PRIu64, vol_id);
 	else
@@ -197,9 +383,10 @@ int h2_chain_load(struct h2_store *st, const struct h2_blockref *bref,
 	r = h2_chain_read_block(st, bref, buf, what);
 	if (r < 0) {
 		free(buf);
+		chain_bare_free(c);
 		return r;
 	}
-	c = chain_alloc(st, bref->type, bref->level, bref->key, vol_id, buf);
+	chain_init(st, c, bref->type, bref->level, bref->key, vol_id, buf);
 	c->flags = H2_CHAIN_ONDISK;
 	c->bref = *bref;
 	*out = c;
@@ -417,7 +604,12 @@ void h2_free_add(struct h2_txctx *tx, enum h2_free_kind kind,
 	struct h2_freelist *fl = tx->frees;
 	struct h2_free *f;
 
+	/* A transaction reserved its capacity (h2_freelist_reserve); the
+	 * flusher's list grows, waiting for memory if there is none. */
 	if (fl->n == fl->cap) {
+		if (tx->reserved)
+			__atomic_add_fetch(&tx->st->unreserved_allocs, 1,
+					   __ATOMIC_RELAXED);
 		fl->cap = fl->cap ? fl->cap * 2 : 64;
 		fl->v = h2_xrealloc(fl->v, fl->cap * sizeof(*fl->v));
 	}
@@ -434,6 +626,61 @@ void h2_free_add(struct h2_txctx *tx, enum h2_free_kind kind,
 	}
 }
 
+int h2_freelist_reserve(struct h2_freelist *fl, size_t n)
+{
+	struct h2_free *v;
+
+	if (fl->n + n <= fl->cap)
+		return 0;
+	v = realloc(fl->v, (fl->n + n) * sizeof(*v));
+	if (!v)
+		return h2_err(-ENOMEM, "out of memory for the frees of a "
+				       "transaction");
+	fl->v = v;
+	fl->cap = fl->n + n;
+	return 0;
+}
+
+int h2_frees_reserve(struct h2_store *st, size_t n)
+{
+	struct h2_freelist *fl = &st->frees;
+	size_t need;
+	int r = 0;
+
+	pthread_mutex_lock(&st->free_lock);
+	need = fl->n + st->frees_reserved + n;
+	if (need > fl->cap) {
+		size_t cap = fl->cap * 2 > need ? fl->cap * 2 : need + 256;
+		struct h2_free *v = realloc(fl->v, cap * sizeof(*v));
+
+		if (v) {
+			fl->v = v;
+			fl->cap = cap;
+		} else {
+			r = h2_err(-ENOMEM, "out of memory for the frees of a "
+					    "transaction");
+		}
+	}
+	if (r == 0)
+		st->frees_reserved += n;
+	pthread_mutex_unlock(&st->free_lock);
+	return r;
+}
+
+void h2_frees_commit(struct h2_store *st, struct h2_freelist *src,
+		     size_t reserved)
+{
+	pthread_mutex_lock(&st->free_lock);
+	st->frees_reserved -= reserved < st->frees_reserved
+				      ? reserved
+				      : st->frees_reserved;
+	if (st->frees.n + src->n > st->frees.cap)
+		__atomic_add_fetch(&st->unreserved_allocs, 1,
+				   __ATOMIC_RELAXED);
+	h2_freelist_splice(&st->frees, src);
+	pthread_mutex_unlock(&st->free_lock);
+}
+
 void h2_freelist_clear(struct h2_freelist *fl)
 {
 	for (size_t i = 0; i < fl->n; i++)
@@ -442,11 +689,15 @@ void h2_freelist_clear(struct h2_freelist *fl)
 	memset(fl, 0, sizeof(*fl));
 }
 
-/* Append all of src to dst and empty src. */
+/* Append all of src to dst and empty src (within dst's capacity, if it
+ * was reserved: else this waits for memory). */
 void h2_freelist_splice(struct h2_freelist *dst, struct h2_freelist *src)
 {
-	if (!src->n)
+	if (!src->n) {
+		free(src->v);
+		memset(src, 0, sizeof(*src));
 		return;
+	}
 	if (dst->n + src->n > dst->cap) {
 		dst->cap = dst->n + src->n + 64;
 		dst->v = h2_xrealloc(dst->v, dst->cap * sizeof(*dst->v));
@@ -514,8 +765,8 @@ static void release_subtree(struct h2_txctx *tx, struct h2_chain *c)
 /* A copy of frozen chain c, private to tx's epoch. */
 static struct h2_chain *chain_copy(struct h2_txctx *tx, struct h2_chain *c)
 {
-	struct h2_chain *n = chain_alloc(tx->st, c->type, c->level, c->key,
-					 c->vol_id, NULL);
+	struct h2_chain *n = chain_get(tx, c->type, c->level, c->key,
+				       c->vol_id, NULL);
 
 	pthread_mutex_lock(&c->lock);
 	memcpy(n->data, c->data, H2_BLOCK_SIZE);
@@ -538,8 +789,7 @@ static struct h2_chain *cow_root(struct h2_txctx *tx, struct h2_tree *t)
 	struct h2_chain *c = t->root, *n;
 
 	if (!c) {
-		n = h2_chain_new(tx->st, H2_BREF_INDIRECT, t->levels, 0,
-				 tx->epoch, t->vol_id);
+		n = chain_new(tx, H2_BREF_INDIRECT, t->levels, 0, t->vol_id);
 		tx->created++;
 		t->root = n;
 		return n;
@@ -572,8 +822,8 @@ static struct h2_chain *cow_child(struct h2_txctx *tx, struct h2_chain *p,
 	} else if (bref_empty(&slots(p)[i])) {
 		if (!create)
 			return NULL;
-		n = h2_chain_new(tx->st, H2_BREF_INDIRECT, p->level - 1, key,
-				 tx->epoch, p->vol_id);
+		n = chain_new(tx, H2_BREF_INDIRECT, p->level - 1, key,
+			      p->vol_id);
 		tx->created++;
 	} else {
 		/* Unreachable when the caller prepared the range. */
@@ -620,7 +870,7 @@ struct h2_chain *h2_tree_modify_leaf(struct h2_txctx *tx, struct h2_tree *t,
 	c = p->child[i];
 	if (c && c->epoch == tx->epoch)
 		return c;
-	n = chain_alloc(tx->st, t->leaf_type, 0, key, t->vol_id, buf);
+	n = chain_get(tx, t->leaf_type, 0, key, t->vol_id, buf);
 	*buf_used = buf != NULL;
 	if (prep) {
 		/* The caller's snapshot predates this transaction; what the
@@ -735,14 +985,101 @@ void h2_tree_discard(struct h2_txctx *tx, struct h2_tree *t)
 	t->root = NULL;
 }
 
+/*
+ * Counting frees before a removal (for h2_freelist_reserve).  What the
+ * tree stops referencing is either a chain older than the epoch (one
+ * entry, whatever lies below it) or a non-empty slot without a chain
+ * (one entry); a chain of the epoch is taken apart slot by slot
+ * (discard()).  These walk the tree as remove_in() and h2_tree_discard()
+ * will, without changing it, and count one entry more for every older
+ * chain on the way that a removal copies.  Volume lock held exclusively,
+ * after h2_tree_prepare (partially covered blocks are in memory).
+ */
+static uint64_t discard_frees(struct h2_chain *c, uint64_t epoch)
+{
+	uint64_t n = 0;
+
+	if (c->type != H2_BREF_INDIRECT)
+		return 0;
+	pthread_mutex_lock(&c->lock);
+	for (unsigned i = 0; i < H2_FANOUT; i++) {
+		struct h2_chain *ch = c->child[i];
+
+		if (ch)
+			n += ch->epoch == epoch ? discard_frees(ch, epoch) : 1;
+		else if (!bref_empty(&slots(c)[i]))
+			n++;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return n;
+}
+
+/* As discard_frees, for a subtree about to be released. */
+static uint64_t release_frees(struct h2_chain *c, uint64_t epoch)
+{
+	return c->epoch == epoch ? discard_frees(c, epoch) : 1;
+}
+
+static uint64_t remove_frees(struct h2_chain *p, uint64_t epoch,
+			     uint64_t first, uint64_t last)
+{
+	uint64_t span = h2_tree_leaf_span(p->level - 1), n = 0;
+	unsigned i0 = slot_of(first, p->level), i1 = slot_of(last, p->level);
+
+	for (unsigned i = i0; i <= i1; i++) {
+		uint64_t ck = p->key + i * span;
+		uint64_t lo = first > ck ? first : ck;
+		uint64_t hi = last < ck + span - 1 ? last : ck + span - 1;
+		struct h2_chain *c;
+		bool empty;
+
+		pthread_mutex_lock(&p->lock);
+		c = p->child[i];
+		empty = bref_empty(&slots(p)[i]);
+		pthread_mutex_unlock(&p->lock);
+		if (!c && empty)
+			continue;
+		if (!c || p->level == 1 || (lo == ck && hi == ck + span - 1)) {
+			n += c ? release_frees(c, epoch) : 1;
+			continue;
+		}
+		/* Copied if older (its block freed), then entered; what
+		 * it empties has no slots left to free. */
+		n += (c->epoch != epoch) + remove_frees(c, epoch, lo, hi);
+	}
+	return n;
+}
+
+uint64_t h2_tree_remove_frees(struct h2_tree *t, uint64_t epoch,
+			      uint64_t first, uint64_t last)
+{
+	uint64_t cap = h2_tree_leaf_span(t->levels);
+
+	if (!t->root || first >= cap)
+		return 0;
+	if (last >= cap)
+		last = cap - 1;
+	if (first == 0 && last == cap - 1)
+		return h2_tree_discard_frees(t, epoch);
+	return (t->root->epoch != epoch) +
+	       remove_frees(t->root, epoch, first, last);
+}
+
+uint64_t h2_tree_discard_frees(struct h2_tree *t, uint64_t epoch)
+{
+	if (!t->root)
+		return bref_empty(&t->root_bref) ? 0 : 1;
+	return release_frees(t->root, epoch);
+}
+
 /* Raise the tree's height to levels (never lowers it). */
 void h2_tree_grow(struct h2_txctx *tx, struct h2_tree *t, uint8_t levels)
 {
 	while (t->levels < levels) {
 		if (t->root) {
-			struct h2_chain *n = h2_chain_new(
-				tx->st, H2_BREF_INDIRECT, t->levels + 1, 0,
-				tx->epoch, t->vol_id);
+			struct h2_chain *n = chain_new(
+				tx, H2_BREF_INDIRECT, t->levels + 1, 0,
+				t->vol_id);
 
 			tx->created++;
 			n->child[0] = t->root; /* the reference moves */
@@ -794,11 +1131,13 @@ void h2_tree_evict(struct h2_tree *t, uint64_t *budget)
 }
 
 /*
- * Upper bound of chains a modification of leaves [first, last] creates:
- * every indirect block on the paths (writes) or the two partially covered
- * ones per level (removals), plus the leaves themselves for writes.
+ * Upper bound of indirect chains a modification of leaves [first, last]
+ * creates, whatever the tree holds: every one on the paths (writes) or
+ * the two partially covered ones per level (removals).  A write creates
+ * up to last - first + 1 leaves besides, and frees at most one block or
+ * chain per chain it creates.
  */
-uint64_t h2_tree_reserve_bound(uint8_t levels, uint64_t first, uint64_t last,
+uint64_t h2_tree_reserve_nodes(uint8_t levels, uint64_t first, uint64_t last,
 			       bool write)
 {
 	uint64_t n = 0;
@@ -809,7 +1148,5 @@ uint64_t h2_tree_reserve_bound(uint8_t levels, uint64_t first, uint64_t last,
 
 		n += write ? b - a + 1 : (b - a + 1 < 2 ? b - a + 1 : 2);
 	}
-	if (write)
-		n += last - first + 1;
 	return n;
 }

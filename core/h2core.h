@@ -279,6 +279,10 @@ struct h2_store_stats {
 	uint64_t client_bytes_read;
 	uint64_t write_waits;	  /* writers that waited on the hard limit */
 	uint64_t cached_bytes;	  /* chains in memory (metadata and dirty) */
+	/* Allocations an install phase made beyond what its transaction
+	 * set aside (its bounds were short; it waited for memory instead
+	 * of failing).  Always 0 unless the engine has a bug: tests check. */
+	uint64_t unreserved_allocs;
 };
 
 void h2_store_stat(struct h2_store *st, struct h2_store_stats *out);

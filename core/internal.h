@@ -41,7 +41,7 @@
  *                           first)
  *   chain->lock             child[] and blockrefs of one chain; parent
  *                           before child, never two siblings
- *   st->free_lock, st->space_lock, st->fm_lock   leaves
+ *   st->free_lock, st->space_lock, st->fm_lock, st->spare_lock   leaves
  */
 #ifndef H2_INTERNAL_H
 #define H2_INTERNAL_H
@@ -74,6 +74,17 @@ struct h2_chain {
 	struct h2_blockref bref;   /* valid when ONDISK */
 	uint8_t *data;		   /* H2_BLOCK_SIZE bytes */
 	struct h2_chain **child;   /* INDIRECT: H2_FANOUT slots */
+	struct h2_chain *rsv_next; /* in a reserve, unused (chain.c) */
+};
+
+/*
+ * Chains set aside before an install phase, which cannot fail (chain.c,
+ * "Allocation"): nodes are whole indirect chains (zeroed block and
+ * child array), leaves bare chains that take the caller's block.
+ */
+struct h2_chain_rsv {
+	struct h2_chain *nodes, *leaves; /* through rsv_next */
+	uint64_t nnodes, nleaves;
 };
 
 /*
@@ -188,9 +199,15 @@ struct h2_store {
 	bool freeze_pending;
 	uint64_t dirty_epoch;  /* newest epoch holding a change */
 
-	/* Frees of cur_epoch. */
+	/* Frees of cur_epoch; capacity promised to running transactions
+	 * (h2_frees_reserve). */
 	pthread_mutex_t free_lock;
 	struct h2_freelist frees;
+	size_t frees_reserved;
+
+	/* Chains allocated for reserves and not used (chain.c). */
+	pthread_mutex_t spare_lock;
+	struct h2_chain_rsv spares;
 
 	/* Space: blocks allocated on disk plus blocks promised to dirty
 	 * chains (one per MODIFIED chain, plus open reservations). */
@@ -228,6 +245,7 @@ struct h2_store {
 	uint64_t client_written;
 	uint64_t client_read;
 	uint64_t write_waits;
+	uint64_t unreserved_allocs; /* see struct h2_store_stats */
 	unsigned hard_waiters;	/* writers in hard_wait(); __atomic */
 	uint64_t lifetime_flushes;  /* from the header */
 	uint64_t written_base;	    /* device bytes written before open */
@@ -244,11 +262,16 @@ struct h2_txctx {
 	uint64_t origin_tid;	   /* the volume's clone origin, 0: none */
 	uint64_t created;	   /* MODIFIED chains created */
 	struct h2_freelist *frees; /* what the tree stopped referencing */
+	struct h2_chain_rsv *rsv;  /* new chains come from here; NULL:
+				      allocated, waiting for memory */
+	bool reserved;		   /* rsv and frees were sized beforehand:
+				      going past them is counted */
 };
 
-struct h2_chain *h2_chain_new(struct h2_store *st, uint8_t type,
-			      uint8_t level, uint64_t key, uint64_t epoch,
-			      uint64_t vol_id);
+int h2_chain_rsv_fill(struct h2_store *st, struct h2_chain_rsv *rsv,
+		      uint64_t nodes, uint64_t leaves);
+void h2_chain_rsv_release(struct h2_store *st, struct h2_chain_rsv *rsv);
+void h2_chain_spares_free(struct h2_store *st);
 void h2_chain_ref(struct h2_chain *c);
 void h2_chain_drop(struct h2_chain *c);
 int h2_chain_load(struct h2_store *st, const struct h2_blockref *bref,
@@ -275,12 +298,25 @@ void h2_tree_remove_range(struct h2_txctx *tx, struct h2_tree *t,
 void h2_tree_discard(struct h2_txctx *tx, struct h2_tree *t);
 void h2_tree_grow(struct h2_txctx *tx, struct h2_tree *t, uint8_t levels);
 void h2_tree_evict(struct h2_tree *t, uint64_t *budget);
-uint64_t h2_tree_reserve_bound(uint8_t levels, uint64_t first, uint64_t last,
+uint64_t h2_tree_reserve_nodes(uint8_t levels, uint64_t first, uint64_t last,
 			       bool write);
+uint64_t h2_tree_remove_frees(struct h2_tree *t, uint64_t epoch,
+			      uint64_t first, uint64_t last);
+uint64_t h2_tree_discard_frees(struct h2_tree *t, uint64_t epoch);
 void h2_free_add(struct h2_txctx *tx, enum h2_free_kind kind,
 		 const struct h2_blockref *bref, struct h2_chain *chain);
 void h2_freelist_clear(struct h2_freelist *fl);
 void h2_freelist_splice(struct h2_freelist *dst, struct h2_freelist *src);
+/* Room for n more entries in fl: 0 or -ENOMEM (fl unchanged). */
+int h2_freelist_reserve(struct h2_freelist *fl, size_t n);
+/*
+ * The store's list: room for n more entries that this transaction will
+ * add with h2_frees_commit (which splices src and gives back reserved).
+ * Inside an epoch (h2_epoch_begin): a freeze finds no reservation.
+ */
+int h2_frees_reserve(struct h2_store *st, size_t n);
+void h2_frees_commit(struct h2_store *st, struct h2_freelist *src,
+		     size_t reserved);
 
 /* alloc.c: the freemap (flusher thread, or single-threaded open). */
 int h2_fm_init(struct h2_store *st, const uint8_t *sel);

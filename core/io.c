@@ -6,9 +6,11 @@
  *
  *   prepare   check ranges, reserve the worst-case blocks, load every
  *             indirect block the change will copy and read the current
- *             contents of partially overwritten leaves.  All I/O, all
- *             checksum errors and all large allocations happen here, and
- *             a failure leaves the volume untouched.
+ *             contents of partially overwritten leaves; last, set
+ *             aside the chains and free-list entries install will need
+ *             (txn_bound, txn_frees).  All I/O, all checksum errors and
+ *             all allocations happen here, and a failure (-ENOMEM too)
+ *             leaves the volume untouched.
  *   install   change the tree (copy-on-write as chain.c describes).  It
  *             cannot fail, so a transaction is all or nothing in memory,
  *             and the flush cut makes it all or nothing on disk.
@@ -485,26 +487,74 @@ static int txn_capture(struct txn *t, uint64_t key)
 	return 0;
 }
 
-/* Reservation bound of the whole transaction. */
-static uint64_t txn_bound(struct txn *t, uint8_t levels)
+/*
+ * What installing the transaction may create, whatever the tree holds:
+ * indirect chains (nodes) and leaves, one block of space each.
+ */
+static void txn_bound(struct txn *t, uint8_t levels, uint64_t *nodes,
+		      uint64_t *leaves)
 {
-	uint64_t n = 0, a, b, keys[2];
+	uint64_t a, b, keys[2];
+
+	*nodes = *leaves = 0;
+	for (size_t i = 0; i < t->n; i++) {
+		const struct h2_op *op = &t->ops[i];
+		unsigned np = partial_leaves(op, keys);
+
+		if (op_writes_data(op)) {
+			a = leaf_of(op->off);
+			b = leaf_of(op->off + op->len - 1);
+			*nodes += h2_tree_reserve_nodes(levels, a, b, true);
+			*leaves += b - a + 1;
+			continue;
+		}
+		if (whole_leaves(op->off, op->len, &a, &b))
+			*nodes += h2_tree_reserve_nodes(levels, a, b, false);
+		for (unsigned k = 0; k < np; k++) {
+			*nodes += h2_tree_reserve_nodes(levels, keys[k],
+							keys[k], true);
+			*leaves += 1;
+		}
+	}
+	if (t->new_size)
+		*nodes += H2_MAX_LEVELS; /* h2_tree_grow */
+}
+
+/*
+ * Free-list entries installing the transaction may add (prepare phase,
+ * volume lock held).  A chain created frees at most the block or chain
+ * it replaces, so nodes + leaves cover writes and the copies removals
+ * make; a removal also frees what its range holds (h2_tree_remove_frees,
+ * on the tree as it is).  The tree changes as the ops are installed: a
+ * chain an earlier op copied is a chain of this epoch for a later
+ * removal, which takes it apart slot by slot, up to H2_FANOUT entries
+ * where the count saw one.
+ */
+static uint64_t txn_frees(struct txn *t, uint64_t epoch, uint64_t nodes,
+			  uint64_t leaves)
+{
+	struct h2_tree *tree = &t->v->tree;
+	uint64_t n = nodes + leaves, earlier = 0, a, b, keys[2];
+	uint8_t levels = tree->levels;
 
 	for (size_t i = 0; i < t->n; i++) {
 		const struct h2_op *op = &t->ops[i];
 		unsigned np = partial_leaves(op, keys);
 
 		if (op_writes_data(op)) {
-			n += h2_tree_reserve_bound(levels, leaf_of(op->off),
-						   leaf_of(op->off + op->len - 1),
-						   true);
+			earlier += h2_tree_reserve_nodes(
+			    levels, leaf_of(op->off),
+			    leaf_of(op->off + op->len - 1), true);
 			continue;
 		}
-		if (whole_leaves(op->off, op->len, &a, &b))
-			n += h2_tree_reserve_bound(levels, a, b, false);
+		if (whole_leaves(op->off, op->len, &a, &b)) {
+			n += h2_tree_remove_frees(tree, epoch, a, b) +
+			     H2_FANOUT * earlier;
+			earlier += h2_tree_reserve_nodes(levels, a, b, false);
+		}
 		for (unsigned k = 0; k < np; k++)
-			n += h2_tree_reserve_bound(levels, keys[k], keys[k],
-						   true);
+			earlier += h2_tree_reserve_nodes(levels, keys[k],
+							 keys[k], true);
 	}
 	return n;
 }
@@ -674,8 +724,9 @@ static int txn_run(struct txn *t, unsigned flags, uint64_t *epoch_out)
 	struct h2_vol *v = t->v;
 	struct h2_store *st = v->st;
 	struct h2_freelist frees = {0};
+	struct h2_chain_rsv rsv = {0};
 	struct h2_txctx tx = {0};
-	uint64_t epoch = 0, bound = 0;
+	uint64_t epoch = 0, bound = 0, nodes, leaves, nfrees = 0;
 	bool retried = false;
 	int r;
 
@@ -694,8 +745,8 @@ again:
 				: check_range(v, t->ops[i].off, t->ops[i].len);
 	if (r < 0)
 		goto unlock;
-	bound = txn_bound(t, v->tree.levels) +
-		(t->new_size ? H2_MAX_LEVELS : 0);
+	txn_bound(t, v->tree.levels, &nodes, &leaves);
+	bound = nodes + leaves;
 	r = h2_space_reserve(st, bound, txn_is_trim(t));
 	if (r == -ENOSPC) {
 		pthread_rwlock_unlock(&v->lock);
@@ -714,6 +765,20 @@ again:
 	if (r < 0)
 		goto unlock;
 	r = txn_prepare(t);
+	/* The last allocations: what install will take (it cannot fail). */
+	if (r == 0) {
+		nfrees = txn_frees(t, epoch, nodes, leaves);
+		r = h2_chain_rsv_fill(st, &rsv, nodes, leaves);
+	}
+	if (r == 0) {
+		r = h2_freelist_reserve(&frees, nfrees);
+		if (r == 0)
+			r = h2_frees_reserve(st, nfrees);
+		if (r < 0) {
+			h2_chain_rsv_release(st, &rsv);
+			h2_freelist_clear(&frees);
+		}
+	}
 	if (r < 0) {
 		h2_space_unreserve(st, bound);
 		goto unlock;
@@ -723,12 +788,13 @@ again:
 	tx.vol_id = v->rec.id;
 	tx.origin_tid = v->rec.origin_tid;
 	tx.frees = &frees;
+	tx.rsv = &rsv;
+	tx.reserved = true;
 	txn_install(t, &tx);
+	h2_chain_rsv_release(st, &rsv);
 	h2_space_unreserve(st, bound - (tx.created < bound ? tx.created
 							   : bound));
-	pthread_mutex_lock(&st->free_lock);
-	h2_freelist_splice(&st->frees, &frees);
-	pthread_mutex_unlock(&st->free_lock);
+	h2_frees_commit(st, &frees, nfrees);
 unlock:
 	pthread_rwlock_unlock(&v->lock);
 	h2_epoch_end(st, r == 0);

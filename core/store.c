@@ -634,12 +634,14 @@ static void store_free(struct h2_store *st)
 	}
 	h2_chain_drop(st->dir_tree.root);
 	h2_freelist_clear(&st->frees);
+	h2_chain_spares_free(st);
 	free(st->dir_disk);
 	h2_fm_destroy(st);
 	pthread_mutex_destroy(&st->dir_lock);
 	pthread_mutex_destroy(&st->txn_lock);
 	pthread_cond_destroy(&st->txn_cv);
 	pthread_mutex_destroy(&st->free_lock);
+	pthread_mutex_destroy(&st->spare_lock);
 	pthread_mutex_destroy(&st->space_lock);
 	pthread_mutex_destroy(&st->flush_lock);
 	pthread_mutex_destroy(&st->run_lock);
@@ -667,6 +669,7 @@ int h2_store_open(struct h2_dev *dev, const struct h2_store_opts *opts,
 	pthread_mutex_init(&st->txn_lock, NULL);
 	pthread_cond_init(&st->txn_cv, NULL);
 	pthread_mutex_init(&st->free_lock, NULL);
+	pthread_mutex_init(&st->spare_lock, NULL);
 	pthread_mutex_init(&st->space_lock, NULL);
 	pthread_mutex_init(&st->flush_lock, NULL);
 	pthread_mutex_init(&st->run_lock, NULL);
@@ -1120,17 +1123,49 @@ static void clone_names(struct h2_store *st, const struct h2_vol *s, char *buf,
 	}
 }
 
-/* Queue entry e on the current epoch's free list. */
+/*
+ * Queue entry e on the current epoch's free list, in room set aside with
+ * h2_frees_reserve(st, 1) (so this cannot fail).
+ */
 static void free_entry_add(struct h2_store *st, const struct h2_free *e)
 {
-	struct h2_freelist one = {0};
-	struct h2_txctx tx = {.st = st, .frees = &one};
+	struct h2_freelist *fl = &st->frees;
 
-	h2_free_add(&tx, H2_FREE_BLOCK, NULL, NULL);
-	one.v[0] = *e;
 	pthread_mutex_lock(&st->free_lock);
-	h2_freelist_splice(&st->frees, &one);
+	if (st->frees_reserved)
+		st->frees_reserved--;
+	if (fl->n == fl->cap) {
+		/* Not reserved after all: wait for memory (util.h). */
+		__atomic_add_fetch(&st->unreserved_allocs, 1,
+				   __ATOMIC_RELAXED);
+		fl->cap = fl->cap ? 2 * fl->cap : 64;
+		fl->v = h2_xrealloc(fl->v, fl->cap * sizeof(*fl->v));
+	}
+	fl->v[fl->n++] = *e;
 	pthread_mutex_unlock(&st->free_lock);
+}
+
+/*
+ * The frees of discarding v's tree: the epoch's list gets room for them
+ * (and `extra` more, for free_entry_add) and *frees for them, or -ENOMEM.
+ * v->lock held exclusively; *n says what to give back to
+ * h2_frees_commit.
+ */
+static int discard_reserve(struct h2_store *st, struct h2_vol *v,
+			   uint64_t epoch, size_t extra,
+			   struct h2_freelist *frees, size_t *n)
+{
+	size_t want = h2_tree_discard_frees(&v->tree, epoch);
+	int r = h2_freelist_reserve(frees, want);
+
+	if (r == 0)
+		r = h2_frees_reserve(st, want + extra);
+	if (r < 0) {
+		h2_freelist_clear(frees);
+		return r;
+	}
+	*n = want;
+	return 0;
 }
 
 /* Delete one volume that has no snapshots. */
@@ -1138,8 +1173,9 @@ static int delete_one(struct h2_store *st, const char *name)
 {
 	struct h2_txctx tx = {0};
 	struct h2_freelist frees = {0};
-	struct h2_vol *v, *o;
+	struct h2_vol *v, *o, *first;
 	uint64_t epoch;
+	size_t nfrees = 0;
 	char names[256];
 	unsigned n;
 	int r;
@@ -1147,12 +1183,34 @@ static int delete_one(struct h2_store *st, const char *name)
 	r = h2_epoch_begin(st, &epoch);
 	if (r < 0)
 		return r;
+	/* Room for the frees first, under the volume's lock, which stays
+	 * held until its tree is discarded: nothing fails after the
+	 * volume left the table. */
+	pthread_mutex_lock(&st->dir_lock);
+	first = find_locked(st, name);
+	if (first)
+		h2_vol_ref(first);
+	pthread_mutex_unlock(&st->dir_lock);
+	if (first) {
+		pthread_rwlock_wrlock(&first->lock);
+		r = discard_reserve(st, first, epoch, 0, &frees, &nfrees);
+		if (r < 0) {
+			pthread_rwlock_unlock(&first->lock);
+			h2_vol_drop(first);
+			h2_epoch_end(st, false);
+			return r;
+		}
+	}
 	pthread_mutex_lock(&st->dir_lock);
 	v = find_locked(st, name);
 	if (v)
 		snap_names(st, v, names, sizeof(names), &n);
 	if (!v) {
 		r = h2_err(-ENOENT, "no volume named \"%s\"", name);
+	} else if (v != first) {
+		r = h2_err(-EAGAIN, "volume \"%s\" was replaced meanwhile; "
+				    "try again",
+			   name);
 	} else if (v->opens > 0) {
 		r = h2_err(-EBUSY,
 			   "volume \"%s\" is open (%d handle%s); close it "
@@ -1175,19 +1233,21 @@ static int delete_one(struct h2_store *st, const char *name)
 	}
 	pthread_mutex_unlock(&st->dir_lock);
 	if (r == 0) {
-		pthread_rwlock_wrlock(&v->lock);
 		tx.st = st;
 		tx.epoch = epoch;
 		tx.vol_id = v->rec.id;
 		tx.origin_tid = v->rec.origin_tid;
 		tx.frees = &frees;
+		tx.reserved = true;
 		/* A root that could not be read goes by its blockref. */
 		h2_tree_discard(&tx, &v->tree);
-		pthread_rwlock_unlock(&v->lock);
-		pthread_mutex_lock(&st->free_lock);
-		h2_freelist_splice(&st->frees, &frees);
-		pthread_mutex_unlock(&st->free_lock);
-		h2_vol_drop(v);
+		h2_vol_drop(v); /* the table's reference */
+	}
+	if (first) {
+		pthread_rwlock_unlock(&first->lock);
+		h2_vol_drop(first);
+		/* The frees, or (refused) nothing and the room back. */
+		h2_frees_commit(st, &frees, nfrees);
 	}
 	h2_epoch_end(st, r == 0);
 	return r < 0 ? r : h2_flush_wait(st, epoch, NULL);
@@ -1512,6 +1572,12 @@ again:
 	r = h2_epoch_begin(st, &epoch);
 	if (r < 0)
 		return r;
+	/* Room for its free entry: nothing fails once it left the table. */
+	r = h2_frees_reserve(st, 1);
+	if (r < 0) {
+		h2_epoch_end(st, false);
+		return r;
+	}
 	pthread_mutex_lock(&st->dir_lock);
 	h = find_locked(st, vol);
 	s = h ? find_snap_locked(st, h, snap) : NULL;
@@ -1548,6 +1614,7 @@ again:
 		   need > __atomic_load_n(&st->durable_epoch,
 					  __ATOMIC_ACQUIRE)) {
 		pthread_mutex_unlock(&st->dir_lock);
+		h2_frees_commit(st, &(struct h2_freelist){0}, 1);
 		h2_epoch_end(st, false);
 		r = h2_flush_wait(st, need, NULL);
 		if (r < 0)
@@ -1567,6 +1634,8 @@ again:
 		free_entry_add(st, &e);
 	}
 	pthread_mutex_unlock(&st->dir_lock);
+	if (r < 0)
+		h2_frees_commit(st, &(struct h2_freelist){0}, 1);
 	h2_epoch_end(st, r == 0);
 	if (r < 0)
 		return r;
@@ -1649,7 +1718,8 @@ int h2_vol_rollback(struct h2_store *st, const char *vol, const char *snap,
 	struct h2_free e = {0};
 	struct h2_vol *h = NULL, *s = NULL;
 	struct h2_volrec target = {0};
-	uint64_t epoch;
+	uint64_t epoch, barrier = 0;
+	size_t nfrees = 0;
 	int r = check_names(vol, snap);
 
 	if (r == 0 && (flags & ~(unsigned)H2_ROLLBACK_FORCE))
@@ -1683,6 +1753,7 @@ int h2_vol_rollback(struct h2_store *st, const char *vol, const char *snap,
 			   vol, h->opens, h->opens == 1 ? "" : "s");
 	if (r == 0) {
 		target = s->rec;
+		barrier = h->barrier_epoch;
 		h->barrier_epoch = epoch;
 		h2_vol_ref(h);
 	}
@@ -1692,11 +1763,26 @@ int h2_vol_rollback(struct h2_store *st, const char *vol, const char *snap,
 		return r;
 	}
 	pthread_rwlock_wrlock(&h->lock);
+	/* Room for the frees of its tree and the rollback's own entry:
+	 * nothing fails once the tree is discarded. */
+	r = discard_reserve(st, h, epoch, 1, &frees, &nfrees);
+	if (r < 0) {
+		pthread_rwlock_unlock(&h->lock);
+		/* No rollback in this epoch to wait for. */
+		pthread_mutex_lock(&st->dir_lock);
+		if (h->barrier_epoch == epoch)
+			h->barrier_epoch = barrier;
+		pthread_mutex_unlock(&st->dir_lock);
+		h2_vol_drop(h);
+		h2_epoch_end(st, false);
+		return r;
+	}
 	tx.st = st;
 	tx.epoch = epoch;
 	tx.vol_id = h->rec.id;
 	tx.origin_tid = h->rec.origin_tid;
 	tx.frees = &frees;
+	tx.reserved = true;
 	h2_tree_discard(&tx, &h->tree);
 	h->tree.root_bref = target.root;
 	h->tree.levels = target.levels;
@@ -1708,9 +1794,7 @@ int h2_vol_rollback(struct h2_store *st, const char *vol, const char *snap,
 	e.vol_id = h->rec.id;
 	e.origin_tid = h->rec.origin_tid;
 	e.snap_id = target.id;
-	pthread_mutex_lock(&st->free_lock);
-	h2_freelist_splice(&st->frees, &frees);
-	pthread_mutex_unlock(&st->free_lock);
+	h2_frees_commit(st, &frees, nfrees);
 	free_entry_add(st, &e);
 	pthread_rwlock_unlock(&h->lock);
 	h2_epoch_end(st, true);
@@ -1773,6 +1857,8 @@ void h2_store_stat(struct h2_store *st, struct h2_store_stats *out)
 	out->client_bytes_read =
 		__atomic_load_n(&st->client_read, __ATOMIC_RELAXED);
 	out->write_waits = __atomic_load_n(&st->write_waits, __ATOMIC_RELAXED);
+	out->unreserved_allocs =
+		__atomic_load_n(&st->unreserved_allocs, __ATOMIC_RELAXED);
 	out->cached_bytes = __atomic_load_n(&st->chains, __ATOMIC_RELAXED) *
 			    H2_BLOCK_SIZE;
 }

@@ -33,8 +33,9 @@
  * answering a request the client sent (no id answered more often than it
  * was sent); while the server keeps the connection open, every complete
  * request is answered; the first reply answers Hello or refuses what came
- * instead; and whatever the session did, the store closes without error
- * and checks clean.
+ * instead; whatever the session did, the store closes without error
+ * and checks clean; and no transaction's install phase allocated more
+ * than it set aside beforehand (h2_store_stats.unreserved_allocs).
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -436,6 +437,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	event_free(tick);
 	h2_server_free(srv);
 	h2_config_free(&cfg);
+	{
+		struct h2_store_stats ss;
+
+		/* Every install phase found what it set aside enough. */
+		h2_store_stat(st, &ss);
+		FUZZ_CHECK(ss.unreserved_allocs == 0);
+	}
 	r = h2_store_close(st);
 	if (r < 0)
 		fz_fail("closing the store after the session", r);
