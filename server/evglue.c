@@ -4,9 +4,15 @@
  * The hooks are malloc, realloc and free, plus the reserve: slots of
  * EV_RESERVE_SIZE bytes that only a guarded section draws on, when the
  * real allocation failed.  libevent's unchecked allocations are callback
- * entries of a few dozen bytes; larger ones it checks, and those simply
- * fail.  A slot goes back when libevent frees it, which the caller of a
- * failed section makes happen at once by freeing what the section made.
+ * entries of a few dozen bytes; but the OpenSSL bufferevents also
+ * mishandle a failure of the evbuffers they make once their own object
+ * is allocated (bufferevent_free on a half-made bufferevent: a crash), so
+ * a slot takes a whole bufferevent: inside a section, libevent's
+ * constructors do not fail for want of memory, they come back damaged
+ * and the section says so.  A larger allocation fails, which libevent
+ * handles.  A slot goes back when libevent frees it, which the caller of
+ * a failed section makes happen at once by freeing what the section
+ * made.
  */
 #include "evglue.h"
 
@@ -14,10 +20,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <errno.h>
+
 #include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #define EV_RESERVE_SLOTS 8
-#define EV_RESERVE_SIZE	 128
+#define EV_RESERVE_SIZE	 1024 /* an OpenSSL bufferevent is 696 bytes */
 
 static _Alignas(16) unsigned char ev_reserve[EV_RESERVE_SLOTS][EV_RESERVE_SIZE];
 static bool ev_reserve_used[EV_RESERVE_SLOTS]; /* __atomic */

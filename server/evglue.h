@@ -11,7 +11,9 @@
  *     waits forever for its replies);
  *   - bufferevent_setwatermark, the first time it is given a read
  *     high-water mark, registers an input-buffer callback and passes the
- *     result to evbuffer_cb_set_flags, which dereferences it (a crash).
+ *     result to evbuffer_cb_set_flags, which dereferences it (a crash);
+ *   - the OpenSSL bufferevents, when one of their evbuffers cannot be
+ *     allocated, free the half-made bufferevent and crash in it.
  *
  * So every allocation of libevent goes through h2's hooks (h2_ev_init),
  * and the calls that make those allocations run inside a guarded section:
