@@ -118,3 +118,37 @@ bool h2_ev_guard_end(void)
 	ev_guarded = false;
 	return ev_guard_failed;
 }
+
+/* The ex_data index whose free callback notes an SSL's destruction. */
+static int ev_ssl_index = -1;
+
+static void ev_ssl_freed(void *parent, void *ptr, CRYPTO_EX_DATA *ad,
+			 int idx, long argl, void *argp)
+{
+	(void)parent;
+	(void)ad;
+	(void)idx;
+	(void)argl;
+	(void)argp;
+	if (ptr)
+		*(bool *)ptr = true;
+}
+
+int h2_ev_ssl_watch(SSL *ssl, bool *freed)
+{
+	*freed = false;
+	if (ev_ssl_index < 0)
+		ev_ssl_index = SSL_get_ex_new_index(0, NULL, NULL, NULL,
+						    ev_ssl_freed);
+	if (ev_ssl_index < 0 || !SSL_set_ex_data(ssl, ev_ssl_index, freed)) {
+		ERR_clear_error();
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void h2_ev_ssl_unwatch(SSL *ssl)
+{
+	/* The slot exists now: this allocates nothing. */
+	SSL_set_ex_data(ssl, ev_ssl_index, NULL);
+}

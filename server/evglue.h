@@ -47,4 +47,17 @@ void h2_ev_guard_begin(void);
  */
 bool h2_ev_guard_end(void);
 
+/*
+ * Who owns the SSL after an OpenSSL bufferevent constructor with
+ * BEV_OPT_CLOSE_ON_FREE returned NULL: libevent 2.1.12 frees it if the
+ * failure came late enough, not if it came early, and does not say.
+ * h2_ev_ssl_watch(ssl, &freed) before the call makes *freed true when
+ * the SSL object is destroyed (0, or -ENOMEM: then do not call);
+ * h2_ev_ssl_unwatch(ssl) after a success (freed lives on the caller's
+ * stack).  Loop thread only.
+ */
+struct ssl_st;
+int h2_ev_ssl_watch(struct ssl_st *ssl, bool *freed);
+void h2_ev_ssl_unwatch(struct ssl_st *ssl);
+
 #endif

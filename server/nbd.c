@@ -1058,6 +1058,7 @@ static void upgrade_tls(struct nbd_conn *c)
 {
 	struct h2_server *srv = c->ns->srv;
 	struct bufferevent *bev;
+	bool ssl_freed, damaged;
 	SSL *ssl;
 
 	/* The client must wait for our ACK before its ClientHello, so
@@ -1067,8 +1068,9 @@ static void upgrade_tls(struct nbd_conn *c)
 		return;
 	}
 	ssl = SSL_new(srv->ssl_ctx);
-	if (!ssl) {
+	if (!ssl || h2_ev_ssl_watch(ssl, &ssl_freed) < 0) {
 		SSL_free(ssl);
+		ERR_clear_error();
 		conn_close(c, "cannot create a TLS session");
 		return;
 	}
@@ -1084,14 +1086,23 @@ static void upgrade_tls(struct nbd_conn *c)
 	if (bev)
 		bufferevent_setwatermark(bev, EV_READ, 0,
 					 NBD_NEGOTIATE_READ_MAX);
-	if (h2_ev_guard_end() && bev) {
-		bufferevent_free(bev); /* and with it c->bev and ssl */
+	damaged = h2_ev_guard_end();
+	if (bev)
+		h2_ev_ssl_unwatch(ssl);
+	if (bev && damaged) {
+		/* It takes c->bev and ssl with it; off the socket first
+		 * (conn_teardown says why). */
+		bufferevent_setfd(c->bev, -1);
+		bufferevent_free(bev);
 		c->bev = NULL;
 		conn_teardown(c, false);
 		return;
 	}
 	if (!bev) {
-		SSL_free(ssl);
+		/* libevent may have freed the SSL (evglue.h); c->bev is
+		 * untouched. */
+		if (!ssl_freed)
+			SSL_free(ssl);
 		conn_teardown(c, false);
 		return;
 	}

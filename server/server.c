@@ -580,6 +580,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	struct h2_server *srv = arg;
 	struct timeval tv;
 	struct h2_conn *c;
+	bool ssl_freed, damaged;
 	int one = 1;
 	SSL *ssl;
 
@@ -598,7 +599,15 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c = conn_alloc(srv);
 	ssl = c ? SSL_new(srv->ssl_ctx) : NULL;
-	if (!ssl) {
+	/* The socket's BIO is made here: bufferevent_openssl_socket_new
+	 * makes one for an SSL without, and ignores its failure; the
+	 * handshake then fails and the bufferevent, finding no BIO to take
+	 * the socket from, never closes it: the client waits forever, the
+	 * descriptor leaks. */
+	if (!ssl || SSL_set_fd(ssl, fd) != 1 ||
+	    h2_ev_ssl_watch(ssl, &ssl_freed) < 0) {
+		SSL_free(ssl);
+		ERR_clear_error();
 		free(c);
 		evutil_closesocket(fd);
 		return;
@@ -624,13 +633,20 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	c->bev = bufferevent_openssl_socket_new(srv->base, fd, ssl,
 						BUFFEREVENT_SSL_ACCEPTING,
 						BEV_OPT_CLOSE_ON_FREE);
-	if (h2_ev_guard_end() && c->bev) {
+	damaged = h2_ev_guard_end();
+	if (c->bev)
+		h2_ev_ssl_unwatch(ssl);
+	if (c->bev && damaged) {
 		bufferevent_free(c->bev); /* and with it ssl and fd */
 		free(c);
 		return;
 	}
 	if (!c->bev) {
-		SSL_free(ssl);
+		/* libevent may have freed the SSL (evglue.h) - freeing it
+		 * again was a double free; the socket is ours still (its
+		 * BIO does not close it). */
+		if (!ssl_freed)
+			SSL_free(ssl);
 		evutil_closesocket(fd);
 		free(c);
 		return;
