@@ -352,6 +352,7 @@ static void conn_teardown(struct nbd_conn *c, bool graceful)
 	}
 	if (c->bev) {
 		SSL *ssl = c->raw ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+		struct bufferevent *sock = c->raw ? c->raw : c->bev;
 
 		if (c->raw_cb) {
 			evbuffer_remove_cb_entry(bufferevent_get_output(c->raw),
@@ -368,7 +369,13 @@ static void conn_teardown(struct nbd_conn *c, bool graceful)
 			ERR_clear_error();
 			evbuffer_write(bufferevent_get_output(c->raw), c->fd);
 		}
-		/* The filter frees the raw bufferevent and the SSL too. */
+		/* The socket's bufferevent may outlive this call (a callback
+		 * of libevent's holds it, or under TLS the filter until its
+		 * deferred finalisation), its events registered on c->fd,
+		 * which is closed below: a new connection given the same
+		 * number would then never be polled.  Off the socket first.
+		 * Then the filter frees the raw bufferevent and the SSL too. */
+		bufferevent_setfd(sock, -1);
 		bufferevent_free(c->bev);
 		c->bev = NULL;
 		c->raw = NULL;
