@@ -160,6 +160,34 @@ static void tls_warn_validity(SSL_CTX *ctx, const char *path)
 			    path);
 }
 
+/*
+ * OpenSSL works out a certificate's extensions (key usage, basic
+ * constraints, ...) the first time it needs them and keeps the result in
+ * the X509 object, a failure too: if an allocation fails then, during a
+ * client's handshake, the CA certificate is marked invalid for good, and
+ * every later client certificate fails to verify, until the next reload.
+ * So work them out now, for every certificate the context holds.
+ */
+static void tls_cache_extensions(SSL_CTX *ctx)
+{
+	STACK_OF(X509_OBJECT) *objs =
+	    X509_STORE_get0_objects(SSL_CTX_get_cert_store(ctx));
+	STACK_OF(X509) *chain = NULL;
+	X509 *crt = SSL_CTX_get0_certificate(ctx);
+
+	for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+		X509 *x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+
+		if (x)
+			X509_get_extension_flags(x);
+	}
+	if (crt)
+		X509_get_extension_flags(crt);
+	if (SSL_CTX_get0_chain_certs(ctx, &chain) == 1)
+		for (int i = 0; i < sk_X509_num(chain); i++)
+			X509_get_extension_flags(sk_X509_value(chain, i));
+}
+
 SSL_CTX *h2_tls_server_ctx(const struct h2_tls_files *files, bool allow_tls12,
 			   char *err, size_t errlen)
 {
@@ -239,6 +267,7 @@ SSL_CTX *h2_tls_server_ctx(const struct h2_tls_files *files, bool allow_tls12,
 	/* Needed for session resumption whenever peers are verified. */
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"h2d", 3);
 	tls_warn_validity(ctx, files->cert);
+	tls_cache_extensions(ctx);
 	ERR_clear_error();
 	return ctx;
 
