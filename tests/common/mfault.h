@@ -15,10 +15,11 @@
  *   - libevent, which allocates through server/evglue.c's hooks
  *     (event_set_mem_functions), and those call malloc;
  *   - protobuf-c's unpacking of frame headers, which proto/frame.c does
- *     with its own allocator over malloc.
+ *     with its own allocator over malloc;
+ *   - OpenSSL, if the test installs hooks over malloc
+ *     (CRYPTO_set_mem_functions: tests/server/test_memfault.c does).
  *
- * Not counted: allocations inside the C library (qsort, stdio) and
- * OpenSSL (no TLS is driven by these tests).
+ * Not counted: allocations inside the C library (qsort, stdio).
  *
  * Allocations are numbered from 1 from the moment mf_arm() is called, on
  * every thread (the loop, the workers, the flusher) except those marked
