@@ -68,6 +68,7 @@
 #include "log.h"
 #include "nbd.h"
 #include "nbd_proto.h"
+#include "sockread.h"
 #include "srv.h"
 #include "tls.h"
 
@@ -142,6 +143,7 @@ struct nbd_conn {
 	struct bufferevent *bev;
 	evutil_socket_t fd;
 	struct bufferevent *raw; /* under TLS: the socket's, below c->bev */
+	struct h2_topup topup;	 /* reads the socket's input in big pieces */
 	struct evbuffer_cb_entry *raw_cb; /* raw output drained */
 	struct event *closer;	 /* deferred teardown once all is sent */
 	bool tls_up;	     /* the TLS handshake completed */
@@ -351,6 +353,7 @@ static void conn_teardown(struct nbd_conn *c, bool graceful)
 			ERR_clear_error();
 			evbuffer_write(bufferevent_get_output(c->raw), c->fd);
 		}
+		h2_topup_detach(&c->topup);
 		/* The filter frees the raw bufferevent and the SSL too. */
 		bufferevent_free(c->bev);
 		c->bev = NULL;
@@ -606,6 +609,9 @@ static void done_lookup(struct nbd_conn *c, struct nbd_job *j)
 		/* Room for a request and its largest payload. */
 		bufferevent_setwatermark(c->bev, EV_READ, 0,
 					 NBD_REQUEST_SIZE + H2_NBD_MAX_IO);
+		if (!c->raw)
+			h2_topup_limit(&c->topup,
+				       NBD_REQUEST_SIZE + H2_NBD_MAX_IO);
 		h2_log_info("nbd",
 			    "export peer=%s identity=%s volume=%s "
 			    "size=%" PRIu64 "%s",
@@ -1063,6 +1069,7 @@ static void upgrade_tls(struct nbd_conn *c)
 	 * further ahead, and the filter encrypts no further ahead (the
 	 * rest waits in c->bev's output, which the limits count). */
 	bufferevent_setwatermark(c->raw, EV_READ, 0, NBD_RAW_MAX);
+	h2_topup_limit(&c->topup, NBD_RAW_MAX);
 	bufferevent_setwatermark(c->raw, EV_WRITE, 0, NBD_RAW_MAX);
 	bufferevent_set_max_single_read(c->raw, NBD_SOCKET_IO_MAX);
 	bufferevent_set_max_single_write(c->raw, NBD_SOCKET_IO_MAX);
@@ -1344,6 +1351,7 @@ static void accept_conn(struct h2_nbdsrv *ns, evutil_socket_t fd,
 	}
 	c->ns = ns;
 	c->fd = fd;
+	c->topup.fd = -1;
 	c->refs = 1;
 	c->cmd_ns = NBD_CMD_NS_INITIAL;
 	c->state = NC_PLAIN;
@@ -1360,9 +1368,12 @@ static void accept_conn(struct h2_nbdsrv *ns, evutil_socket_t fd,
 	c->open = true;
 	c->proto = h2_nbd_new(conn_out, c); /* queues the greeting */
 	c->timer = evtimer_new(srv->base, timeout_cb, c);
-	if (!c->proto || !c->timer) {
+	if (!c->proto || !c->timer ||
+	    h2_topup_attach(&c->topup, bufferevent_get_input(c->bev), fd,
+			    NBD_NEGOTIATE_READ_MAX) < 0) {
 		if (c->timer)
 			event_free(c->timer);
+		h2_topup_detach(&c->topup);
 		bufferevent_free(c->bev);
 		evutil_closesocket(fd);
 		h2_nbd_free(c->proto);
