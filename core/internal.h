@@ -264,6 +264,11 @@ uint8_t h2_levels_for(uint64_t nleaves);
 int h2_tree_load_root(struct h2_store *st, struct h2_tree *t);
 int h2_tree_walk(struct h2_store *st, struct h2_tree *t, uint64_t first,
 		 uint64_t last, h2_leaf_cb cb, void *arg);
+/* h2_tree_walk over indirect blocks in memory only: -EAGAIN when one
+ * would have to be read from the device. */
+int h2_tree_walk_cached(struct h2_store *st, struct h2_tree *t,
+			uint64_t first, uint64_t last, h2_leaf_cb cb,
+			void *arg);
 int h2_tree_prepare(struct h2_store *st, struct h2_tree *t, uint64_t first,
 		    uint64_t last, bool whole);
 bool h2_tree_leaf_present(struct h2_tree *t, uint64_t key);

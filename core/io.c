@@ -98,6 +98,7 @@ struct rd {
 	struct h2_vol *v;
 	uint8_t *buf;
 	uint64_t off, len;
+	bool cached; /* h2_vol_read_cached: -EAGAIN for any device wait */
 	/* pending run of whole, contiguous on-disk leaves */
 	uint64_t run_key, run_dev;
 	unsigned run_n;
@@ -128,6 +129,13 @@ static int bref_sane(struct h2_vol *v, const struct h2_blockref *b,
 	return 0;
 }
 
+static int rd_pread(struct rd *rd, void *buf, size_t len, uint64_t off)
+{
+	if (rd->cached)
+		return h2_dev_pread_cached(rd->v->st->dev, buf, len, off);
+	return h2_dev_pread(rd->v->st->dev, buf, len, off);
+}
+
 static int rd_flush_run(struct rd *rd)
 {
 	uint8_t *dst;
@@ -138,8 +146,9 @@ static int rd_flush_run(struct rd *rd)
 	if (!rd->run_n)
 		return 0;
 	dst = rd->buf + (rd->run_key * H2_BLOCK_SIZE - rd->off);
-	r = h2_dev_pread(rd->v->st->dev, dst,
-			 (size_t)rd->run_n * H2_BLOCK_SIZE, rd->run_dev);
+	r = rd_pread(rd, dst, (size_t)rd->run_n * H2_BLOCK_SIZE, rd->run_dev);
+	if (r == -EAGAIN && rd->cached)
+		return r;
 	if (r < 0)
 		return h2_err(r, "volume %s: device read at offset %" PRIu64
 				 " failed",
@@ -209,8 +218,9 @@ static int rd_leaf(void *arg, uint64_t key, uint64_t count,
 		r = rd_flush_run(rd);
 		if (r < 0)
 			return r;
-		r = h2_dev_pread(rd->v->st->dev, tmp, H2_BLOCK_SIZE,
-				 H2_BREF_OFFSET(b));
+		r = rd_pread(rd, tmp, H2_BLOCK_SIZE, H2_BREF_OFFSET(b));
+		if (r == -EAGAIN && rd->cached)
+			return r;
 		if (r < 0)
 			return h2_err(r, "volume %s: device read failed",
 				      rd->v->full);
@@ -240,6 +250,43 @@ int h2_vol_read(struct h2_vol *v, void *buf, uint64_t off, uint64_t len)
 	if (r == 0)
 		r = h2_tree_walk(v->st, &v->tree, leaf_of(off),
 				 leaf_of(off + len - 1), rd_leaf, &rd);
+	if (r == 0)
+		r = rd_flush_run(&rd);
+	pthread_rwlock_unlock(&v->lock);
+	if (r == 0)
+		__atomic_add_fetch(&v->st->client_read, len, __ATOMIC_RELAXED);
+	return r;
+}
+
+/*
+ * A read that never waits: the volume lock is free for readers, every
+ * indirect block on the way is in memory and the data is in the page
+ * cache.  Else -EAGAIN (buf undefined), and the caller reads with
+ * h2_vol_read on a thread that may wait.  Errors other than -EAGAIN are
+ * real (range, checksum), as h2_vol_read would report them.
+ */
+int h2_vol_read_cached(struct h2_vol *v, void *buf, uint64_t off,
+		       uint64_t len)
+{
+	struct rd rd = {.v = v, .buf = buf, .off = off, .len = len,
+			.cached = true};
+	int r;
+
+	if (len > H2_MAX_IO || !buf)
+		return -EAGAIN; /* h2_vol_read explains */
+	if (pthread_rwlock_tryrdlock(&v->lock) != 0)
+		return -EAGAIN;
+	if (v->root_err && v->root_err != -EBADMSG) {
+		/* h2_vol_read tries the root again. */
+		pthread_rwlock_unlock(&v->lock);
+		return -EAGAIN;
+	}
+	r = check_vol(v);
+	if (r == 0)
+		r = check_range(v, off, len);
+	if (r == 0)
+		r = h2_tree_walk_cached(v->st, &v->tree, leaf_of(off),
+					leaf_of(off + len - 1), rd_leaf, &rd);
 	if (r == 0)
 		r = rd_flush_run(&rd);
 	pthread_rwlock_unlock(&v->lock);

@@ -97,7 +97,17 @@
  * average: it waits for the store's flush (up to a second or more) while
  * other commands go on around it, as NBD clients expect, and concurrent
  * ones share a flush (group commit).
+ *
+ * Before any of that, a READ of up to NBD_INLINE_READ_MAX is tried on the
+ * loop thread with h2_vol_read_cached: when nothing would make it wait
+ * (the volume lock is free for readers, the tree's blocks are in memory,
+ * the data in the page cache) the reply is read straight into the output
+ * buffer, with no hand-off to a worker and back; else it joins a batch as
+ * above.  A read that misses costs one preadv2(RWF_NOWAIT) that returned
+ * at once.  Replies may leave in any order (the protocol's rule), and a
+ * read never waits for the writes parsed before it, as with the batches.
  */
+#define NBD_INLINE_READ_MAX (128u << 10)
 #define NBD_BATCH_NS	   100000u /* 100 us */
 #define NBD_BATCH_CMDS_MAX 64u
 #define NBD_BATCH_BYTES	   (256u << 10)
@@ -172,6 +182,7 @@ struct nbd_conn {
 	struct nbd_batch *batch;
 	unsigned batches; /* batches handed to the pool, not yet done */
 	uint64_t ncmds, nbatches; /* totals, for the log */
+	uint64_t ninline;	  /* reads answered on the loop thread */
 	uint64_t cmd_ns;	  /* recent run time per command (average) */
 	/* while set, the engine's output goes here (batch_done) */
 	struct evbuffer *cork;
@@ -372,8 +383,10 @@ static void conn_teardown(struct nbd_conn *c, bool graceful)
 	h2_metrics_conn_close(srv->metrics, H2_MPROTO_NBD);
 	h2_log_debug("nbd",
 		     "closed peer=%s identity=%s commands=%" PRIu64
-		     " batches=%" PRIu64 " ns_per_command=%" PRIu64,
-		     c->peer, who(c), c->ncmds, c->nbatches, c->cmd_ns);
+		     " batches=%" PRIu64 " inline_reads=%" PRIu64
+		     " ns_per_command=%" PRIu64,
+		     c->peer, who(c), c->ncmds, c->nbatches, c->ninline,
+		     c->cmd_ns);
 	conn_unref(c);
 	if (!ns->closing_all)
 		h2_server_check_stopped(srv);
@@ -934,6 +947,37 @@ static void do_solo(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
 	h2_pool_submit(c->ns->srv->pool, &b->job);
 }
 
+/* A READ answered on the loop thread, if it needs no waiting. */
+static bool read_inline(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
+			uint64_t start_ns)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	uint8_t hdr[H2_NBD_READ_HDR_MAX];
+	struct evbuffer_iovec v;
+	size_t hl;
+
+	if (cmd->len > NBD_INLINE_READ_MAX || c->cork)
+		return false;
+	hl = h2_nbd_read_header(c->proto, cmd, hdr);
+	if (evbuffer_reserve_space(out, (ev_ssize_t)(hl + cmd->len), &v, 1) !=
+	    1)
+		return false;
+	if (h2_vol_read_cached(c->vol, (uint8_t *)v.iov_base + hl, cmd->off,
+			       cmd->len) < 0) {
+		/* A worker reads it, or reports the error in full. */
+		evbuffer_commit_space(out, &v, 0);
+		return false;
+	}
+	memcpy(v.iov_base, hdr, hl);
+	v.iov_len = hl + cmd->len;
+	if (evbuffer_commit_space(out, &v, 1) < 0)
+		return false;
+	c->ncmds++;
+	c->ninline++;
+	count_cmd(c, cmd, 0, start_ns);
+	return true;
+}
+
 /*
  * H2_NBD_COMMAND with its payload (writes) in hand; takes payload.  The
  * command joins the batch being built (handed over when full, or when
@@ -962,6 +1006,8 @@ static void do_command(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
 		do_solo(c, cmd, payload, start_ns);
 		return;
 	}
+	if (cmd->type == NBD_CMD_READ && read_inline(c, cmd, start_ns))
+		return;
 	j = job_new(c, NJ_IO);
 	b = c->batch;
 	if (!b) {
