@@ -74,6 +74,12 @@ struct h2_chain {
 	struct h2_blockref bref;   /* valid when ONDISK */
 	uint8_t *data;		   /* H2_BLOCK_SIZE bytes */
 	struct h2_chain **child;   /* INDIRECT: H2_FANOUT slots */
+	/* A data leaf's check code, computed when a transaction last wrote
+	 * it (data still in the CPU's cache), if check_set: the flush of its
+	 * epoch uses it instead of reading the block again.  Only the
+	 * epoch's transactions write a chain, under the volume lock. */
+	uint64_t check;
+	bool check_set;
 };
 
 /*

@@ -614,6 +614,8 @@ static void install_bytes(struct txn *t, struct h2_txctx *tx, uint64_t off,
 			memcpy(c->data + bo, src + (pos - off), n);
 		else
 			memset(c->data + bo, 0, n);
+		c->check = h2_check64(c->data, H2_BLOCK_SIZE);
+		c->check_set = true;
 		pos += n;
 	}
 }
