@@ -185,6 +185,10 @@ struct h2_op {
 	uint64_t off;
 	uint64_t len;
 	const void *buf; /* H2_OP_WRITE only; borrowed */
+	/* Or, instead of buf, the data in pieces (borrowed), their lengths
+	 * adding up to len. */
+	const struct iovec *iov;
+	int iovcnt;
 };
 
 /*

@@ -587,9 +587,54 @@ static int txn_prepare(struct txn *t)
 	return r;
 }
 
-/* Write src (NULL: zeros) over [off, off+len) of the tree (install). */
+/* Where a write's bytes come from: one buffer, pieces, or zeros. */
+struct src {
+	const uint8_t *buf; /* the next byte, if not in pieces */
+	const struct iovec *iov;
+	size_t at; /* bytes of iov[0] already taken */
+};
+
+static void src_of(struct src *s, const struct h2_op *op)
+{
+	memset(s, 0, sizeof(*s));
+	if (op->type != H2_OP_WRITE)
+		return; /* zeros */
+	s->buf = op->buf;
+	s->iov = op->iov;
+}
+
+/* Copy the next n bytes of s to dst. */
+static void src_copy(struct src *s, uint8_t *dst, size_t n)
+{
+	if (!s->iov) {
+		if (s->buf) {
+			memcpy(dst, s->buf, n);
+			s->buf += n;
+		} else {
+			memset(dst, 0, n);
+		}
+		return;
+	}
+	while (n) {
+		size_t k = s->iov->iov_len - s->at;
+
+		if (k == 0) { /* validated: the pieces hold len bytes */
+			s->iov++;
+			s->at = 0;
+			continue;
+		}
+		if (k > n)
+			k = n;
+		memcpy(dst, (const uint8_t *)s->iov->iov_base + s->at, k);
+		s->at += k;
+		dst += k;
+		n -= k;
+	}
+}
+
+/* Write s's bytes over [off, off+len) of the tree (install). */
 static void install_bytes(struct txn *t, struct h2_txctx *tx, uint64_t off,
-			  uint64_t len, const uint8_t *src)
+			  uint64_t len, struct src *s)
 {
 	struct h2_tree *tree = &t->v->tree;
 	uint64_t pos = off, end = off + len;
@@ -610,10 +655,7 @@ static void install_bytes(struct txn *t, struct h2_txctx *tx, uint64_t off,
 					txn_buf(t), &used);
 		if (used)
 			t->used++;
-		if (src)
-			memcpy(c->data + bo, src + (pos - off), n);
-		else
-			memset(c->data + bo, 0, n);
+		src_copy(s, c->data + bo, n);
 		c->check = h2_check64(c->data, H2_BLOCK_SIZE);
 		c->check_set = true;
 		pos += n;
@@ -625,6 +667,7 @@ static void install_zero_edge(struct txn *t, struct h2_txctx *tx,
 			      const struct h2_op *op, uint64_t key)
 {
 	uint64_t lo = key * H2_BLOCK_SIZE, hi = lo + H2_BLOCK_SIZE;
+	struct src zeros = {0};
 
 	if (lo < op->off)
 		lo = op->off;
@@ -633,7 +676,7 @@ static void install_zero_edge(struct txn *t, struct h2_txctx *tx,
 	/* Zeroing part of a hole changes nothing; skip the block. */
 	if (!h2_tree_leaf_present(&t->v->tree, key))
 		return;
-	install_bytes(t, tx, lo, hi - lo, NULL);
+	install_bytes(t, tx, lo, hi - lo, &zeros);
 }
 
 /* Install phase: cannot fail. */
@@ -646,8 +689,10 @@ static void txn_install(struct txn *t, struct h2_txctx *tx)
 		const struct h2_op *op = &t->ops[i];
 
 		if (op_writes_data(op)) {
-			install_bytes(t, tx, op->off, op->len,
-				      op->type == H2_OP_WRITE ? op->buf : NULL);
+			struct src s;
+
+			src_of(&s, op);
+			install_bytes(t, tx, op->off, op->len, &s);
 			continue;
 		}
 		if (whole_leaves(op->off, op->len, &a, &b))
@@ -696,10 +741,33 @@ static int txn_validate(const struct h2_op *ops, size_t n)
 			return h2_err(-ERANGE, "operation %zu: offset + "
 					       "length overflows",
 				      i);
-		if (op->type == H2_OP_WRITE && !op->buf)
+		if (op->type == H2_OP_WRITE && !op->buf && !op->iov)
 			return h2_err(-EINVAL, "operation %zu: write without "
 					       "data",
 				      i);
+		if (op->type == H2_OP_WRITE && op->iov) {
+			uint64_t sum = 0;
+
+			if (op->buf || op->iovcnt <= 0)
+				return h2_err(-EINVAL, "operation %zu: give "
+						       "the data as a buffer "
+						       "or as pieces",
+					      i);
+			for (int k = 0; k < op->iovcnt; k++) {
+				if (!op->iov[k].iov_base && op->iov[k].iov_len)
+					return h2_err(-EINVAL, "operation "
+							       "%zu: piece "
+							       "%d has no "
+							       "data",
+						      i, k);
+				sum += op->iov[k].iov_len;
+			}
+			if (sum != op->len)
+				return h2_err(-EINVAL, "operation %zu: its "
+						       "pieces hold %" PRIu64
+						       " bytes, not %" PRIu64,
+					      i, sum, op->len);
+		}
 		if (op_writes_data(op)) {
 			if (op->len > H2_MAX_IO)
 				return h2_err(-EFBIG,
