@@ -211,8 +211,9 @@ struct nbd_job {
 	/* NJ_IO */
 	struct h2_nbd_cmd cmd;
 	struct h2_vol *vol; /* borrowed from the connection */
-	uint8_t *buf; /* write payload, or read data after
-			 H2_NBD_READ_HDR_MAX bytes of room for the header */
+	uint8_t *buf; /* read data after H2_NBD_READ_HDR_MAX bytes of room
+			 for the header */
+	struct evbuffer *wdata; /* write payload */
 	struct h2_nbd_extent *ext;
 	size_t next;
 	uint64_t account;
@@ -565,6 +566,45 @@ static void job_fail(struct nbd_job *j, int err)
 	snprintf(j->msg, sizeof(j->msg), "%s", h2_core_errmsg());
 }
 
+/* Worker: a WRITE from its payload's pieces, without joining them (a
+ * failure of its own is left in j->err, the engine's is returned). */
+static int write_pieces(struct nbd_job *j, unsigned fua)
+{
+	struct evbuffer_iovec ev[64], *v = ev;
+	struct iovec iov[64], *io = iov;
+	struct h2_op op = {.type = H2_OP_WRITE, .off = j->cmd.off,
+			   .len = j->cmd.len};
+	int n = evbuffer_peek(j->wdata, -1, NULL, NULL, 0), r;
+
+	if (n > 64) {
+		v = malloc((size_t)n * sizeof(*v));
+		io = malloc((size_t)n * sizeof(*io));
+		if (!v || !io) {
+			/* Answered like job_fail does. */
+			j->err = -ENOMEM;
+			snprintf(j->msg, sizeof(j->msg),
+				 "out of memory for a %" PRIu32 "-byte write",
+				 j->cmd.len);
+			r = 0;
+			goto out;
+		}
+	}
+	n = evbuffer_peek(j->wdata, -1, NULL, v, n);
+	for (int i = 0; i < n; i++) {
+		io[i].iov_base = v[i].iov_base;
+		io[i].iov_len = v[i].iov_len;
+	}
+	op.iov = io;
+	op.iovcnt = n;
+	r = h2_vol_txn(j->vol, &op, 1, fua, NULL);
+out:
+	if (v != ev)
+		free(v);
+	if (io != iov)
+		free(io);
+	return r;
+}
+
 static void job_run_io(struct nbd_job *j)
 {
 	const struct h2_nbd_cmd *c = &j->cmd;
@@ -579,7 +619,7 @@ static void job_run_io(struct nbd_job *j)
 				c->len);
 		break;
 	case NBD_CMD_WRITE:
-		r = h2_vol_write(j->vol, j->buf, c->off, c->len, fua);
+		r = write_pieces(j, fua);
 		break;
 	case NBD_CMD_FLUSH:
 		r = h2_store_sync(j->st, NULL);
@@ -653,6 +693,8 @@ static void job_free(struct nbd_job *j)
 	if (j->kind != NJ_IO)
 		h2_vol_close(j->vol); /* a lookup whose result was not kept */
 	nbd_buf_put(j->buf);
+	if (j->wdata)
+		evbuffer_free(j->wdata);
 	free(j->list);
 	free(j->ext);
 	free(j);
@@ -983,26 +1025,30 @@ static void do_list(struct nbd_conn *c)
 }
 
 /* A FLUSH or FUA command as a batch of its own, handed to the pool at
- * once; takes payload. */
+ * once; takes wdata. */
 static void do_solo(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
-		    uint8_t *payload, uint64_t start_ns)
+		    struct evbuffer *wdata, uint64_t start_ns)
 {
 	struct nbd_job *j = job_new(c, NJ_IO);
 	struct nbd_batch *b = calloc(1, sizeof(*b));
+	uint8_t *rbuf = NULL;
 
 	if (cmd->type == NBD_CMD_READ)
-		payload = read_buf(cmd);
-	if (!j || !b || (cmd->type == NBD_CMD_READ && !payload)) {
+		rbuf = read_buf(cmd);
+	if (!j || !b || (cmd->type == NBD_CMD_READ && !rbuf)) {
 		free(j);
 		free(b);
-		nbd_buf_put(payload);
+		nbd_buf_put(rbuf);
+		if (wdata)
+			evbuffer_free(wdata);
 		h2_nbd_reply(c->proto, cmd, -ENOMEM, "out of memory");
 		count_cmd(c, cmd, -ENOMEM, start_ns);
 		return;
 	}
 	j->cmd = *cmd;
 	j->vol = c->vol;
-	j->buf = payload;
+	j->buf = rbuf;
+	j->wdata = wdata;
 	j->start_ns = start_ns;
 	j->account = NBD_REQUEST_SIZE;
 	if (cmd->type == NBD_CMD_READ || cmd->type == NBD_CMD_WRITE)
@@ -1054,37 +1100,39 @@ static bool read_inline(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
 }
 
 /*
- * H2_NBD_COMMAND with its payload (writes) in hand; takes payload.  The
- * command joins the batch being built (handed over when full, or when
- * process_input has taken everything there is to read); a FLUSH goes
- * alone.
+ * H2_NBD_COMMAND with its payload (writes: wdata) in hand; takes wdata.
+ * The command joins the batch being built (handed over when full, or
+ * when process_input has taken everything there is to read); a FLUSH
+ * goes alone.
  */
 static void do_command(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
-		       uint8_t *payload)
+		       struct evbuffer *wdata)
 {
 	struct nbd_job *j;
 	struct nbd_batch *b;
 	uint64_t account = NBD_REQUEST_SIZE, data = 0;
 	uint64_t start_ns = h2_metrics_now();
+	uint8_t *rbuf = NULL;
 
 	if (c->ns->srv->stopping) {
 		/* The spec's server shutdown: commands that arrive once it
 		 * began get ESHUTDOWN (the client then disconnects); those
 		 * in flight finish first. */
-		nbd_buf_put(payload);
+		if (wdata)
+			evbuffer_free(wdata);
 		h2_nbd_reply(c->proto, cmd, -ESHUTDOWN,
 			     "the server is shutting down");
 		count_cmd(c, cmd, -ESHUTDOWN, start_ns);
 		return;
 	}
 	if (cmd->type == NBD_CMD_FLUSH || (cmd->flags & NBD_CMD_FLAG_FUA)) {
-		do_solo(c, cmd, payload, start_ns);
+		do_solo(c, cmd, wdata, start_ns);
 		return;
 	}
 	if (cmd->type == NBD_CMD_READ) {
 		if (read_inline(c, cmd, start_ns))
 			return;
-		payload = read_buf(cmd);
+		rbuf = read_buf(cmd);
 	}
 	j = job_new(c, NJ_IO);
 	b = c->batch;
@@ -1097,9 +1145,11 @@ static void do_command(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
 			c->batch = b;
 		}
 	}
-	if (!j || !b || (cmd->type == NBD_CMD_READ && !payload)) {
+	if (!j || !b || (cmd->type == NBD_CMD_READ && !rbuf)) {
 		free(j);
-		nbd_buf_put(payload);
+		nbd_buf_put(rbuf);
+		if (wdata)
+			evbuffer_free(wdata);
 		h2_nbd_reply(c->proto, cmd, -ENOMEM, "out of memory");
 		count_cmd(c, cmd, -ENOMEM, start_ns);
 		return;
@@ -1111,7 +1161,8 @@ static void do_command(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
 	account += data;
 	j->cmd = *cmd;
 	j->vol = c->vol;
-	j->buf = payload;
+	j->buf = rbuf;
+	j->wdata = wdata;
 	j->account = account;
 	j->start_ns = start_ns;
 	c->inflight++;
@@ -1223,20 +1274,26 @@ static void process_input(struct nbd_conn *c)
 		uint64_t skip;
 
 		if (c->pending) {
-			uint8_t *payload;
+			struct evbuffer *wdata;
 
 			if (avail < c->pending_cmd.len)
 				break;
-			payload = nbd_buf_get(c->pending_cmd.len);
-			if (!payload) {
+			/* The payload's chains move over; only the ends of
+			 * partly covered chains are copied. */
+			wdata = evbuffer_new();
+			if (!wdata ||
+			    evbuffer_remove_buffer(in, wdata,
+						   c->pending_cmd.len) !=
+				    (int)c->pending_cmd.len) {
+				if (wdata)
+					evbuffer_free(wdata);
 				h2_nbd_reply(c->proto, &c->pending_cmd, -ENOMEM,
 					     "out of memory");
 				conn_close(c, "out of memory for a write");
 				break;
 			}
-			evbuffer_remove(in, payload, c->pending_cmd.len);
 			c->pending = false;
-			do_command(c, &c->pending_cmd, payload);
+			do_command(c, &c->pending_cmd, wdata);
 			continue;
 		}
 		/* Also while negotiating: a client that sends options and
