@@ -135,7 +135,7 @@ Test(flush, transaction_during_flush_runs_concurrently_and_misses_the_cut)
 
 struct churn {
 	struct h2_vol *v;
-	volatile bool stop;
+	bool stop;	/* __atomic: the test is done */
 	uint64_t acked; /* __atomic: newest generation acknowledged */
 	int err;
 };
@@ -145,7 +145,8 @@ static void *churn_writer(void *arg)
 	struct churn *c = arg;
 	static uint8_t bufs[NSPOT][4096];
 
-	for (uint64_t g = 1; !c->stop; g++) {
+	for (uint64_t g = 1; !__atomic_load_n(&c->stop, __ATOMIC_RELAXED);
+	     g++) {
 		struct h2_op ops[NSPOT];
 
 		for (int k = 0; k < NSPOT; k++) {
@@ -211,7 +212,7 @@ Test(flush, flushed_image_never_holds_half_a_transaction, .timeout = 300)
 		cr_assert_geq(itid, prev_tid);
 		prev_tid = itid;
 	}
-	c.stop = true;
+	__atomic_store_n(&c.stop, true, __ATOMIC_RELAXED);
 	pthread_join(th, NULL);
 	cr_assert_eq(c.err, 0, "%s", h2_core_errmsg());
 	cr_assert_gt(c.acked, 40);
