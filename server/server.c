@@ -210,6 +210,18 @@ static void conn_teardown(struct h2_conn *c)
 	check_stopped(srv);
 }
 
+/*
+ * A closing connection goes once every request it read has been answered
+ * and the answers have left: a client that sends a valid request and
+ * then garbage gets the request's reply before the close.
+ */
+static void closing_check(struct h2_conn *c)
+{
+	if (c->open && c->state == H2_CONN_CLOSING && c->inflight == 0 &&
+	    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		conn_teardown(c);
+}
+
 void h2_conn_close(struct h2_conn *c, const char *why)
 {
 	if (!c->open || c->state == H2_CONN_CLOSING)
@@ -219,9 +231,8 @@ void h2_conn_close(struct h2_conn *c, const char *why)
 			    c->peer, c->identity[0] ? c->identity : "-", why);
 	c->state = H2_CONN_CLOSING;
 	bufferevent_disable(c->bev, EV_READ);
-	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-		conn_teardown(c);
-	/* else write_cb tears down once the output is flushed */
+	/* Now, or when the last request completes or the output drains. */
+	closing_check(c);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -306,6 +317,7 @@ void h2_conn_request_done(struct h2_conn *c, uint64_t bytes)
 	c->inflight_bytes -= bytes < c->inflight_bytes ? bytes
 						       : c->inflight_bytes;
 	maybe_resume(c);
+	closing_check(c);
 	check_stopped(c->srv);
 }
 
@@ -421,9 +433,9 @@ static void write_cb(struct bufferevent *bev, void *arg)
 {
 	struct h2_conn *c = arg;
 
-	if (c->state == H2_CONN_CLOSING &&
-	    evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
-		conn_teardown(c);
+	(void)bev;
+	if (c->state == H2_CONN_CLOSING) {
+		closing_check(c);
 		return;
 	}
 	maybe_resume(c);

@@ -411,6 +411,57 @@ Test(hostile, truncated_frames_then_close)
 	server_still_serves();
 }
 
+/*
+ * A valid frame followed by garbage in the same write: the valid request
+ * is executed and answered, then the connection is closed.  Once with a
+ * request answered at once (Ping), once with one that runs on a worker
+ * (a Read), whose reply must not be lost to the close.
+ */
+Test(hostile, garbage_after_a_valid_frame_gets_reply_then_close)
+{
+	static const uint8_t junk[] = {0,    0,	   0,	 8,    0xff, 0xff,
+				       0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+	H2__Request q = H2__REQUEST__INIT;
+	H2__Ping p = H2__PING__INIT;
+	H2__Read rd = H2__READ__INIT;
+	H2__Response *resp;
+	uint8_t buf[512];
+	struct h2t_raw *r;
+	int n;
+
+	for (int k = 0; k < 2; k++) {
+		r = h2t_raw_connect(&srv);
+		h2t_raw_hello(r);
+		q.id = 70 + (uint64_t)k;
+		if (k == 0) {
+			q.op_case = H2__REQUEST__OP_PING;
+			q.ping = &p;
+		} else {
+			rd.handle = h2t_raw_open(r, "gav", VOL_SIZE);
+			rd.offset = 0;
+			rd.length = 1 * MiB;
+			q.op_case = H2__REQUEST__OP_READ;
+			q.read = &rd;
+		}
+		q.payload_len = 0;
+		n = h2_frame_pack_request(&q, buf, sizeof(buf) - sizeof(junk));
+		cr_assert_gt(n, 0);
+		memcpy(buf + n, junk, sizeof(junk));
+		h2t_raw_send(r, buf, (size_t)n + sizeof(junk));
+		resp = h2t_raw_recv(r);
+		cr_assert_not_null(resp, "the valid request before the "
+					 "garbage was not answered");
+		cr_assert_eq(resp->id, q.id);
+		cr_assert_eq(resp->status, H2__STATUS__OK, "%s", resp->message);
+		if (k == 1)
+			cr_assert_eq(r->payload_len, 1 * MiB);
+		h2_frame_response_free(resp);
+		h2t_raw_expect_closed(r);
+		h2t_raw_close(r);
+	}
+	server_still_serves();
+}
+
 /* ---------------------------------------------------------------------- */
 /* Offsets and lengths.                                                   */
 
