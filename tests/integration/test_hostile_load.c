@@ -22,6 +22,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -305,4 +306,32 @@ Test(hostile_load, native_client_that_never_reads_is_bounded)
 Test(hostile_load, nbd_client_that_never_reads_is_bounded)
 {
 	pipeliner_case(true);
+}
+
+/* ---------------------------------------------------------------------- */
+/* File descriptors.                                                      */
+
+/*
+ * h2d raises its soft descriptor limit to the hard limit when it starts:
+ * the default soft limit (1024 under systemd) would otherwise refuse
+ * connections long before max_connections.
+ */
+Test(hostile_load, h2d_raises_its_descriptor_limit)
+{
+	struct rlimit rl, low;
+	struct rlimit got;
+
+	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	if (rl.rlim_max <= 256)
+		cr_skip_test("hard descriptor limit %lu is too low to lower",
+			     (unsigned long)rl.rlim_max);
+	low = rl;
+	low.rlim_cur = 256;
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+	h2t_start(&srv, NULL); /* inherits 256 */
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	cr_assert_eq(prlimit(srv.pid, RLIMIT_NOFILE, NULL, &got), 0);
+	cr_assert_eq(got.rlim_cur, rl.rlim_max,
+		     "h2d runs with a soft limit of %lu (hard %lu)",
+		     (unsigned long)got.rlim_cur, (unsigned long)rl.rlim_max);
 }
