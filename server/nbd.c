@@ -65,6 +65,7 @@
 #include <event2/listener.h>
 #include <openssl/err.h>
 
+#include "listen_guard.h"
 #include "log.h"
 #include "nbd.h"
 #include "nbd_proto.h"
@@ -131,6 +132,8 @@ struct h2_nbdsrv {
 	struct h2_server *srv;
 	struct evconnlistener *listener;       /* TLS; NULL if off */
 	struct evconnlistener *plain_listener; /* loopback, no TLS; or NULL */
+	/* Against accept() failures (listen_guard.h); NULL if none. */
+	struct h2_listen_guard *guard, *plain_guard;
 	char addr[64], plain_addr[64];
 	struct nbd_conn *conns; /* open connections */
 	unsigned nconns;
@@ -1639,15 +1642,28 @@ static void bound_name(struct evconnlistener *l, char *out, size_t len)
 	}
 }
 
+/* One connection refused for want of descriptors (listen_guard.h). */
+static void refused_cb(void *arg)
+{
+	struct h2_nbdsrv *ns = arg;
+
+	h2_metrics_conn_refused(ns->srv->metrics, H2_MPROTO_NBD);
+}
+
+/* A guarded listener (*guard: its guard, NULL if that failed). */
 static struct evconnlistener *listen_on(struct h2_nbdsrv *ns,
 					evconnlistener_cb cb,
 					const struct sockaddr_storage *ss,
-					int sslen)
+					int sslen, struct h2_listen_guard **guard)
 {
-	return evconnlistener_new_bind(
+	struct evconnlistener *l = evconnlistener_new_bind(
 	    ns->srv->base, cb, ns,
 	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
 	    128, (const struct sockaddr *)ss, sslen);
+
+	if (l)
+		*guard = h2_listen_guard_new(l, "nbd", refused_cb, ns);
+	return l;
 }
 
 /* The plaintext listener: loopback only, checked again on what is bound. */
@@ -1677,7 +1693,8 @@ static int start_plain(struct h2_nbdsrv *ns, char *err, size_t errlen)
 			 addr);
 		return -EADDRNOTAVAIL;
 	}
-	ns->plain_listener = listen_on(ns, accept_plain_cb, &ss, sslen);
+	ns->plain_listener = listen_on(ns, accept_plain_cb, &ss, sslen,
+				       &ns->plain_guard);
 	if (!ns->plain_listener) {
 		snprintf(err, errlen,
 			 "cannot listen for plaintext NBD on %s: %s", addr,
@@ -1717,7 +1734,8 @@ int h2_nbdsrv_start(struct h2_server *srv, char *err, size_t errlen)
 			free(ns);
 			return -EINVAL;
 		}
-		ns->listener = listen_on(ns, accept_cb, &ss, sslen);
+		ns->listener =
+		    listen_on(ns, accept_cb, &ss, sslen, &ns->guard);
 		if (!ns->listener) {
 			snprintf(err, errlen,
 				 "cannot listen for NBD on %s: %s (another "
@@ -1761,6 +1779,11 @@ void h2_nbdsrv_stop(struct h2_server *srv)
 
 	if (!ns)
 		return;
+	/* Unguarded first: a guard resting a listener would enable it
+	 * again. */
+	h2_listen_guard_free(ns->guard);
+	h2_listen_guard_free(ns->plain_guard);
+	ns->guard = ns->plain_guard = NULL;
 	if (ns->listener)
 		evconnlistener_disable(ns->listener);
 	if (ns->plain_listener)
@@ -1828,6 +1851,8 @@ void h2_nbdsrv_free(struct h2_server *srv)
 
 	if (!ns)
 		return;
+	h2_listen_guard_free(ns->guard);
+	h2_listen_guard_free(ns->plain_guard);
 	if (ns->listener)
 		evconnlistener_free(ns->listener);
 	if (ns->plain_listener)

@@ -59,6 +59,7 @@
 #include <event2/thread.h>
 #include <openssl/err.h>
 
+#include "listen_guard.h"
 #include "log.h"
 #include "metrics_http.h"
 #include "nbd.h"
@@ -557,6 +558,14 @@ static void conn_start(struct h2_server *srv, struct h2_conn *c)
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
+/* One connection refused for want of descriptors (listen_guard.h). */
+static void refused_cb(void *arg)
+{
+	struct h2_server *srv = arg;
+
+	h2_metrics_conn_refused(srv->metrics, H2_MPROTO_NATIVE);
+}
+
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 		      struct sockaddr *sa, int salen, void *arg)
 {
@@ -745,6 +754,9 @@ void h2_server_stop(struct h2_server *srv)
 			     "flight on %u connection(s)",
 		    h2_pool_pending(srv->pool),
 		    srv->nconns + h2_nbdsrv_conns(srv));
+	/* Unguarded first: a guard resting it would enable it again. */
+	h2_listen_guard_free(srv->listen_guard);
+	srv->listen_guard = NULL;
 	evconnlistener_disable(srv->listener);
 	h2_nbdsrv_stop(srv);
 	srv->stop_timer = evtimer_new(srv->base, stop_timer_cb, srv);
@@ -900,6 +912,8 @@ int h2_server_new(struct h2_config *cfg, struct h2_store *st,
 			 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 		goto fail;
 	}
+	srv->listen_guard = h2_listen_guard_new(srv->listener, "native",
+						refused_cb, srv);
 	getsockname(evconnlistener_get_fd(srv->listener),
 		    (struct sockaddr *)&ss, &blen);
 	if (ss.ss_family == AF_INET6) {
@@ -975,6 +989,7 @@ void h2_server_free(struct h2_server *srv)
 	/* After them too: a scrape's done callback answers its request,
 	 * which the HTTP server frees. */
 	h2_metrics_http_free(srv);
+	h2_listen_guard_free(srv->listen_guard);
 	if (srv->listener)
 		evconnlistener_free(srv->listener);
 	if (srv->sig_term)

@@ -29,6 +29,7 @@ struct h2_server {
 	SSL_CTX *ssl_ctx;	   /* for new connections; swapped on reload */
 	struct h2_acl *acl;	   /* loop thread only; swapped on reload */
 	struct evconnlistener *listener;
+	struct h2_listen_guard *listen_guard; /* NULL if none (no memory) */
 	struct h2_pool *pool;
 	struct event *sig_term, *sig_int, *sig_hup;
 	struct event *stop_timer;

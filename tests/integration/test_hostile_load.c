@@ -311,6 +311,37 @@ Test(hostile_load, nbd_client_that_never_reads_is_bounded)
 /* ---------------------------------------------------------------------- */
 /* File descriptors.                                                      */
 
+/* Raise this process's descriptor limit to its hard limit. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	rl.rlim_cur = rl.rlim_max;
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+}
+
+/* Whether fd's peer closed it within timeout_ms (EOF or reset). */
+static bool peer_closed(int fd, int timeout_ms)
+{
+	double end = h2t_now_ms() + timeout_ms;
+
+	for (;;) {
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+		char buf[4096];
+		ssize_t n;
+		int left = (int)(end - h2t_now_ms());
+
+		if (poll(&pfd, 1, left > 0 ? left : 0) <= 0)
+			return false;
+		n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno == ECONNRESET))
+			return true;
+		if (n < 0 && errno != EAGAIN && errno != EINTR)
+			return true;
+	}
+}
+
 /*
  * h2d raises its soft descriptor limit to the hard limit when it starts:
  * the default soft limit (1024 under systemd) would otherwise refuse
@@ -334,4 +365,101 @@ Test(hostile_load, h2d_raises_its_descriptor_limit)
 	cr_assert_eq(got.rlim_cur, rl.rlim_max,
 		     "h2d runs with a soft limit of %lu (hard %lu)",
 		     (unsigned long)got.rlim_cur, (unsigned long)rl.rlim_max);
+}
+
+/*
+ * h2d out of descriptors: accept() fails with EMFILE on every listener.
+ * libevent's listener, left alone, would log and return with the
+ * connection still waiting, the socket still readable, and be called
+ * again at once, forever: a busy loop.  Instead the waiting connections
+ * are refused (closed), h2d stays nearly idle, everybody already
+ * connected is served, and once descriptors are free again new clients
+ * connect as usual.
+ */
+Test(hostile_load, out_of_descriptors_refuses_without_spinning)
+{
+	const char *extra[] = {"--nbd-listen", "127.0.0.1:0",
+			       "--metrics-listen", "127.0.0.1:0", NULL};
+	struct probe p;
+	struct rlimit rl;
+	int held[8], extra_fd[6];
+	double cpu0, cpu1, t0;
+	struct timespec window = {1, 0};
+	h2_stat_report *rep = NULL;
+	uint64_t refused;
+	int nfd;
+
+	raise_nofile();
+	h2t_start(&srv, extra);
+	probe_open(&p);
+	/* Room for exactly the connections held below. */
+	nfd = h2t_proc_fds(srv.pid);
+	rl.rlim_cur = rl.rlim_max = (rlim_t)nfd + 8;
+	cr_assert_eq(prlimit(srv.pid, RLIMIT_NOFILE, &rl, NULL), 0);
+	for (int i = 0; i < 8; i++)
+		held[i] = h2t_tcp_connect(srv.addr);
+	wait_conns(&p, 9, 0);
+
+	/* Connections h2d has no descriptor for, on every listener. */
+	for (int i = 0; i < 6; i++)
+		extra_fd[i] = h2t_tcp_connect(i < 3   ? srv.addr
+					      : i < 5 ? srv.nbd
+						      : srv.metrics);
+	/* A window of one second: a spinning loop burns all of it. */
+	cpu0 = h2t_proc_cpu_sec(srv.pid);
+	t0 = h2t_now_ms();
+	nanosleep(&window, NULL);
+	cpu1 = h2t_proc_cpu_sec(srv.pid);
+	say("out of descriptors: h2d used %.2f s of CPU in %.2f s", cpu1 - cpu0,
+	    (h2t_now_ms() - t0) / 1000);
+	cr_assert_lt(cpu1 - cpu0, 0.3,
+		     "h2d spins at its descriptor limit (%.2f s of CPU in "
+		     "1 s)",
+		     cpu1 - cpu0);
+	for (int i = 0; i < 6; i++) {
+		cr_assert(peer_closed(extra_fd[i], 10000),
+			  "connection %d was neither served nor refused", i);
+		close(extra_fd[i]);
+	}
+	/* Those already connected are served meanwhile. */
+	cr_assert_lt(probe_p50_ms(&p), 1000);
+	cr_assert_eq(h2_stat_report_get(p.c, NULL, &rep), 0);
+	refused = rep->connections_refused;
+	h2_stat_report_free(rep);
+	cr_assert_geq(refused, 5, "refused connections counted: %lu",
+		      (unsigned long)refused);
+	cr_assert(h2t_wait_log(&srv, "cannot accept connections on the native",
+			       1, 10000));
+	cr_assert(h2t_wait_log(&srv, "cannot accept connections on the nbd", 1,
+			       10000));
+	cr_assert(h2t_wait_log(&srv, "cannot accept connections on the metrics",
+			       1, 10000));
+
+	/* Descriptors back: new clients connect and are served. */
+	for (int i = 0; i < 8; i++)
+		close(held[i]);
+	wait_conns(&p, 1, 0);
+	{
+		h2_client *c = NULL;
+		struct h2t_raw *r;
+		uint64_t size = 0;
+		double end = h2t_now_ms() + 10000;
+		int err;
+
+		/* The listener may still be resting from the last refusal:
+		 * a refused attempt is retried until the deadline. */
+		while ((err = h2t_connect_with(
+			    &srv, h2t_path(&srv, "var/h2/tls/client.crt"),
+			    h2t_path(&srv, "var/h2/tls/client.key"), &c)) !=
+			   0 &&
+		       h2t_now_ms() < end)
+			;
+		cr_assert_eq(err, 0, "no connection after the limit: %s",
+			     h2_strerror(err));
+		h2_disconnect(c);
+		r = h2t_nbd_connect(&srv, "probe", &size);
+		cr_assert_eq(size, 64 * MiB);
+		h2t_raw_close(r);
+	}
+	probe_close(&p);
 }
