@@ -577,7 +577,10 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 
 	(void)l;
 	(void)salen;
-	if (srv->stopping || srv->nconns >= srv->cfg->max_connections) {
+	/* max_connections counts NBD clients too (h2d.conf(5): clients
+	 * served at once), as the NBD listener does. */
+	if (srv->stopping || srv->nconns + h2_nbdsrv_conns(srv) >=
+				     srv->cfg->max_connections) {
 		h2_log_warn("conn", "refused a connection: %s",
 			    srv->stopping ? "shutting down"
 					  : "connection limit reached");

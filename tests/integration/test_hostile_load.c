@@ -463,3 +463,40 @@ Test(hostile_load, out_of_descriptors_refuses_without_spinning)
 	}
 	probe_close(&p);
 }
+
+/*
+ * max_connections counts clients of both protocols: with native and NBD
+ * clients holding every slot, one more of either kind is refused (its
+ * connection closed at once), and counted.
+ */
+Test(hostile_load, max_connections_counts_both_protocols)
+{
+	const char *extra[] = {"--nbd-listen", "127.0.0.1:0",
+			       "--max-connections", "4", NULL};
+	struct probe p;
+	h2_stat_report *rep = NULL;
+	int held[3], more[2];
+
+	h2t_start(&srv, extra);
+	probe_open(&p);
+	held[0] = h2t_tcp_connect(srv.addr);
+	held[1] = h2t_tcp_connect(srv.nbd);
+	held[2] = h2t_tcp_connect(srv.nbd);
+	wait_conns(&p, 2, 2);
+	more[0] = h2t_tcp_connect(srv.addr);
+	more[1] = h2t_tcp_connect(srv.nbd);
+	for (int i = 0; i < 2; i++) {
+		/* At once; well before the handshake timeout (10 s). */
+		cr_assert(peer_closed(more[i], 5000),
+			  "a %s connection over max_connections was kept",
+			  i ? "NBD" : "native");
+		close(more[i]);
+	}
+	cr_assert_eq(h2_stat_report_get(p.c, NULL, &rep), 0);
+	cr_assert_eq(rep->connections_refused, 2);
+	h2_stat_report_free(rep);
+	for (int i = 0; i < 3; i++)
+		close(held[i]);
+	wait_conns(&p, 1, 0);
+	probe_close(&p);
+}
