@@ -1659,7 +1659,7 @@ static struct evconnlistener *listen_on(struct h2_nbdsrv *ns,
 	struct evconnlistener *l = evconnlistener_new_bind(
 	    ns->srv->base, cb, ns,
 	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-	    128, (const struct sockaddr *)ss, sslen);
+	    H2_LISTEN_BACKLOG, (const struct sockaddr *)ss, sslen);
 
 	if (l)
 		*guard = h2_listen_guard_new(l, "nbd", refused_cb, ns);

@@ -909,7 +909,7 @@ int h2_server_new(struct h2_config *cfg, struct h2_store *st,
 		srv->base, accept_cb, srv,
 		LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
 			LEV_OPT_CLOSE_ON_EXEC,
-		128, (struct sockaddr *)&ss, sslen);
+		H2_LISTEN_BACKLOG, (struct sockaddr *)&ss, sslen);
 	if (!srv->listener) {
 		snprintf(err, errlen, "cannot listen on %s: %s", cfg->listen,
 			 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));

@@ -22,6 +22,15 @@
 #include "metrics.h"
 #include "pool.h"
 
+/*
+ * Connections the kernel completes and queues for accept() on the native
+ * and NBD listeners (capped by net.core.somaxconn).  With libevent's
+ * usual 128, a burst of connections arriving while the loop is busy for
+ * a few milliseconds overflows the queue, and every connection past it
+ * waits for a SYN retransmission, a second or more.
+ */
+#define H2_LISTEN_BACKLOG 1024
+
 struct h2_server {
 	struct event_base *base;
 	struct h2_config *cfg;

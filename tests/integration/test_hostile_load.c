@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -497,6 +498,39 @@ Test(hostile_load, max_connections_counts_both_protocols)
 	h2_stat_report_free(rep);
 	for (int i = 0; i < 3; i++)
 		close(held[i]);
+	wait_conns(&p, 1, 0);
+	probe_close(&p);
+}
+
+/*
+ * A burst of connections while h2d is not running at all (stopped with
+ * SIGSTOP: the worst case of a loop busy for a moment): the kernel
+ * completes and queues them for h2d, so that no client waits for a SYN
+ * retransmission (a second, then three...), and h2d takes them all once
+ * it runs again.
+ */
+Test(hostile_load, burst_of_connections_waits_in_the_backlog)
+{
+	const char *extra[] = {"--max-connections", "2000", NULL};
+	static int fds[1000];
+	struct probe p;
+	double t0, took;
+
+	raise_nofile();
+	h2t_start(&srv, extra);
+	probe_open(&p);
+	cr_assert_eq(kill(srv.pid, SIGSTOP), 0);
+	t0 = h2t_now_ms();
+	for (int i = 0; i < 1000; i++)
+		fds[i] = h2t_tcp_connect(srv.addr);
+	took = h2t_now_ms() - t0;
+	cr_assert_eq(kill(srv.pid, SIGCONT), 0);
+	say("1000 connections to a stopped h2d in %.0f ms", took);
+	cr_assert_lt(took, 900, "connecting took %.0f ms: SYNs were dropped",
+		     took);
+	wait_conns(&p, 1001, 0);
+	for (int i = 0; i < 1000; i++)
+		close(fds[i]);
 	wait_conns(&p, 1, 0);
 	probe_close(&p);
 }
