@@ -473,6 +473,7 @@ static void conn_teardown(struct nbd_conn *c, bool graceful)
 		     c->peer, who(c), c->ncmds, c->nbatches, c->ninline,
 		     c->cmd_ns);
 	conn_unref(c);
+	h2_server_trim_soon(srv);
 	if (!ns->closing_all)
 		h2_server_check_stopped(srv);
 }

@@ -42,6 +42,7 @@ struct h2_server {
 	struct h2_pool *pool;
 	struct event *sig_term, *sig_int, *sig_hup;
 	struct event *stop_timer;
+	struct event *trim_timer; /* malloc_trim after closes (server.c) */
 	char listen_addr[64];
 	unsigned nconns;
 	struct h2_conn *conns;	   /* list of open connections */
@@ -116,6 +117,9 @@ void h2_conn_reply_error(struct h2_conn *c, uint64_t id, int err,
 void h2_conn_request_done(struct h2_conn *c, uint64_t bytes);
 /* Stop reading and close once the output is flushed. */
 void h2_conn_close(struct h2_conn *c, const char *why);
+/* A connection closed: give free memory back to the system soon (one
+ * malloc_trim for a burst of closes). */
+void h2_server_trim_soon(struct h2_server *srv);
 /* While stopping: close what is idle, leave the loop once all is done
  * (call after anything that may have been the last thing in flight). */
 void h2_server_check_stopped(struct h2_server *srv);

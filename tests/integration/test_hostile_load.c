@@ -179,16 +179,20 @@ static double wait_stalled(struct probe *p, uint64_t *served)
 	return peak;
 }
 
-/* Poll until the RSS is at most limit MiB (deadline 10 s): its value. */
-static double wait_rss_below(double limit)
+/*
+ * The RSS once memory has been given back (h2d trims a second after
+ * connections close): polled until it is within 5 MiB of base, for at
+ * most 5 s; the last value.
+ */
+static double settled_rss(double base)
 {
-	double end = h2t_now_ms() + 10000, rss;
+	double end = h2t_now_ms() + 5000, rss;
 
 	for (;;) {
 		struct timespec ts = {0, 20 * 1000 * 1000};
 
 		rss = rss_mib();
-		if (rss <= limit || h2t_now_ms() > end)
+		if (rss <= base + 5 || h2t_now_ms() > end)
 			return rss;
 		nanosleep(&ts, NULL);
 	}
@@ -286,7 +290,7 @@ static void pipeliner_case(bool nbd)
 
 	h2t_raw_close(r);
 	wait_conns(&p, 1, 0);
-	after_rss = wait_rss_below(base_rss + RSS_SLACK_MIB);
+	after_rss = settled_rss(base_rss);
 	say("%s pipeliner gone: RSS %.1f MiB (baseline %.1f)",
 	    nbd ? "nbd" : "native", after_rss, base_rss);
 	if (!h2t_sanitized())
@@ -499,6 +503,176 @@ Test(hostile_load, max_connections_counts_both_protocols)
 	for (int i = 0; i < 3; i++)
 		close(held[i]);
 	wait_conns(&p, 1, 0);
+	probe_close(&p);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Handshakes left hanging.                                               */
+
+#define STALL_NATIVE 1000
+#define STALL_NBD    200
+
+/* A config file setting handshake_timeout_ms (path: caller unlinks). */
+static const char *timeout_config(char *path, size_t len, int ms)
+{
+	FILE *f;
+	int fd;
+
+	snprintf(path, len, "/tmp/h2-hs-XXXXXX");
+	fd = mkstemp(path);
+	cr_assert_geq(fd, 0);
+	f = fdopen(fd, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "[server]\nhandshake_timeout_ms = %d\n", ms);
+	cr_assert_eq(fclose(f), 0);
+	return path;
+}
+
+/* The first bytes a TLS client sends (its ClientHello), in *len. */
+static uint8_t *client_hello(size_t *len)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL *ssl = SSL_new(ctx);
+	BIO *in = BIO_new(BIO_s_mem()), *out = BIO_new(BIO_s_mem());
+	uint8_t *buf = malloc(16384);
+	int n;
+
+	cr_assert(ctx && ssl && in && out && buf);
+	SSL_set_bio(ssl, in, out);
+	cr_assert_leq(SSL_connect(ssl), 0); /* it waits for the server */
+	n = BIO_read(out, buf, 16384);
+	cr_assert_gt(n, 50);
+	SSL_free(ssl);
+	SSL_CTX_free(ctx);
+	*len = (size_t)n;
+	return buf;
+}
+
+/* Plaintext NBD up to the STARTTLS acknowledgement; asserts it came. */
+static void nbd_starttls(int fd)
+{
+	uint8_t g[NBD_GREETING_SIZE], f[4] = {0, 0, 0, 3},
+				      rep[NBD_REP_HDR_SIZE];
+	uint8_t o[NBD_OPT_HDR_SIZE] = {
+	    'I', 'H', 'A', 'V', 'E', 'O', 'P', 'T', 0, 0, 0, NBD_OPT_STARTTLS};
+
+	cr_assert_eq(recv(fd, g, sizeof(g), MSG_WAITALL), (ssize_t)sizeof(g));
+	cr_assert_eq(send(fd, f, sizeof(f), 0), (ssize_t)sizeof(f));
+	cr_assert_eq(send(fd, o, sizeof(o), 0), (ssize_t)sizeof(o));
+	cr_assert_eq(recv(fd, rep, sizeof(rep), MSG_WAITALL),
+		     (ssize_t)sizeof(rep));
+	cr_assert_eq(rep[15], NBD_REP_ACK);
+}
+
+/*
+ * A thousand native connections and two hundred NBD ones that never
+ * finish their TLS handshake (a third send nothing, a third half a
+ * ClientHello, a third all of it and then nothing; the NBD ones after
+ * STARTTLS, or nothing at all), all held at once: a new client connects
+ * and is served promptly meanwhile, every one of them is dropped at the
+ * handshake timeout and not before, and the memory they took comes back.
+ */
+Test(hostile_load, stalled_tls_handshakes_are_dropped_at_the_timeout)
+{
+	const int hs_ms = h2t_sanitized() ? 15000 : 4000;
+	char cfgpath[64];
+	const char *extra[] = {"--config",
+			       timeout_config(cfgpath, sizeof(cfgpath), hs_ms),
+			       "--nbd-listen",
+			       "127.0.0.1:0",
+			       "--max-connections",
+			       "2000",
+			       NULL};
+	static int fds[STALL_NATIVE + STALL_NBD];
+	struct probe p;
+	h2_client *late;
+	h2_volume *lv;
+	h2_stat_report *rep = NULL;
+	uint8_t *hello, buf[4096];
+	size_t hello_len;
+	double base_rss, held_rss, after_rss, base_ms, held_ms, t0, t_open;
+	double t_late, t_drop;
+	uint64_t failures;
+
+	raise_nofile();
+	hello = client_hello(&hello_len);
+	h2t_start(&srv, extra);
+	unlink(cfgpath);
+	probe_open(&p);
+	probe_p50_ms(&p);
+	base_ms = probe_p50_ms(&p);
+	base_rss = rss_mib();
+
+	t0 = h2t_now_ms();
+	for (int i = 0; i < STALL_NATIVE + STALL_NBD; i++) {
+		bool nbd = i >= STALL_NATIVE;
+
+		fds[i] = h2t_tcp_connect(nbd ? srv.nbd : srv.addr);
+		if (nbd && i % 2 == 0)
+			continue; /* silent before the NBD greeting's reply */
+		if (nbd)
+			nbd_starttls(fds[i]);
+		if (i % 3 == 1)
+			cr_assert_eq(send(fds[i], hello, hello_len / 2, 0),
+				     (ssize_t)(hello_len / 2));
+		else if (i % 3 == 2)
+			cr_assert_eq(send(fds[i], hello, hello_len, 0),
+				     (ssize_t)hello_len);
+	}
+	t_open = h2t_now_ms() - t0;
+	wait_conns(&p, 1 + STALL_NATIVE, STALL_NBD);
+	cr_assert_lt(h2t_now_ms() - t0, hs_ms,
+		     "too slow to hold them all before the timeout");
+
+	/* While they are held: a new client, and the probe. */
+	t_late = h2t_now_ms();
+	late = h2t_connect(&srv);
+	cr_assert_eq(h2_volume_open(late, "probe", H2_OPEN_RO, &lv), 0);
+	cr_assert_eq(h2_pread(lv, buf, sizeof(buf), 0), 0);
+	t_late = h2t_now_ms() - t_late;
+	held_ms = probe_p50_ms(&p);
+	held_rss = rss_mib();
+	cr_assert_lt(h2t_now_ms() - t0, hs_ms,
+		     "the timeout passed before the checks while held");
+	say("%d stalled handshakes held (opened in %.0f ms): RSS %.1f -> "
+	    "%.1f MiB; a new client connected and read in %.1f ms; probe "
+	    "p50 %.3f ms (baseline %.3f)",
+	    STALL_NATIVE + STALL_NBD, t_open, base_rss, held_rss, t_late,
+	    held_ms, base_ms);
+	cr_assert_lt(t_late, 2000, "a new client waited %.0f ms", t_late);
+	cr_assert_lt(held_ms, LAT_RATIO * base_ms + LAT_SLACK_MS,
+		     "reads slowed from %.3f to %.3f ms", base_ms, held_ms);
+	h2_volume_close(lv);
+	h2_disconnect(late);
+
+	/* Dropped at the timeout: not before (they were all there above,
+	 * after the last one opened), and not long after. */
+	wait_conns(&p, 1, 0);
+	t_drop = h2t_now_ms() - t0;
+	say("stalled handshakes dropped %.0f ms after the first opened "
+	    "(timeout %d ms)",
+	    t_drop, hs_ms);
+	cr_assert_geq(t_drop, hs_ms, "dropped after %.0f ms", t_drop);
+	for (int i = 0; i < STALL_NATIVE + STALL_NBD; i++) {
+		cr_assert(peer_closed(fds[i], 5000),
+			  "stalled connection %d still open", i);
+		close(fds[i]);
+	}
+	cr_assert_eq(h2_stat_report_get(p.c, NULL, &rep), 0);
+	failures = rep->tls_handshake_failures;
+	h2_stat_report_free(rep);
+	cr_assert_geq(failures, STALL_NATIVE + STALL_NBD / 2,
+		      "handshake failures counted: %lu",
+		      (unsigned long)failures);
+
+	after_rss = settled_rss(base_rss);
+	say("stalled handshakes gone: RSS %.1f MiB (baseline %.1f)", after_rss,
+	    base_rss);
+	if (!h2t_sanitized())
+		cr_assert_leq(after_rss, base_rss + RSS_SLACK_MIB,
+			      "RSS stayed at %.1f MiB (baseline %.1f)",
+			      after_rss, base_rss);
+	free(hello);
 	probe_close(&p);
 }
 
