@@ -337,6 +337,8 @@ static void conn_ref(struct nbd_conn *c)
 
 static void conn_unref(struct nbd_conn *c)
 {
+	struct h2_server *srv = c->ns->srv;
+
 	if (--c->refs > 0)
 		return;
 	batch_discard(c);
@@ -347,6 +349,7 @@ static void conn_unref(struct nbd_conn *c)
 	}
 	h2_nbd_free(c->proto);
 	free(c);
+	h2_server_trim_soon(srv); /* see h2_conn_unref */
 }
 
 static void job_free(struct nbd_job *j);
@@ -473,7 +476,6 @@ static void conn_teardown(struct nbd_conn *c, bool graceful)
 		     c->peer, who(c), c->ncmds, c->nbatches, c->ninline,
 		     c->cmd_ns);
 	conn_unref(c);
-	h2_server_trim_soon(srv);
 	if (!ns->closing_all)
 		h2_server_check_stopped(srv);
 }

@@ -90,11 +90,16 @@ struct h2_linger {
  * gone, their memory stays counted in h2d's RSS (measured: 55 MiB after
  * 1,200 handshakes left hanging were dropped).  malloc_trim() gives the
  * free pages back, wherever they are.  It walks every arena under its
- * lock, so it runs from a timer, TRIM_DELAY_MS after a connection
- * closed: at most once a second however fast connections come and go.
+ * lock, so it runs from a timer, TRIM_DELAY_MS after a connection object
+ * was freed (with its last request, which may finish after the close):
+ * at most once a second however fast connections come and go.
  * (A fixed mmap threshold would not do: the TLS buffers are far below
  * any threshold, and 1 MiB read buffers taken from the heap are reused
- * rather than mapped and faulted in again for every read.)
+ * rather than mapped and faulted in again for every read, ten times
+ * cheaper.)  Request buffers, reads' as well as writes', are taken on
+ * this thread: they then live in the main arena, whose top malloc_trim
+ * gives back too, while a worker's arena keeps a top up to a threshold
+ * that freeing 1 MiB buffers raises to several MiB.
  */
 static void trim_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -123,10 +128,15 @@ void h2_conn_ref(struct h2_conn *c)
 
 void h2_conn_unref(struct h2_conn *c)
 {
+	struct h2_server *srv = c->srv;
+
 	if (--c->refs > 0)
 		return;
 	h2_dispatch_conn_free(c);
 	free(c);
+	/* The last reference may be a request that finished after the
+	 * close, freeing its buffers only now. */
+	h2_server_trim_soon(srv);
 }
 
 static void check_stopped(struct h2_server *srv);
@@ -244,7 +254,6 @@ static void conn_teardown(struct h2_conn *c)
 	h2_log_debug("conn", "closed peer=%s identity=%s", c->peer,
 		     c->identity[0] ? c->identity : "-");
 	h2_conn_unref(c);
-	h2_server_trim_soon(srv);
 	check_stopped(srv);
 }
 

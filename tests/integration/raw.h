@@ -42,6 +42,10 @@ struct h2t_raw {
  * timeouts set; asserts success. */
 int h2t_tcp_connect(const char *addr);
 
+/* The same without assertions, for other threads: the fd, or -1 with
+ * errno set. */
+int h2t_tcp_try_connect(const char *addr);
+
 /* A TLS client context with the server's dev CA and admin certificate;
  * caller frees with SSL_CTX_free. */
 SSL_CTX *h2t_tls_ctx(const struct h2t_srv *s);
