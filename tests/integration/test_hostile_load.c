@@ -323,6 +323,22 @@ Test(hostile_load, nbd_client_that_never_reads_is_bounded)
 /* ---------------------------------------------------------------------- */
 /* File descriptors.                                                      */
 
+/* A config file setting handshake_timeout_ms (path: caller unlinks). */
+static const char *timeout_config(char *path, size_t len, int ms)
+{
+	FILE *f;
+	int fd;
+
+	snprintf(path, len, "/tmp/h2-hs-XXXXXX");
+	fd = mkstemp(path);
+	cr_assert_geq(fd, 0);
+	f = fdopen(fd, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "[server]\nhandshake_timeout_ms = %d\n", ms);
+	cr_assert_eq(fclose(f), 0);
+	return path;
+}
+
 /* Raise this process's descriptor limit to its hard limit. */
 static void raise_nofile(void)
 {
@@ -390,8 +406,16 @@ Test(hostile_load, h2d_raises_its_descriptor_limit)
  */
 Test(hostile_load, out_of_descriptors_refuses_without_spinning)
 {
-	const char *extra[] = {"--nbd-listen", "127.0.0.1:0",
-			       "--metrics-listen", "127.0.0.1:0", NULL};
+	/* The connections held below never finish a handshake: a long
+	 * timeout keeps them for the whole test, however slow. */
+	char cfgpath[64];
+	const char *extra[] = {"--config",
+			       timeout_config(cfgpath, sizeof(cfgpath), 120000),
+			       "--nbd-listen",
+			       "127.0.0.1:0",
+			       "--metrics-listen",
+			       "127.0.0.1:0",
+			       NULL};
 	struct probe p;
 	struct rlimit rl;
 	int held[8], extra_fd[6];
@@ -403,6 +427,7 @@ Test(hostile_load, out_of_descriptors_refuses_without_spinning)
 
 	raise_nofile();
 	h2t_start(&srv, extra);
+	unlink(cfgpath);
 	probe_open(&p);
 	/* Room for exactly the connections held below. */
 	nfd = h2t_proc_fds(srv.pid);
@@ -518,22 +543,6 @@ Test(hostile_load, max_connections_counts_both_protocols)
 
 #define STALL_NATIVE 1000
 #define STALL_NBD    200
-
-/* A config file setting handshake_timeout_ms (path: caller unlinks). */
-static const char *timeout_config(char *path, size_t len, int ms)
-{
-	FILE *f;
-	int fd;
-
-	snprintf(path, len, "/tmp/h2-hs-XXXXXX");
-	fd = mkstemp(path);
-	cr_assert_geq(fd, 0);
-	f = fdopen(fd, "w");
-	cr_assert_not_null(f);
-	fprintf(f, "[server]\nhandshake_timeout_ms = %d\n", ms);
-	cr_assert_eq(fclose(f), 0);
-	return path;
-}
 
 /* The first bytes a TLS client sends (its ClientHello), in *len. */
 static uint8_t *client_hello(size_t *len)
@@ -697,6 +706,18 @@ Test(hostile_load, burst_of_connections_waits_in_the_backlog)
 	struct probe p;
 	double t0, took;
 
+	FILE *f = fopen("/proc/sys/net/core/somaxconn", "r");
+	int somaxconn = 0;
+
+	if (f) {
+		if (fscanf(f, "%d", &somaxconn) != 1)
+			somaxconn = 0;
+		fclose(f);
+	}
+	if (somaxconn < 1024)
+		cr_skip_test("net.core.somaxconn is %d: the kernel caps the "
+			     "listen backlog below 1024",
+			     somaxconn);
 	raise_nofile();
 	h2t_start(&srv, extra);
 	probe_open(&p);
