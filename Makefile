@@ -35,7 +35,7 @@ install: build
 	DESTDIR="$(DESTDIR)" cmake --install build
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-tsan
 
 # Removes the development store and certificates too.
 distclean: clean

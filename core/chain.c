@@ -477,6 +477,7 @@ struct walk {
 	uint8_t leaf_type;
 	bool leaves;	  /* call cb for leaves (else only load the path) */
 	bool skip_whole;  /* do not descend into fully covered slots */
+	bool cached;	  /* no device reads: -EAGAIN instead */
 	h2_leaf_cb cb;
 	void *arg;
 };
@@ -510,7 +511,13 @@ static int walk_node(struct walk *w, struct h2_chain *p, uint64_t first,
 		}
 		if (w->skip_whole && lo == ck && hi == ck + span - 1)
 			continue;
-		r = child_indirect(w->st, p, i, w->leaf_type, &c);
+		if (w->cached) {
+			h2_chain_get_child(p, i, &c, &b);
+			if (!c && !bref_empty(&b))
+				return -EAGAIN;
+		} else {
+			r = child_indirect(w->st, p, i, w->leaf_type, &c);
+		}
 		if (r < 0)
 			break;
 		if (!c) {
@@ -532,21 +539,38 @@ static int walk_node(struct walk *w, struct h2_chain *p, uint64_t first,
  * bref): a data chain in memory (count 1), or a blockref (count 1), or an
  * EMPTY blockref covering count keys of hole.
  */
-int h2_tree_walk(struct h2_store *st, struct h2_tree *t, uint64_t first,
-		 uint64_t last, h2_leaf_cb cb, void *arg)
+static int tree_walk(struct walk *w, struct h2_tree *t, uint64_t first,
+		     uint64_t last)
 {
-	struct walk w = {.st = st, .leaf_type = t->leaf_type, .leaves = true,
-			 .cb = cb, .arg = arg};
 	struct h2_chain *root = t->root;
 
 	if (!root || first >= h2_tree_leaf_span(t->levels)) {
 		struct h2_blockref e = {0};
 
-		return cb(arg, first, last - first + 1, NULL, &e);
+		return w->cb(w->arg, first, last - first + 1, NULL, &e);
 	}
 	if (last >= h2_tree_leaf_span(t->levels))
 		last = h2_tree_leaf_span(t->levels) - 1;
-	return walk_node(&w, root, first, last);
+	return walk_node(w, root, first, last);
+}
+
+int h2_tree_walk(struct h2_store *st, struct h2_tree *t, uint64_t first,
+		 uint64_t last, h2_leaf_cb cb, void *arg)
+{
+	struct walk w = {.st = st, .leaf_type = t->leaf_type, .leaves = true,
+			 .cb = cb, .arg = arg};
+
+	return tree_walk(&w, t, first, last);
+}
+
+int h2_tree_walk_cached(struct h2_store *st, struct h2_tree *t,
+			uint64_t first, uint64_t last, h2_leaf_cb cb,
+			void *arg)
+{
+	struct walk w = {.st = st, .leaf_type = t->leaf_type, .leaves = true,
+			 .cached = true, .cb = cb, .arg = arg};
+
+	return tree_walk(&w, t, first, last);
 }
 
 /*

@@ -52,6 +52,7 @@
 struct file_dev {
 	struct h2_dev dev; /* first: the wrappers hand backends &dev */
 	int fd;		   /* O_CLOEXEC, closed by file_close() */
+	bool no_nowait;	   /* RWF_NOWAIT is not supported here */
 };
 
 /* Return true if [off, off + len) is not inside a device of size bytes. */
@@ -81,6 +82,22 @@ int h2_dev_pread(struct h2_dev *dev, void *buf, size_t len, uint64_t off)
 	err = dev->ops->pread(dev, buf, len, off);
 	if (err)
 		return err;
+	dev_count(&dev->stats.reads, 1);
+	dev_count(&dev->stats.bytes_read, len);
+	return 0;
+}
+
+int h2_dev_pread_cached(struct h2_dev *dev, void *buf, size_t len,
+			uint64_t off)
+{
+	int err;
+
+	if (!dev || !buf || len == 0 || dev_out_of_range(dev, len, off) ||
+	    !dev->ops->pread_cached)
+		return -EAGAIN;
+	err = dev->ops->pread_cached(dev, buf, len, off);
+	if (err)
+		return -EAGAIN;
 	dev_count(&dev->stats.reads, 1);
 	dev_count(&dev->stats.bytes_read, len);
 	return 0;
@@ -342,12 +359,31 @@ static void file_writeback(struct h2_dev *dev, uint64_t off, uint64_t len)
 			      SYNC_FILE_RANGE_WRITE);
 }
 
+/* One preadv2(RWF_NOWAIT): the page cache has all of it, or -EAGAIN. */
+static int file_pread_cached(struct h2_dev *dev, void *buf, size_t len,
+			     uint64_t off)
+{
+	struct file_dev *f = (struct file_dev *)dev;
+	struct iovec iov = {.iov_base = buf, .iov_len = len};
+	ssize_t r;
+
+	if (__atomic_load_n(&f->no_nowait, __ATOMIC_RELAXED))
+		return -EAGAIN;
+	r = preadv2(f->fd, &iov, 1, (off_t)off, RWF_NOWAIT);
+	if (r < 0 && errno == EOPNOTSUPP)
+		__atomic_store_n(&f->no_nowait, true, __ATOMIC_RELAXED);
+	/* Short (part of it is not cached), failed or would block: the
+	 * caller reads the ordinary way. */
+	return r == (ssize_t)len ? 0 : -EAGAIN;
+}
+
 static const struct h2_dev_ops file_ops = {
     .pread = file_pread,
     .pwritev = file_pwritev,
     .flush = file_flush,
     .close = file_close,
     .writeback = file_writeback,
+    .pread_cached = file_pread_cached,
 };
 
 /* Wrap an open descriptor; takes ownership of fd only on success. */

@@ -39,6 +39,10 @@ struct h2_dev_ops {
 	/* Optional: start writing [off, off+len) back now (no durability
 	 * promise; h2_dev_flush stays the barrier).  NULL: nothing. */
 	void (*writeback)(struct h2_dev *dev, uint64_t off, uint64_t len);
+	/* Optional: pread, but only if no waiting is needed (the bytes are
+	 * in memory): 0, or -EAGAIN for anything else.  NULL: -EAGAIN. */
+	int (*pread_cached)(struct h2_dev *dev, void *buf, size_t len,
+			    uint64_t off);
 };
 
 /* Counters, updated atomically by the generic wrappers below. */
@@ -84,6 +88,15 @@ int h2_dev_create_file(const char *path, uint64_t size, bool overwrite,
  * outside the device).  Thread-safe.
  */
 int h2_dev_pread(struct h2_dev *dev, void *buf, size_t len, uint64_t off);
+
+/*
+ * h2_dev_pread if it can be done without waiting for the device (the
+ * bytes are cached in memory), else -EAGAIN and buf's contents are
+ * undefined.  Never sets the error message: errors show as -EAGAIN too,
+ * and h2_dev_pread reports them.  Thread-safe.
+ */
+int h2_dev_pread_cached(struct h2_dev *dev, void *buf, size_t len,
+			uint64_t off);
 
 /* Write exactly the bytes of iov at off (retrying short writes). */
 int h2_dev_pwritev(struct h2_dev *dev, const struct iovec *iov, int iovcnt,

@@ -164,6 +164,9 @@ enum h2_io_flags {
 };
 
 int h2_vol_read(struct h2_vol *vol, void *buf, uint64_t off, uint64_t len);
+/* h2_vol_read without waiting (locks, device): -EAGAIN if it would. */
+int h2_vol_read_cached(struct h2_vol *vol, void *buf, uint64_t off,
+		       uint64_t len);
 int h2_vol_write(struct h2_vol *vol, const void *buf, uint64_t off, uint64_t len,
 	     unsigned flags);
 int h2_vol_trim(struct h2_vol *vol, uint64_t off, uint64_t len, unsigned flags);
@@ -182,6 +185,10 @@ struct h2_op {
 	uint64_t off;
 	uint64_t len;
 	const void *buf; /* H2_OP_WRITE only; borrowed */
+	/* Or, instead of buf, the data in pieces (borrowed), their lengths
+	 * adding up to len. */
+	const struct iovec *iov;
+	int iovcnt;
 };
 
 /*

@@ -74,6 +74,12 @@ struct h2_chain {
 	struct h2_blockref bref;   /* valid when ONDISK */
 	uint8_t *data;		   /* H2_BLOCK_SIZE bytes */
 	struct h2_chain **child;   /* INDIRECT: H2_FANOUT slots */
+	/* A data leaf's check code, computed when a transaction last wrote
+	 * it (data still in the CPU's cache), if check_set: the flush of its
+	 * epoch uses it instead of reading the block again.  Only the
+	 * epoch's transactions write a chain, under the volume lock. */
+	uint64_t check;
+	bool check_set;
 	struct h2_chain *rsv_next; /* in a reserve, unused (chain.c) */
 };
 
@@ -287,6 +293,11 @@ uint8_t h2_levels_for(uint64_t nleaves);
 int h2_tree_load_root(struct h2_store *st, struct h2_tree *t);
 int h2_tree_walk(struct h2_store *st, struct h2_tree *t, uint64_t first,
 		 uint64_t last, h2_leaf_cb cb, void *arg);
+/* h2_tree_walk over indirect blocks in memory only: -EAGAIN when one
+ * would have to be read from the device. */
+int h2_tree_walk_cached(struct h2_store *st, struct h2_tree *t,
+			uint64_t first, uint64_t last, h2_leaf_cb cb,
+			void *arg);
 int h2_tree_prepare(struct h2_store *st, struct h2_tree *t, uint64_t first,
 		    uint64_t last, bool whole);
 bool h2_tree_leaf_present(struct h2_tree *t, uint64_t key);

@@ -100,6 +100,7 @@ struct rd {
 	struct h2_vol *v;
 	uint8_t *buf;
 	uint64_t off, len;
+	bool cached; /* h2_vol_read_cached: -EAGAIN for any device wait */
 	/* pending run of whole, contiguous on-disk leaves */
 	uint64_t run_key, run_dev;
 	unsigned run_n;
@@ -130,6 +131,13 @@ static int bref_sane(struct h2_vol *v, const struct h2_blockref *b,
 	return 0;
 }
 
+static int rd_pread(struct rd *rd, void *buf, size_t len, uint64_t off)
+{
+	if (rd->cached)
+		return h2_dev_pread_cached(rd->v->st->dev, buf, len, off);
+	return h2_dev_pread(rd->v->st->dev, buf, len, off);
+}
+
 static int rd_flush_run(struct rd *rd)
 {
 	uint8_t *dst;
@@ -140,8 +148,9 @@ static int rd_flush_run(struct rd *rd)
 	if (!rd->run_n)
 		return 0;
 	dst = rd->buf + (rd->run_key * H2_BLOCK_SIZE - rd->off);
-	r = h2_dev_pread(rd->v->st->dev, dst,
-			 (size_t)rd->run_n * H2_BLOCK_SIZE, rd->run_dev);
+	r = rd_pread(rd, dst, (size_t)rd->run_n * H2_BLOCK_SIZE, rd->run_dev);
+	if (r == -EAGAIN && rd->cached)
+		return r;
 	if (r < 0)
 		return h2_err(r, "volume %s: device read at offset %" PRIu64
 				 " failed",
@@ -211,8 +220,9 @@ static int rd_leaf(void *arg, uint64_t key, uint64_t count,
 		r = rd_flush_run(rd);
 		if (r < 0)
 			return r;
-		r = h2_dev_pread(rd->v->st->dev, tmp, H2_BLOCK_SIZE,
-				 H2_BREF_OFFSET(b));
+		r = rd_pread(rd, tmp, H2_BLOCK_SIZE, H2_BREF_OFFSET(b));
+		if (r == -EAGAIN && rd->cached)
+			return r;
 		if (r < 0)
 			return h2_err(r, "volume %s: device read failed",
 				      rd->v->full);
@@ -242,6 +252,43 @@ int h2_vol_read(struct h2_vol *v, void *buf, uint64_t off, uint64_t len)
 	if (r == 0)
 		r = h2_tree_walk(v->st, &v->tree, leaf_of(off),
 				 leaf_of(off + len - 1), rd_leaf, &rd);
+	if (r == 0)
+		r = rd_flush_run(&rd);
+	pthread_rwlock_unlock(&v->lock);
+	if (r == 0)
+		__atomic_add_fetch(&v->st->client_read, len, __ATOMIC_RELAXED);
+	return r;
+}
+
+/*
+ * A read that never waits: the volume lock is free for readers, every
+ * indirect block on the way is in memory and the data is in the page
+ * cache.  Else -EAGAIN (buf undefined), and the caller reads with
+ * h2_vol_read on a thread that may wait.  Errors other than -EAGAIN are
+ * real (range, checksum), as h2_vol_read would report them.
+ */
+int h2_vol_read_cached(struct h2_vol *v, void *buf, uint64_t off,
+		       uint64_t len)
+{
+	struct rd rd = {.v = v, .buf = buf, .off = off, .len = len,
+			.cached = true};
+	int r;
+
+	if (len > H2_MAX_IO || !buf)
+		return -EAGAIN; /* h2_vol_read explains */
+	if (pthread_rwlock_tryrdlock(&v->lock) != 0)
+		return -EAGAIN;
+	if (v->root_err && v->root_err != -EBADMSG) {
+		/* h2_vol_read tries the root again. */
+		pthread_rwlock_unlock(&v->lock);
+		return -EAGAIN;
+	}
+	r = check_vol(v);
+	if (r == 0)
+		r = check_range(v, off, len);
+	if (r == 0)
+		r = h2_tree_walk_cached(v->st, &v->tree, leaf_of(off),
+					leaf_of(off + len - 1), rd_leaf, &rd);
 	if (r == 0)
 		r = rd_flush_run(&rd);
 	pthread_rwlock_unlock(&v->lock);
@@ -590,9 +637,54 @@ static int txn_prepare(struct txn *t)
 	return r;
 }
 
-/* Write src (NULL: zeros) over [off, off+len) of the tree (install). */
+/* Where a write's bytes come from: one buffer, pieces, or zeros. */
+struct src {
+	const uint8_t *buf; /* the next byte, if not in pieces */
+	const struct iovec *iov;
+	size_t at; /* bytes of iov[0] already taken */
+};
+
+static void src_of(struct src *s, const struct h2_op *op)
+{
+	memset(s, 0, sizeof(*s));
+	if (op->type != H2_OP_WRITE)
+		return; /* zeros */
+	s->buf = op->buf;
+	s->iov = op->iov;
+}
+
+/* Copy the next n bytes of s to dst. */
+static void src_copy(struct src *s, uint8_t *dst, size_t n)
+{
+	if (!s->iov) {
+		if (s->buf) {
+			memcpy(dst, s->buf, n);
+			s->buf += n;
+		} else {
+			memset(dst, 0, n);
+		}
+		return;
+	}
+	while (n) {
+		size_t k = s->iov->iov_len - s->at;
+
+		if (k == 0) { /* validated: the pieces hold len bytes */
+			s->iov++;
+			s->at = 0;
+			continue;
+		}
+		if (k > n)
+			k = n;
+		memcpy(dst, (const uint8_t *)s->iov->iov_base + s->at, k);
+		s->at += k;
+		dst += k;
+		n -= k;
+	}
+}
+
+/* Write s's bytes over [off, off+len) of the tree (install). */
 static void install_bytes(struct txn *t, struct h2_txctx *tx, uint64_t off,
-			  uint64_t len, const uint8_t *src)
+			  uint64_t len, struct src *s)
 {
 	struct h2_tree *tree = &t->v->tree;
 	uint64_t pos = off, end = off + len;
@@ -613,10 +705,9 @@ static void install_bytes(struct txn *t, struct h2_txctx *tx, uint64_t off,
 					txn_buf(t), &used);
 		if (used)
 			t->used++;
-		if (src)
-			memcpy(c->data + bo, src + (pos - off), n);
-		else
-			memset(c->data + bo, 0, n);
+		src_copy(s, c->data + bo, n);
+		c->check = h2_check64(c->data, H2_BLOCK_SIZE);
+		c->check_set = true;
 		pos += n;
 	}
 }
@@ -626,6 +717,7 @@ static void install_zero_edge(struct txn *t, struct h2_txctx *tx,
 			      const struct h2_op *op, uint64_t key)
 {
 	uint64_t lo = key * H2_BLOCK_SIZE, hi = lo + H2_BLOCK_SIZE;
+	struct src zeros = {0};
 
 	if (lo < op->off)
 		lo = op->off;
@@ -634,7 +726,7 @@ static void install_zero_edge(struct txn *t, struct h2_txctx *tx,
 	/* Zeroing part of a hole changes nothing; skip the block. */
 	if (!h2_tree_leaf_present(&t->v->tree, key))
 		return;
-	install_bytes(t, tx, lo, hi - lo, NULL);
+	install_bytes(t, tx, lo, hi - lo, &zeros);
 }
 
 /* Install phase: cannot fail. */
@@ -647,8 +739,10 @@ static void txn_install(struct txn *t, struct h2_txctx *tx)
 		const struct h2_op *op = &t->ops[i];
 
 		if (op_writes_data(op)) {
-			install_bytes(t, tx, op->off, op->len,
-				      op->type == H2_OP_WRITE ? op->buf : NULL);
+			struct src s;
+
+			src_of(&s, op);
+			install_bytes(t, tx, op->off, op->len, &s);
 			continue;
 		}
 		if (whole_leaves(op->off, op->len, &a, &b))
@@ -697,10 +791,33 @@ static int txn_validate(const struct h2_op *ops, size_t n)
 			return h2_err(-ERANGE, "operation %zu: offset + "
 					       "length overflows",
 				      i);
-		if (op->type == H2_OP_WRITE && !op->buf)
+		if (op->type == H2_OP_WRITE && !op->buf && !op->iov)
 			return h2_err(-EINVAL, "operation %zu: write without "
 					       "data",
 				      i);
+		if (op->type == H2_OP_WRITE && op->iov) {
+			uint64_t sum = 0;
+
+			if (op->buf || op->iovcnt <= 0)
+				return h2_err(-EINVAL, "operation %zu: give "
+						       "the data as a buffer "
+						       "or as pieces",
+					      i);
+			for (int k = 0; k < op->iovcnt; k++) {
+				if (!op->iov[k].iov_base && op->iov[k].iov_len)
+					return h2_err(-EINVAL, "operation "
+							       "%zu: piece "
+							       "%d has no "
+							       "data",
+						      i, k);
+				sum += op->iov[k].iov_len;
+			}
+			if (sum != op->len)
+				return h2_err(-EINVAL, "operation %zu: its "
+						       "pieces hold %" PRIu64
+						       " bytes, not %" PRIu64,
+					      i, sum, op->len);
+		}
 		if (op_writes_data(op)) {
 			if (op->len > H2_MAX_IO)
 				return h2_err(-EFBIG,

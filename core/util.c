@@ -52,6 +52,10 @@ uint32_t h2_crc32c(uint32_t crc, const void *buf, size_t len)
 
 uint64_t h2_check64(const void *buf, size_t len)
 {
+#ifdef H2_HAVE_CHECK64_AVX2
+	if (__builtin_cpu_supports("avx2"))
+		return h2_check64_avx2(buf, len);
+#endif
 	return XXH3_64bits(buf, len);
 }
 

@@ -13,6 +13,8 @@ uint32_t h2_crc32c(uint32_t crc, const void *buf, size_t len);
 
 /* XXH3-64 of a block, the check code in blockrefs. */
 uint64_t h2_check64(const void *buf, size_t len);
+/* The same, built for AVX2 (check64_avx2.c; only on CPUs with AVX2). */
+uint64_t h2_check64_avx2(const void *buf, size_t len);
 
 /*
  * Record a human message for the calling thread's last error and return

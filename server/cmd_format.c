@@ -7,17 +7,28 @@
  * store is never overwritten without --force (the engine refuses and its
  * message says so).  Without --size the device must exist already (a file
  * or a block device) and keeps its size.
+ *
+ * --preallocate (with --size) writes zeros over the whole new file first,
+ * as qemu-img's preallocation=full does.  A copy-on-write store writes
+ * every part of its device sooner or later, and on thin-provisioned or
+ * freshly created storage the first write to a region costs far more
+ * than later ones (on this project's CI machines: ~200 MB/s for first
+ * writes, ~1.4 GB/s for rewrites, fallocate or not); preallocating pays
+ * that once, at format time, with progress shown.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "cli.h"
+#include "dev.h"
 #include "format.h"
 #include "h2core.h"
 #include "h2d.h"
@@ -27,13 +38,15 @@ struct format_args {
 	uint64_t size;
 	bool have_size;
 	bool force;
+	bool preallocate;
 };
 
 /* Print the command's help. */
 static void format_usage(FILE *f)
 {
 	fprintf(f,
-		"usage: h2d format --device PATH [--size SIZE] [--force]\n"
+		"usage: h2d format --device PATH [--size SIZE [--preallocate]]\n"
+		"                  [--force]\n"
 		"\n"
 		"Write a new, empty h2 store onto PATH.\n"
 		"\n"
@@ -43,6 +56,9 @@ static void format_usage(FILE *f)
 		"                 at least %llu MiB)\n"
 		"  --force        destroy an existing store, or replace an\n"
 		"                 existing file when --size is given\n"
+		"  --preallocate  with --size: write zeros over the whole file\n"
+		"                 first, so no write to the store is its\n"
+		"                 first (shows progress; takes a while)\n"
 		"  --help         show this help\n"
 		"\n"
 		"Exit status: 0 formatted, 1 failed, 2 usage error.\n",
@@ -56,6 +72,7 @@ static int format_parse(int argc, char **argv, struct format_args *a)
 	    {"device", required_argument, NULL, 'd'},
 	    {"size", required_argument, NULL, 's'},
 	    {"force", no_argument, NULL, 'f'},
+	    {"preallocate", no_argument, NULL, 'p'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -84,6 +101,9 @@ static int format_parse(int argc, char **argv, struct format_args *a)
 		case 'f':
 			a->force = true;
 			break;
+		case 'p':
+			a->preallocate = true;
+			break;
 		case 'h':
 			format_usage(stdout);
 			return H2D_EXIT_OK;
@@ -101,6 +121,11 @@ static int format_parse(int argc, char **argv, struct format_args *a)
 	if (!a->device) {
 		fprintf(stderr, "h2d format: --device PATH is required\n\n");
 		format_usage(stderr);
+		return H2D_EXIT_USAGE;
+	}
+	if (a->preallocate && !a->have_size) {
+		fprintf(stderr, "h2d format: --preallocate needs --size: it "
+				"only fills a file this command creates\n");
 		return H2D_EXIT_USAGE;
 	}
 	if (a->have_size && a->size < H2_DEV_MIN_SIZE) {
@@ -186,6 +211,53 @@ static int format_open(const struct format_args *a, struct h2_dev **dev,
 	return -1;
 }
 
+/* Write zeros over the whole device, showing progress on stderr. */
+static int preallocate(struct h2_dev *dev)
+{
+	const size_t chunk = 8u << 20;
+	struct iovec iov;
+	bool tty = isatty(STDERR_FILENO);
+	unsigned shown = 0;
+	char human[32];
+	int r;
+
+	iov.iov_base = calloc(1, chunk);
+	if (!iov.iov_base) {
+		fprintf(stderr, "h2d format: out of memory\n");
+		return -1;
+	}
+	fprintf(stderr, "h2d format: preallocating %s: writing zeros\n",
+		h2d_format_size(dev->size, human, sizeof(human)));
+	for (uint64_t off = 0; off < dev->size; off += iov.iov_len) {
+		unsigned pct;
+
+		iov.iov_len = dev->size - off < chunk ? dev->size - off : chunk;
+		r = h2_dev_pwritev(dev, &iov, 1, off);
+		if (r < 0) {
+			fprintf(stderr, "h2d format: %s\n", h2_core_errmsg());
+			free(iov.iov_base);
+			return -1;
+		}
+		pct = (unsigned)((off + iov.iov_len) * 100 / dev->size);
+		/* A terminal sees every percent, a log every tenth. */
+		if (tty ? pct != shown : pct / 10 != shown / 10) {
+			fprintf(stderr, tty ? "\rh2d format: %u%%" :
+					      "h2d format: %u%%\n",
+				pct);
+			shown = pct;
+		}
+	}
+	if (tty)
+		fputc('\n', stderr);
+	free(iov.iov_base);
+	r = h2_dev_flush(dev);
+	if (r < 0) {
+		fprintf(stderr, "h2d format: %s\n", h2_core_errmsg());
+		return -1;
+	}
+	return 0;
+}
+
 int h2d_cmd_format(int argc, char **argv)
 {
 	struct format_args a = {0};
@@ -201,6 +273,10 @@ int h2d_cmd_format(int argc, char **argv)
 	rc = format_open(&a, &dev, &created);
 	if (rc >= 0)
 		return rc;
+	if (a.preallocate && preallocate(dev) < 0) {
+		rc = H2D_EXIT_FAIL;
+		goto out;
+	}
 	fo.force = a.force;
 	r = h2_store_format(dev, &fo);
 	if (r < 0) {

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -68,6 +69,51 @@ static int write_ready_file(const char *path, const char *listen,
 	}
 	free(text);
 	return r;
+}
+
+/* Descriptors h2d needs besides one per connection: the store, the
+ * listeners, the loop's and the pool's, a lingering close's duplicate. */
+#define FD_RESERVE 64
+
+/*
+ * Raise the soft limit on open files to the hard one.  The soft limit is
+ * what a login shell or systemd (1024) gives by default, for programs
+ * that use select(); h2d uses epoll, and one descriptor per connection,
+ * so the soft limit would refuse clients long before max_connections.
+ * The hard limit is the administrator's (LimitNOFILE=), and is kept.
+ */
+static void raise_fd_limit(const struct h2_config *cfg)
+{
+	struct rlimit rl;
+	rlim_t was;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	was = rl.rlim_cur;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+			h2_log_warn("serve", "cannot raise the open files limit "
+					     "from %llu to %llu: %s",
+				    (unsigned long long)was,
+				    (unsigned long long)rl.rlim_max,
+				    strerror(errno));
+			rl.rlim_cur = was;
+		}
+	}
+	if (rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur < (rlim_t)cfg->max_connections + FD_RESERVE)
+		h2_log_warn("serve", "open files limit %llu is below "
+				     "max_connections (%u) + %d: connections "
+				     "past it are refused (raise LimitNOFILE= "
+				     "or lower max_connections)",
+			    (unsigned long long)rl.rlim_cur,
+			    cfg->max_connections, FD_RESERVE);
+	else if (was != rl.rlim_cur)
+		h2_log_debug("serve", "open files limit raised from %llu to "
+				      "%llu",
+			     (unsigned long long)was,
+			     (unsigned long long)rl.rlim_cur);
 }
 
 /*
@@ -149,6 +195,7 @@ int h2d_cmd_serve(int argc, char **argv)
 		rc = check_config(&cfg);
 		goto out;
 	}
+	raise_fd_limit(&cfg);
 	r = h2_dev_open_file(cfg.device, 0, &dev);
 	if (r < 0) {
 		h2_log_error("serve", "cannot open device %s: %s", cfg.device,

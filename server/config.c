@@ -142,7 +142,7 @@ void h2_config_defaults(struct h2_config *c)
 	c->workers = 4;
 	c->max_connections = 1024;
 	c->max_inflight = 64;
-	c->max_inflight_bytes = 64ull << 20;
+	c->max_inflight_bytes = 32ull << 20;
 	c->handshake_timeout_ms = 10000;
 	c->log_level = H2_LOG_INFO;
 	c->allow_tls12 = false;
@@ -877,8 +877,9 @@ static void cfg_usage(FILE *f)
 		"  --max-connections N        (default 1024)\n"
 		"  --max-inflight N           requests read ahead per "
 		"connection (default 64)\n"
-		"  --max-inflight-bytes SIZE  payload in flight per connection "
-		"(default 64M)\n"
+		"  --max-inflight-bytes SIZE  requests in flight plus replies "
+		"not yet sent,\n"
+		"                             per connection (default 32M)\n"
 		"  --log-level LEVEL          error, warn, info or debug "
 		"(default info)\n"
 		"  --ready-file PATH          write {\"listen\": ...} there "

@@ -19,7 +19,8 @@
  *   workers = 4
  *   max_connections = 1024
  *   max_inflight = 64              ; requests read ahead per connection
- *   max_inflight_bytes = 64M       ; payload bytes in flight per connection
+ *   max_inflight_bytes = 32M       ; per connection: requests in flight
+ *                                  ; plus replies not yet sent
  *   handshake_timeout_ms = 10000
  *   log_level = info
  *   ready_file = /run/h2d/ready.json
@@ -89,7 +90,7 @@ struct h2_config {
  * Defaults: no device, flush every 1000 ms, dirty_max 256M, dirty_hard 0
  * (= twice dirty_max, as the engine does), cache_max 512M, listen
  * 127.0.0.1:7410, nbd_listen 127.0.0.1:10809, no plaintext NBD, no
- * metrics_listen, 4 workers, 1024 connections, 64 requests and 64M in
+ * metrics_listen, 4 workers, 1024 connections, 64 requests and 32M in
  * flight per connection, 10 s handshake timeout, log level info, no
  * ready file, no TLS files, TLS 1.3 only, acl NULL (no rules), not dev.
  * Overwrites all of c (call it first); aborts if out of memory.

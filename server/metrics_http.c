@@ -26,6 +26,7 @@
 #include <event2/http.h>
 #include <event2/listener.h>
 
+#include "listen_guard.h"
 #include "log.h"
 #include "prom.h"
 #include "srv.h"
@@ -36,6 +37,7 @@
 struct h2_metrics_http {
 	struct h2_server *srv;
 	struct evhttp *http;
+	struct h2_listen_guard *guard; /* its listener's; NULL if none */
 	char addr[64];
 };
 
@@ -218,6 +220,7 @@ int h2_metrics_http_start(struct h2_server *srv, char *err, size_t errlen)
 		r = -ENOMEM;
 		goto fail;
 	}
+	mh->guard = h2_listen_guard_new(l, "metrics", NULL, NULL);
 	getsockname(evconnlistener_get_fd(l), (struct sockaddr *)&ss, &blen);
 	if (ss.ss_family == AF_INET6) {
 		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
@@ -259,6 +262,7 @@ void h2_metrics_http_free(struct h2_server *srv)
 
 	if (!mh)
 		return;
+	h2_listen_guard_free(mh->guard); /* before evhttp frees the listener */
 	evhttp_free(mh->http);
 	free(mh);
 	srv->http = NULL;

@@ -34,8 +34,8 @@
  * while open and by every job in flight, and freed when both are gone;
  * the export's volume handle lives as long as the connection object, so
  * a job never sees it closed.  Backpressure: a connection stops reading
- * while it has max_inflight commands or max_inflight_bytes in flight, or
- * that much output not yet taken by the socket.
+ * while it has max_inflight commands in flight, or max_inflight_bytes in
+ * commands in flight and output not yet taken by the socket together.
  *
  * Commands are normal transactions through the same engine calls as
  * native requests: NBD_CMD_FLUSH is h2_store_sync (every write replied
@@ -66,9 +66,11 @@
 #include <openssl/err.h>
 
 #include "evglue.h"
+#include "listen_guard.h"
 #include "log.h"
 #include "nbd.h"
 #include "nbd_proto.h"
+#include "sockread.h"
 #include "srv.h"
 #include "tls.h"
 
@@ -97,7 +99,17 @@
  * average: it waits for the store's flush (up to a second or more) while
  * other commands go on around it, as NBD clients expect, and concurrent
  * ones share a flush (group commit).
+ *
+ * Before any of that, a READ of up to NBD_INLINE_READ_MAX is tried on the
+ * loop thread with h2_vol_read_cached: when nothing would make it wait
+ * (the volume lock is free for readers, the tree's blocks are in memory,
+ * the data in the page cache) the reply is read straight into the output
+ * buffer, with no hand-off to a worker and back; else it joins a batch as
+ * above.  A read that misses costs one preadv2(RWF_NOWAIT) that returned
+ * at once.  Replies may leave in any order (the protocol's rule), and a
+ * read never waits for the writes parsed before it, as with the batches.
  */
+#define NBD_INLINE_READ_MAX (128u << 10)
 #define NBD_BATCH_NS	   100000u /* 100 us */
 #define NBD_BATCH_CMDS_MAX 64u
 #define NBD_BATCH_BYTES	   (256u << 10)
@@ -121,6 +133,8 @@ struct h2_nbdsrv {
 	struct h2_server *srv;
 	struct evconnlistener *listener;       /* TLS; NULL if off */
 	struct evconnlistener *plain_listener; /* loopback, no TLS; or NULL */
+	/* Against accept() failures (listen_guard.h); NULL if none. */
+	struct h2_listen_guard *guard, *plain_guard;
 	char addr[64], plain_addr[64];
 	struct nbd_conn *conns; /* open connections */
 	unsigned nconns;
@@ -143,6 +157,7 @@ struct nbd_conn {
 	struct bufferevent *bev;
 	evutil_socket_t fd;
 	struct bufferevent *raw; /* under TLS: the socket's, below c->bev */
+	struct h2_topup topup;	 /* reads the socket's input in big pieces */
 	struct evbuffer_cb_entry *raw_cb; /* raw output drained */
 	struct event *closer;	 /* deferred teardown once all is sent, or
 				    close after out_failed (closer_cb) */
@@ -172,6 +187,7 @@ struct nbd_conn {
 	struct nbd_batch *batch;
 	unsigned batches; /* batches handed to the pool, not yet done */
 	uint64_t ncmds, nbatches; /* totals, for the log */
+	uint64_t ninline;	  /* reads answered on the loop thread */
 	uint64_t cmd_ns;	  /* recent run time per command (average) */
 	/* while set, the engine's output goes here (batch_done) */
 	struct evbuffer *cork;
@@ -201,8 +217,9 @@ struct nbd_job {
 	/* NJ_IO */
 	struct h2_nbd_cmd cmd;
 	struct h2_vol *vol; /* borrowed from the connection */
-	uint8_t *buf; /* write payload, or read data after
-			 H2_NBD_READ_HDR_MAX bytes of room for the header */
+	uint8_t *buf; /* read data after H2_NBD_READ_HDR_MAX bytes of room
+			 for the header */
+	struct evbuffer *wdata; /* write payload */
 	struct h2_nbd_extent *ext;
 	size_t next;
 	uint64_t account;
@@ -238,6 +255,85 @@ static void nbd_setcb(struct nbd_conn *c);
 /* ---------------------------------------------------------------------- */
 /* Connection lifetime.                                                   */
 
+/* ---------------------------------------------------------------------- */
+/* Data buffers.                                                          */
+
+/*
+ * Write payloads and read replies of more than NBD_BUF_SMALL bytes, up to
+ * a MiB, come from a few kept buffers: glibc serves such sizes with mmap,
+ * so every 1 MiB request paid 256 page faults, the kernel's zeroing and
+ * an munmap (perf: 7-8% of h2d's CPU for 1 MiB reads).  At most
+ * NBD_BUF_KEEP are kept, and none once no NBD connection is open, so the
+ * memory goes back when the clients do.  Loop thread only: buffers are
+ * taken when a command is parsed and given back when its reply has been
+ * written (or the command dropped).
+ */
+#define NBD_BUF_SMALL (128u << 10)
+#define NBD_BUF_BIG   (H2_NBD_READ_HDR_MAX + (1u << 20))
+#define NBD_BUF_KEEP  16u
+
+struct nbd_buf {
+	size_t cap;
+	max_align_t align[]; /* the data follows */
+};
+
+static struct {
+	struct nbd_buf *v[NBD_BUF_KEEP];
+	unsigned n;
+	unsigned users; /* open NBD connections, all servers */
+} nbd_bufs;
+
+static uint8_t *nbd_buf_data(struct nbd_buf *b)
+{
+	return (uint8_t *)b->align;
+}
+
+/* A buffer of at least len bytes, or NULL. */
+static uint8_t *nbd_buf_get(size_t len)
+{
+	struct nbd_buf *b;
+	size_t cap = len;
+
+	if (len > NBD_BUF_SMALL && len <= NBD_BUF_BIG) {
+		if (nbd_bufs.n)
+			return nbd_buf_data(nbd_bufs.v[--nbd_bufs.n]);
+		cap = NBD_BUF_BIG;
+	}
+	b = malloc(sizeof(*b) + cap);
+	if (!b)
+		return NULL;
+	b->cap = cap;
+	return nbd_buf_data(b);
+}
+
+static void nbd_buf_put(uint8_t *data)
+{
+	struct nbd_buf *b;
+
+	if (!data)
+		return;
+	b = (struct nbd_buf *)(data - offsetof(struct nbd_buf, align));
+	if (b->cap == NBD_BUF_BIG && nbd_bufs.users &&
+	    nbd_bufs.n < NBD_BUF_KEEP) {
+		nbd_bufs.v[nbd_bufs.n++] = b;
+		return;
+	}
+	free(b);
+}
+
+static void nbd_buf_drain(void)
+{
+	while (nbd_bufs.n)
+		free(nbd_bufs.v[--nbd_bufs.n]);
+}
+
+/* The buffer a READ is read into by a worker, room for the header in
+ * front (NULL: out of memory). */
+static uint8_t *read_buf(const struct h2_nbd_cmd *cmd)
+{
+	return nbd_buf_get(H2_NBD_READ_HDR_MAX + (size_t)cmd->len);
+}
+
 static void conn_ref(struct nbd_conn *c)
 {
 	c->refs++;
@@ -245,6 +341,8 @@ static void conn_ref(struct nbd_conn *c)
 
 static void conn_unref(struct nbd_conn *c)
 {
+	struct h2_server *srv = c->ns->srv;
+
 	if (--c->refs > 0)
 		return;
 	batch_discard(c);
@@ -255,6 +353,7 @@ static void conn_unref(struct nbd_conn *c)
 	}
 	h2_nbd_free(c->proto);
 	free(c);
+	h2_server_trim_soon(srv); /* see h2_conn_unref */
 }
 
 static void job_free(struct nbd_job *j);
@@ -369,6 +468,7 @@ static void conn_teardown(struct nbd_conn *c, bool graceful)
 			ERR_clear_error();
 			evbuffer_write(bufferevent_get_output(c->raw), c->fd);
 		}
+		h2_topup_detach(&c->topup);
 		/* The socket's bufferevent may outlive this call (a callback
 		 * of libevent's holds it, or under TLS the filter until its
 		 * deferred finalisation), its events registered on c->fd,
@@ -390,11 +490,15 @@ static void conn_teardown(struct nbd_conn *c, bool graceful)
 	if (c->next)
 		c->next->prev = c->prev;
 	ns->nconns--;
+	if (--nbd_bufs.users == 0)
+		nbd_buf_drain();
 	h2_metrics_conn_close(srv->metrics, H2_MPROTO_NBD);
 	h2_log_debug("nbd",
 		     "closed peer=%s identity=%s commands=%" PRIu64
-		     " batches=%" PRIu64 " ns_per_command=%" PRIu64,
-		     c->peer, who(c), c->ncmds, c->nbatches, c->cmd_ns);
+		     " batches=%" PRIu64 " inline_reads=%" PRIu64
+		     " ns_per_command=%" PRIu64,
+		     c->peer, who(c), c->ncmds, c->nbatches, c->ninline,
+		     c->cmd_ns);
 	conn_unref(c);
 	if (!ns->closing_all)
 		h2_server_check_stopped(srv);
@@ -431,9 +535,10 @@ static bool over_limits(const struct nbd_conn *c)
 {
 	const struct h2_config *cfg = c->ns->srv->cfg;
 
+	/* In flight and queued under one cap, as in server.c. */
 	return c->inflight >= cfg->max_inflight ||
-	       c->inflight_bytes >= cfg->max_inflight_bytes ||
-	       evbuffer_get_length(bufferevent_get_output(c->bev)) >=
+	       c->inflight_bytes +
+			   evbuffer_get_length(bufferevent_get_output(c->bev)) >=
 		   cfg->max_inflight_bytes;
 }
 
@@ -496,6 +601,45 @@ static void job_fail(struct nbd_job *j, int err)
 	snprintf(j->msg, sizeof(j->msg), "%s", h2_core_errmsg());
 }
 
+/* Worker: a WRITE from its payload's pieces, without joining them (a
+ * failure of its own is left in j->err, the engine's is returned). */
+static int write_pieces(struct nbd_job *j, unsigned fua)
+{
+	struct evbuffer_iovec ev[64], *v = ev;
+	struct iovec iov[64], *io = iov;
+	struct h2_op op = {.type = H2_OP_WRITE, .off = j->cmd.off,
+			   .len = j->cmd.len};
+	int n = evbuffer_peek(j->wdata, -1, NULL, NULL, 0), r;
+
+	if (n > 64) {
+		v = malloc((size_t)n * sizeof(*v));
+		io = malloc((size_t)n * sizeof(*io));
+		if (!v || !io) {
+			/* Answered like job_fail does. */
+			j->err = -ENOMEM;
+			snprintf(j->msg, sizeof(j->msg),
+				 "out of memory for a %" PRIu32 "-byte write",
+				 j->cmd.len);
+			r = 0;
+			goto out;
+		}
+	}
+	n = evbuffer_peek(j->wdata, -1, NULL, v, n);
+	for (int i = 0; i < n; i++) {
+		io[i].iov_base = v[i].iov_base;
+		io[i].iov_len = v[i].iov_len;
+	}
+	op.iov = io;
+	op.iovcnt = n;
+	r = h2_vol_txn(j->vol, &op, 1, fua, NULL);
+out:
+	if (v != ev)
+		free(v);
+	if (io != iov)
+		free(io);
+	return r;
+}
+
 static void job_run_io(struct nbd_job *j)
 {
 	const struct h2_nbd_cmd *c = &j->cmd;
@@ -504,21 +648,13 @@ static void job_run_io(struct nbd_job *j)
 
 	switch (c->type) {
 	case NBD_CMD_READ:
-		/* Room in front for the reply header: header and data then
-		 * go out as one piece. */
-		j->buf = malloc(H2_NBD_READ_HDR_MAX + (size_t)c->len);
-		if (!j->buf) {
-			j->err = -ENOMEM;
-			snprintf(j->msg, sizeof(j->msg),
-				 "out of memory for a %" PRIu32 "-byte read",
-				 c->len);
-			return;
-		}
+		/* j->buf (do_command) has room in front for the reply
+		 * header: header and data then go out as one piece. */
 		r = h2_vol_read(j->vol, j->buf + H2_NBD_READ_HDR_MAX, c->off,
 				c->len);
 		break;
 	case NBD_CMD_WRITE:
-		r = h2_vol_write(j->vol, j->buf, c->off, c->len, fua);
+		r = write_pieces(j, fua);
 		break;
 	case NBD_CMD_FLUSH:
 		r = h2_store_sync(j->st, NULL);
@@ -591,7 +727,9 @@ static void job_free(struct nbd_job *j)
 {
 	if (j->kind != NJ_IO)
 		h2_vol_close(j->vol); /* a lookup whose result was not kept */
-	free(j->buf);
+	nbd_buf_put(j->buf);
+	if (j->wdata)
+		evbuffer_free(j->wdata);
 	free(j->list);
 	free(j->ext);
 	free(j);
@@ -603,7 +741,7 @@ static void free_ref(const void *data, size_t len, void *extra)
 {
 	(void)data;
 	(void)len;
-	free(extra);
+	nbd_buf_put(extra);
 }
 
 static void done_lookup(struct nbd_conn *c, struct nbd_job *j)
@@ -634,6 +772,9 @@ static void done_lookup(struct nbd_conn *c, struct nbd_job *j)
 		/* Room for a request and its largest payload. */
 		bufferevent_setwatermark(c->bev, EV_READ, 0,
 					 NBD_REQUEST_SIZE + H2_NBD_MAX_IO);
+		if (!c->raw)
+			h2_topup_limit(&c->topup,
+				       NBD_REQUEST_SIZE + H2_NBD_MAX_IO);
 		h2_log_info("nbd",
 			    "export peer=%s identity=%s volume=%s "
 			    "size=%" PRIu64 "%s",
@@ -922,24 +1063,30 @@ static void do_list(struct nbd_conn *c)
 }
 
 /* A FLUSH or FUA command as a batch of its own, handed to the pool at
- * once; takes payload. */
+ * once; takes wdata. */
 static void do_solo(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
-		    uint8_t *payload, uint64_t start_ns)
+		    struct evbuffer *wdata, uint64_t start_ns)
 {
 	struct nbd_job *j = job_new(c, NJ_IO);
 	struct nbd_batch *b = calloc(1, sizeof(*b));
+	uint8_t *rbuf = NULL;
 
-	if (!j || !b) {
+	if (cmd->type == NBD_CMD_READ)
+		rbuf = read_buf(cmd);
+	if (!j || !b || (cmd->type == NBD_CMD_READ && !rbuf)) {
 		free(j);
 		free(b);
-		free(payload);
+		nbd_buf_put(rbuf);
+		if (wdata)
+			evbuffer_free(wdata);
 		h2_nbd_reply(c->proto, cmd, -ENOMEM, "out of memory");
 		count_cmd(c, cmd, -ENOMEM, start_ns);
 		return;
 	}
 	j->cmd = *cmd;
 	j->vol = c->vol;
-	j->buf = payload;
+	j->buf = rbuf;
+	j->wdata = wdata;
 	j->start_ns = start_ns;
 	j->account = NBD_REQUEST_SIZE;
 	if (cmd->type == NBD_CMD_READ || cmd->type == NBD_CMD_WRITE)
@@ -959,33 +1106,71 @@ static void do_solo(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
 	h2_pool_submit(c->ns->srv->pool, &b->job);
 }
 
+/* A READ answered on the loop thread, if it needs no waiting. */
+static bool read_inline(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
+			uint64_t start_ns)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	uint8_t hdr[H2_NBD_READ_HDR_MAX];
+	struct evbuffer_iovec v;
+	size_t hl;
+
+	if (cmd->len > NBD_INLINE_READ_MAX || c->cork)
+		return false;
+	hl = h2_nbd_read_header(c->proto, cmd, hdr);
+	if (evbuffer_reserve_space(out, (ev_ssize_t)(hl + cmd->len), &v, 1) !=
+	    1)
+		return false;
+	if (h2_vol_read_cached(c->vol, (uint8_t *)v.iov_base + hl, cmd->off,
+			       cmd->len) < 0) {
+		/* A worker reads it, or reports the error in full. */
+		evbuffer_commit_space(out, &v, 0);
+		return false;
+	}
+	memcpy(v.iov_base, hdr, hl);
+	v.iov_len = hl + cmd->len;
+	if (evbuffer_commit_space(out, &v, 1) < 0)
+		return false;
+	c->ncmds++;
+	c->ninline++;
+	count_cmd(c, cmd, 0, start_ns);
+	return true;
+}
+
 /*
- * H2_NBD_COMMAND with its payload (writes) in hand; takes payload.  The
- * command joins the batch being built (handed over when full, or when
- * process_input has taken everything there is to read); a FLUSH goes
- * alone.
+ * H2_NBD_COMMAND with its payload (writes: wdata) in hand; takes wdata.
+ * The command joins the batch being built (handed over when full, or
+ * when process_input has taken everything there is to read); a FLUSH
+ * goes alone.
  */
 static void do_command(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
-		       uint8_t *payload)
+		       struct evbuffer *wdata)
 {
 	struct nbd_job *j;
 	struct nbd_batch *b;
 	uint64_t account = NBD_REQUEST_SIZE, data = 0;
 	uint64_t start_ns = h2_metrics_now();
+	uint8_t *rbuf = NULL;
 
 	if (c->ns->srv->stopping) {
 		/* The spec's server shutdown: commands that arrive once it
 		 * began get ESHUTDOWN (the client then disconnects); those
 		 * in flight finish first. */
-		free(payload);
+		if (wdata)
+			evbuffer_free(wdata);
 		h2_nbd_reply(c->proto, cmd, -ESHUTDOWN,
 			     "the server is shutting down");
 		count_cmd(c, cmd, -ESHUTDOWN, start_ns);
 		return;
 	}
 	if (cmd->type == NBD_CMD_FLUSH || (cmd->flags & NBD_CMD_FLAG_FUA)) {
-		do_solo(c, cmd, payload, start_ns);
+		do_solo(c, cmd, wdata, start_ns);
 		return;
+	}
+	if (cmd->type == NBD_CMD_READ) {
+		if (read_inline(c, cmd, start_ns))
+			return;
+		rbuf = read_buf(cmd);
 	}
 	j = job_new(c, NJ_IO);
 	b = c->batch;
@@ -998,9 +1183,11 @@ static void do_command(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
 			c->batch = b;
 		}
 	}
-	if (!j || !b) {
+	if (!j || !b || (cmd->type == NBD_CMD_READ && !rbuf)) {
 		free(j);
-		free(payload);
+		nbd_buf_put(rbuf);
+		if (wdata)
+			evbuffer_free(wdata);
 		h2_nbd_reply(c->proto, cmd, -ENOMEM, "out of memory");
 		count_cmd(c, cmd, -ENOMEM, start_ns);
 		return;
@@ -1012,7 +1199,8 @@ static void do_command(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
 	account += data;
 	j->cmd = *cmd;
 	j->vol = c->vol;
-	j->buf = payload;
+	j->buf = rbuf;
+	j->wdata = wdata;
 	j->account = account;
 	j->start_ns = start_ns;
 	c->inflight++;
@@ -1126,6 +1314,7 @@ static void upgrade_tls(struct nbd_conn *c)
 	 * further ahead, and the filter encrypts no further ahead (the
 	 * rest waits in c->bev's output, which the limits count). */
 	bufferevent_setwatermark(c->raw, EV_READ, 0, NBD_RAW_MAX);
+	h2_topup_limit(&c->topup, NBD_RAW_MAX);
 	bufferevent_setwatermark(c->raw, EV_WRITE, 0, NBD_RAW_MAX);
 	bufferevent_set_max_single_read(c->raw, NBD_SOCKET_IO_MAX);
 	bufferevent_set_max_single_write(c->raw, NBD_SOCKET_IO_MAX);
@@ -1156,25 +1345,40 @@ static void process_input(struct nbd_conn *c)
 		uint64_t skip;
 
 		if (c->pending) {
-			uint8_t *payload;
+			struct evbuffer *wdata;
+			int moved;
 
 			if (avail < c->pending_cmd.len)
 				break;
-			payload = malloc(c->pending_cmd.len);
-			if (!payload) {
-				/* Only this write fails: its data is
-				 * skipped, the stream goes on. */
+			/* The payload's chains move over; only the ends of
+			 * partly covered chains are copied. */
+			wdata = evbuffer_new();
+			moved = wdata ? evbuffer_remove_buffer(
+					    in, wdata, c->pending_cmd.len)
+				      : 0;
+			if (moved != (int)c->pending_cmd.len) {
+				if (wdata)
+					evbuffer_free(wdata);
 				h2_nbd_reply(c->proto, &c->pending_cmd, -ENOMEM,
 					     "out of memory for a write");
 				count_cmd(c, &c->pending_cmd, -ENOMEM,
 					  h2_metrics_now());
-				evbuffer_drain(in, c->pending_cmd.len);
 				c->pending = false;
+				if (moved < 0) {
+					/* How much of it left the input is
+					 * unknown: the stream is lost. */
+					conn_close(c, "out of memory for a "
+						      "write");
+					break;
+				}
+				/* Only this write fails: the rest of its
+				 * data is skipped, the stream goes on. */
+				evbuffer_drain(in, c->pending_cmd.len -
+						       (size_t)moved);
 				continue;
 			}
-			evbuffer_remove(in, payload, c->pending_cmd.len);
 			c->pending = false;
-			do_command(c, &c->pending_cmd, payload);
+			do_command(c, &c->pending_cmd, wdata);
 			continue;
 		}
 		/* Also while negotiating: a client that sends options and
@@ -1418,6 +1622,7 @@ static void accept_conn(struct h2_nbdsrv *ns, evutil_socket_t fd,
 	}
 	c->ns = ns;
 	c->fd = fd;
+	c->topup.fd = -1;
 	c->refs = 1;
 	c->cmd_ns = NBD_CMD_NS_INITIAL;
 	c->state = NC_PLAIN;
@@ -1444,11 +1649,14 @@ static void accept_conn(struct h2_nbdsrv *ns, evutil_socket_t fd,
 	c->proto = c->closer ? h2_nbd_new(conn_out, c) /* the greeting */
 			     : NULL;
 	c->timer = evtimer_new(srv->base, timeout_cb, c);
-	if (!c->proto || !c->timer || c->out_failed) {
+	if (!c->proto || !c->timer || c->out_failed ||
+	    h2_topup_attach(&c->topup, bufferevent_get_input(c->bev), fd,
+			    NBD_NEGOTIATE_READ_MAX) < 0) {
 		if (c->timer)
 			event_free(c->timer);
 		if (c->closer)
 			event_free(c->closer);
+		h2_topup_detach(&c->topup);
 		bufferevent_free(c->bev);
 		evutil_closesocket(fd);
 		h2_nbd_free(c->proto);
@@ -1468,6 +1676,7 @@ static void accept_conn(struct h2_nbdsrv *ns, evutil_socket_t fd,
 		ns->conns->prev = c;
 	ns->conns = c;
 	ns->nconns++;
+	nbd_bufs.users++;
 	h2_metrics_conn_open(srv->metrics, H2_MPROTO_NBD);
 	nbd_setcb(c);
 	tv.tv_sec = srv->cfg->handshake_timeout_ms / 1000;
@@ -1537,15 +1746,28 @@ static void bound_name(struct evconnlistener *l, char *out, size_t len)
 	}
 }
 
+/* One connection refused for want of descriptors (listen_guard.h). */
+static void refused_cb(void *arg)
+{
+	struct h2_nbdsrv *ns = arg;
+
+	h2_metrics_conn_refused(ns->srv->metrics, H2_MPROTO_NBD);
+}
+
+/* A guarded listener (*guard: its guard, NULL if that failed). */
 static struct evconnlistener *listen_on(struct h2_nbdsrv *ns,
 					evconnlistener_cb cb,
 					const struct sockaddr_storage *ss,
-					int sslen)
+					int sslen, struct h2_listen_guard **guard)
 {
-	return evconnlistener_new_bind(
+	struct evconnlistener *l = evconnlistener_new_bind(
 	    ns->srv->base, cb, ns,
 	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-	    128, (const struct sockaddr *)ss, sslen);
+	    H2_LISTEN_BACKLOG, (const struct sockaddr *)ss, sslen);
+
+	if (l)
+		*guard = h2_listen_guard_new(l, "nbd", refused_cb, ns);
+	return l;
 }
 
 /* The plaintext listener: loopback only, checked again on what is bound. */
@@ -1575,7 +1797,8 @@ static int start_plain(struct h2_nbdsrv *ns, char *err, size_t errlen)
 			 addr);
 		return -EADDRNOTAVAIL;
 	}
-	ns->plain_listener = listen_on(ns, accept_plain_cb, &ss, sslen);
+	ns->plain_listener = listen_on(ns, accept_plain_cb, &ss, sslen,
+				       &ns->plain_guard);
 	if (!ns->plain_listener) {
 		snprintf(err, errlen,
 			 "cannot listen for plaintext NBD on %s: %s", addr,
@@ -1615,7 +1838,8 @@ int h2_nbdsrv_start(struct h2_server *srv, char *err, size_t errlen)
 			free(ns);
 			return -EINVAL;
 		}
-		ns->listener = listen_on(ns, accept_cb, &ss, sslen);
+		ns->listener =
+		    listen_on(ns, accept_cb, &ss, sslen, &ns->guard);
 		if (!ns->listener) {
 			snprintf(err, errlen,
 				 "cannot listen for NBD on %s: %s (another "
@@ -1659,6 +1883,11 @@ void h2_nbdsrv_stop(struct h2_server *srv)
 
 	if (!ns)
 		return;
+	/* Unguarded first: a guard resting a listener would enable it
+	 * again. */
+	h2_listen_guard_free(ns->guard);
+	h2_listen_guard_free(ns->plain_guard);
+	ns->guard = ns->plain_guard = NULL;
 	if (ns->listener)
 		evconnlistener_disable(ns->listener);
 	if (ns->plain_listener)
@@ -1726,10 +1955,13 @@ void h2_nbdsrv_free(struct h2_server *srv)
 
 	if (!ns)
 		return;
+	h2_listen_guard_free(ns->guard);
+	h2_listen_guard_free(ns->plain_guard);
 	if (ns->listener)
 		evconnlistener_free(ns->listener);
 	if (ns->plain_listener)
 		evconnlistener_free(ns->plain_listener);
 	free(ns);
 	srv->nbd = NULL;
+	nbd_buf_drain();
 }

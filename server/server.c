@@ -9,9 +9,10 @@
  *
  * Input is parsed frame by frame straight from the bufferevent's input
  * buffer.  Backpressure: a connection stops reading new requests while it
- * has max_inflight requests or max_inflight_bytes of payload in flight
- * (running jobs plus replies not yet taken by TLS), and the input buffer's
- * high watermark bounds what libevent buffers for it.  Nothing grows
+ * has max_inflight requests in flight, or max_inflight_bytes in running
+ * jobs (payloads, read buffers) and replies not yet taken by TLS
+ * together, and the input buffer's high watermark bounds what libevent
+ * buffers for it.  Nothing grows
  * without bound when a client writes faster than the disk, or stops
  * reading its replies.
  *
@@ -39,6 +40,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -59,6 +61,7 @@
 #include <openssl/err.h>
 
 #include "evglue.h"
+#include "listen_guard.h"
 #include "log.h"
 #include "metrics_http.h"
 #include "nbd.h"
@@ -68,6 +71,7 @@
 
 #define STOP_GRACE_SEC 30 /* clients that never read their replies */
 #define LINGER_SEC 2	  /* a closed connection waits for the client's EOF */
+#define TRIM_DELAY_MS 1000 /* memory back to the system after closes */
 
 /* A connection after close_notify: half-closed, drained until EOF. */
 struct h2_linger {
@@ -76,6 +80,44 @@ struct h2_linger {
 	evutil_socket_t fd;
 	struct event *ev;
 };
+
+/* ---------------------------------------------------------------------- */
+/* Memory.                                                                */
+
+/*
+ * glibc keeps memory freed below the top of its heaps: a connection's
+ * TLS buffers (about 40 KiB each) and the 1 MiB buffers of its reads are
+ * interleaved with what lives on, so once a thousand connections are
+ * gone, their memory stays counted in h2d's RSS (measured: 55 MiB after
+ * 1,200 handshakes left hanging were dropped).  malloc_trim() gives the
+ * free pages back, wherever they are.  It walks every arena under its
+ * lock, so it runs from a timer, TRIM_DELAY_MS after a connection object
+ * was freed (with its last request, which may finish after the close):
+ * at most once a second however fast connections come and go.
+ * (A fixed mmap threshold would not do: the TLS buffers are far below
+ * any threshold, and 1 MiB read buffers taken from the heap are reused
+ * rather than mapped and faulted in again for every read, ten times
+ * cheaper.)  Request buffers, reads' as well as writes', are taken on
+ * this thread: they then live in the main arena, whose top malloc_trim
+ * gives back too, while a worker's arena keeps a top up to a threshold
+ * that freeing 1 MiB buffers raises to several MiB.
+ */
+static void trim_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	malloc_trim(0);
+}
+
+void h2_server_trim_soon(struct h2_server *srv)
+{
+	struct timeval tv = {TRIM_DELAY_MS / 1000,
+			     (TRIM_DELAY_MS % 1000) * 1000};
+
+	if (srv->trim_timer && !evtimer_pending(srv->trim_timer, NULL))
+		evtimer_add(srv->trim_timer, &tv);
+}
 
 /* ---------------------------------------------------------------------- */
 /* Connection lifetime.                                                   */
@@ -87,10 +129,15 @@ void h2_conn_ref(struct h2_conn *c)
 
 void h2_conn_unref(struct h2_conn *c)
 {
+	struct h2_server *srv = c->srv;
+
 	if (--c->refs > 0)
 		return;
 	h2_dispatch_conn_free(c);
 	free(c);
+	/* The last reference may be a request that finished after the
+	 * close, freeing its buffers only now. */
+	h2_server_trim_soon(srv);
 }
 
 static void check_stopped(struct h2_server *srv);
@@ -211,6 +258,18 @@ static void conn_teardown(struct h2_conn *c)
 	check_stopped(srv);
 }
 
+/*
+ * A closing connection goes once every request it read has been answered
+ * and the answers have left: a client that sends a valid request and
+ * then garbage gets the request's reply before the close.
+ */
+static void closing_check(struct h2_conn *c)
+{
+	if (c->open && c->state == H2_CONN_CLOSING && c->inflight == 0 &&
+	    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		conn_teardown(c);
+}
+
 void h2_conn_close(struct h2_conn *c, const char *why)
 {
 	if (!c->open || c->state == H2_CONN_CLOSING)
@@ -220,9 +279,8 @@ void h2_conn_close(struct h2_conn *c, const char *why)
 			    c->peer, c->identity[0] ? c->identity : "-", why);
 	c->state = H2_CONN_CLOSING;
 	bufferevent_disable(c->bev, EV_READ);
-	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-		conn_teardown(c);
-	/* else write_cb tears down once the output is flushed */
+	/* Now, or when the last request completes or the output drains. */
+	closing_check(c);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -233,11 +291,19 @@ static uint64_t out_limit(const struct h2_conn *c)
 	return c->srv->cfg->max_inflight_bytes;
 }
 
+/*
+ * One cap on what a connection holds: requests in flight (their payloads
+ * and read buffers) plus replies queued and not yet taken by TLS.  Two
+ * separate caps would let a client that reads nothing hold both in full:
+ * a queue of replies at the cap, and as much again in reads that finish
+ * after it and queue their replies on top.
+ */
 static bool over_limits(const struct h2_conn *c)
 {
 	return c->inflight >= c->srv->cfg->max_inflight ||
-	       c->inflight_bytes >= c->srv->cfg->max_inflight_bytes ||
-	       evbuffer_get_length(bufferevent_get_output(c->bev)) >=
+	       c->inflight_bytes +
+			       evbuffer_get_length(
+				       bufferevent_get_output(c->bev)) >=
 		       out_limit(c);
 }
 
@@ -318,6 +384,7 @@ void h2_conn_request_done(struct h2_conn *c, uint64_t bytes)
 	c->inflight_bytes -= bytes < c->inflight_bytes ? bytes
 						       : c->inflight_bytes;
 	maybe_resume(c);
+	closing_check(c);
 	check_stopped(c->srv);
 }
 
@@ -447,9 +514,9 @@ static void write_cb(struct bufferevent *bev, void *arg)
 {
 	struct h2_conn *c = arg;
 
-	if (c->state == H2_CONN_CLOSING &&
-	    evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
-		conn_teardown(c);
+	(void)bev;
+	if (c->state == H2_CONN_CLOSING) {
+		closing_check(c);
 		return;
 	}
 	maybe_resume(c);
@@ -574,6 +641,14 @@ static int conn_start(struct h2_server *srv, struct h2_conn *c)
 	return 0;
 }
 
+/* One connection refused for want of descriptors (listen_guard.h). */
+static void refused_cb(void *arg)
+{
+	struct h2_server *srv = arg;
+
+	h2_metrics_conn_refused(srv->metrics, H2_MPROTO_NATIVE);
+}
+
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 		      struct sockaddr *sa, int salen, void *arg)
 {
@@ -586,7 +661,10 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 
 	(void)l;
 	(void)salen;
-	if (srv->stopping || srv->nconns >= srv->cfg->max_connections) {
+	/* max_connections counts NBD clients too (h2d.conf(5): clients
+	 * served at once), as the NBD listener does. */
+	if (srv->stopping || srv->nconns + h2_nbdsrv_conns(srv) >=
+				     srv->cfg->max_connections) {
 		h2_log_warn("conn", "refused a connection: %s",
 			    srv->stopping ? "shutting down"
 					  : "connection limit reached");
@@ -791,6 +869,9 @@ void h2_server_stop(struct h2_server *srv)
 			     "flight on %u connection(s)",
 		    h2_pool_pending(srv->pool),
 		    srv->nconns + h2_nbdsrv_conns(srv));
+	/* Unguarded first: a guard resting it would enable it again. */
+	h2_listen_guard_free(srv->listen_guard);
+	srv->listen_guard = NULL;
 	evconnlistener_disable(srv->listener);
 	h2_nbdsrv_stop(srv);
 	srv->stop_timer = evtimer_new(srv->base, stop_timer_cb, srv);
@@ -924,6 +1005,11 @@ int h2_server_new(struct h2_config *cfg, struct h2_store *st,
 		snprintf(err, errlen, "cannot create the event loop");
 		goto fail;
 	}
+	srv->trim_timer = evtimer_new(srv->base, trim_cb, srv);
+	if (!srv->trim_timer) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
 	srv->ssl_ctx = h2_tls_server_ctx(&files, cfg->allow_tls12, err, errlen);
 	if (!srv->ssl_ctx)
 		goto fail;
@@ -941,12 +1027,14 @@ int h2_server_new(struct h2_config *cfg, struct h2_store *st,
 		srv->base, accept_cb, srv,
 		LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
 			LEV_OPT_CLOSE_ON_EXEC,
-		128, (struct sockaddr *)&ss, sslen);
+		H2_LISTEN_BACKLOG, (struct sockaddr *)&ss, sslen);
 	if (!srv->listener) {
 		snprintf(err, errlen, "cannot listen on %s: %s", cfg->listen,
 			 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 		goto fail;
 	}
+	srv->listen_guard = h2_listen_guard_new(srv->listener, "native",
+						refused_cb, srv);
 	getsockname(evconnlistener_get_fd(srv->listener),
 		    (struct sockaddr *)&ss, &blen);
 	if (ss.ss_family == AF_INET6) {
@@ -1022,6 +1110,7 @@ void h2_server_free(struct h2_server *srv)
 	/* After them too: a scrape's done callback answers its request,
 	 * which the HTTP server frees. */
 	h2_metrics_http_free(srv);
+	h2_listen_guard_free(srv->listen_guard);
 	if (srv->listener)
 		evconnlistener_free(srv->listener);
 	if (srv->sig_term)
@@ -1032,6 +1121,8 @@ void h2_server_free(struct h2_server *srv)
 		event_free(srv->sig_hup);
 	if (srv->stop_timer)
 		event_free(srv->stop_timer);
+	if (srv->trim_timer)
+		event_free(srv->trim_timer);
 	SSL_CTX_free(srv->ssl_ctx);
 	h2_acl_free(srv->acl);
 	if (srv->base)

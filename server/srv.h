@@ -22,6 +22,15 @@
 #include "metrics.h"
 #include "pool.h"
 
+/*
+ * Connections the kernel completes and queues for accept() on the native
+ * and NBD listeners (capped by net.core.somaxconn).  With libevent's
+ * usual 128, a burst of connections arriving while the loop is busy for
+ * a few milliseconds overflows the queue, and every connection past it
+ * waits for a SYN retransmission, a second or more.
+ */
+#define H2_LISTEN_BACKLOG 1024
+
 struct h2_server {
 	struct event_base *base;
 	struct h2_config *cfg;
@@ -29,9 +38,11 @@ struct h2_server {
 	SSL_CTX *ssl_ctx;	   /* for new connections; swapped on reload */
 	struct h2_acl *acl;	   /* loop thread only; swapped on reload */
 	struct evconnlistener *listener;
+	struct h2_listen_guard *listen_guard; /* NULL if none (no memory) */
 	struct h2_pool *pool;
 	struct event *sig_term, *sig_int, *sig_hup;
 	struct event *stop_timer;
+	struct event *trim_timer; /* malloc_trim after closes (server.c) */
 	char listen_addr[64];
 	unsigned nconns;
 	struct h2_conn *conns;	   /* list of open connections */
@@ -107,6 +118,9 @@ void h2_conn_reply_error(struct h2_conn *c, uint64_t id, int err,
 void h2_conn_request_done(struct h2_conn *c, uint64_t bytes);
 /* Stop reading and close once the output is flushed. */
 void h2_conn_close(struct h2_conn *c, const char *why);
+/* A connection closed: give free memory back to the system soon (one
+ * malloc_trim for a burst of closes). */
+void h2_server_trim_soon(struct h2_server *srv);
 /* While stopping: close what is idle, leave the loop once all is done
  * (call after anything that may have been the last thing in flight). */
 void h2_server_check_stopped(struct h2_server *srv);

@@ -785,6 +785,16 @@ size_t fake_count_op(struct fake *f, H2__Request__OpCase op)
 	return n;
 }
 
+unsigned fake_refused(struct fake *f)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&f->mu);
+	n = f->refused;
+	pthread_mutex_unlock(&f->mu);
+	return n;
+}
+
 bool fake_wait_refused(struct fake *f, unsigned n, int timeout_ms)
 {
 	struct timespec ts;

@@ -128,6 +128,8 @@ const struct fake_rec *fake_get(struct fake *f, size_t i);
 const struct fake_rec *fake_last(struct fake *f, H2__Request__OpCase op);
 /* How many logged requests have this op. */
 size_t fake_count_op(struct fake *f, H2__Request__OpCase op);
+/* refused so far (locks mu: the fake's thread counts while it runs). */
+unsigned fake_refused(struct fake *f);
 /* Wait (at most timeout_ms) until refused >= n; false on timeout. */
 bool fake_wait_refused(struct fake *f, unsigned n, int timeout_ms);
 /*

@@ -276,6 +276,50 @@ static uint64_t open_read_bytes(struct h2_fdev *fd)
 	return b.bytes_read - a.bytes_read;
 }
 
+/* A write given in pieces (the NBD server's payload chains) lands like
+ * the same bytes in one buffer; malformed pieces are refused. */
+Test(engine, write_in_pieces_equals_one_buffer)
+{
+	struct h2_fdev *fd = t_fdev(64 * MiB);
+	struct h2_store *st = t_open(fd, false);
+	static uint8_t want[10000], got[16384];
+	struct iovec iov[4] = {
+	    {want, 1000}, {want + 1000, 0}, {want + 1000, 6805},
+	    {want + 7805, 2195}};
+	struct h2_op op = {.type = H2_OP_WRITE, .off = 4096 * 3 - 77,
+			   .len = sizeof(want), .iov = iov, .iovcnt = 4};
+	struct h2_vol *v;
+
+	t_fill(want, sizeof(want), 5, 0);
+	cr_assert_eq(h2_vol_create(st, "v", 16 * MiB, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
+	cr_assert_eq(h2_vol_txn(v, &op, 1, 0, NULL), 0, "%s",
+		     h2_core_errmsg());
+	cr_assert_eq(h2_vol_read(v, got, op.off, sizeof(want)), 0);
+	cr_assert_eq(memcmp(got, want, sizeof(want)), 0);
+	/* The bytes around it are still zero. */
+	cr_assert_eq(h2_vol_read(v, got, 8192, 4096), 0);
+	for (int i = 0; i < 4096 - 77; i++)
+		cr_assert_eq(got[i], 0);
+
+	op.len = sizeof(want) - 1; /* the pieces hold one more */
+	cr_assert_eq(h2_vol_txn(v, &op, 1, 0, NULL), -EINVAL);
+	op.len = sizeof(want);
+	op.buf = want; /* both */
+	cr_assert_eq(h2_vol_txn(v, &op, 1, 0, NULL), -EINVAL);
+	op.buf = NULL;
+	op.iovcnt = 0;
+	cr_assert_eq(h2_vol_txn(v, &op, 1, 0, NULL), -EINVAL);
+	op.iovcnt = 4;
+	iov[1].iov_base = NULL;
+	iov[1].iov_len = 1;
+	cr_assert_eq(h2_vol_txn(v, &op, 1, 0, NULL), -EINVAL);
+	h2_vol_close(v);
+	cr_assert_eq(h2_store_close(st), 0);
+	t_check_clean(fd, "after writes in pieces");
+	h2_fdev_free(fd);
+}
+
 Test(engine, open_reads_the_same_bytes_whatever_the_data_stored)
 {
 	struct h2_fdev *fd = t_fdev(256 * MiB);

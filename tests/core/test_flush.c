@@ -10,9 +10,11 @@
 
 #include "helpers.h"
 
-/* Read 4 KiB at off from a crash image of fd taken at `upto` events. */
-static void image_read(struct h2_fdev *fd, size_t upto, const char *vol,
-		       uint64_t off, void *buf, size_t len, uint64_t *tid)
+/* Read n pieces of len bytes, at off, off + stride, ..., into buf (one
+ * after the other) from a crash image of fd taken at `upto` events. */
+static void image_read_n(struct h2_fdev *fd, size_t upto, const char *vol,
+			 uint64_t off, uint64_t stride, int n, void *buf,
+			 size_t len, uint64_t *tid)
 {
 	struct h2_crash_spec spec = {.upto = upto};
 	struct h2_store_opts o = {.read_only = true};
@@ -25,13 +27,22 @@ static void image_read(struct h2_fdev *fd, size_t upto, const char *vol,
 	cr_assert_eq(h2_store_open(h2_fdev_dev(img), &o, &st), 0, "%s",
 		     h2_core_errmsg());
 	cr_assert_eq(h2_vol_open(st, vol, &v), 0);
-	cr_assert_eq(h2_vol_read(v, buf, off, len), 0);
+	for (int k = 0; k < n; k++)
+		cr_assert_eq(h2_vol_read(v, (uint8_t *)buf + (size_t)k * len,
+					 off + (uint64_t)k * stride, len),
+			     0);
 	h2_store_stat(st, &s);
 	if (tid)
 		*tid = s.durable_tid;
 	h2_vol_close(v);
 	h2_store_close(st);
 	h2_fdev_free(img);
+}
+
+static void image_read(struct h2_fdev *fd, size_t upto, const char *vol,
+		       uint64_t off, void *buf, size_t len, uint64_t *tid)
+{
+	image_read_n(fd, upto, vol, off, 0, 1, buf, len, tid);
 }
 
 /* --- a transaction started during a flush ------------------------------ */
@@ -135,7 +146,7 @@ Test(flush, transaction_during_flush_runs_concurrently_and_misses_the_cut)
 
 struct churn {
 	struct h2_vol *v;
-	volatile bool stop;
+	bool stop;	/* __atomic: the test is done */
 	uint64_t acked; /* __atomic: newest generation acknowledged */
 	int err;
 };
@@ -145,7 +156,8 @@ static void *churn_writer(void *arg)
 	struct churn *c = arg;
 	static uint8_t bufs[NSPOT][4096];
 
-	for (uint64_t g = 1; !c->stop; g++) {
+	for (uint64_t g = 1; !__atomic_load_n(&c->stop, __ATOMIC_RELAXED);
+	     g++) {
 		struct h2_op ops[NSPOT];
 
 		for (int k = 0; k < NSPOT; k++) {
@@ -181,16 +193,18 @@ Test(flush, flushed_image_never_holds_half_a_transaction, .timeout = 300)
 	for (int it = 0; it < 40; it++) {
 		uint64_t before = __atomic_load_n(&c.acked, __ATOMIC_ACQUIRE);
 		uint64_t tid, itid, g0 = 0;
+		uint8_t spots[NSPOT][4096];
 		size_t upto;
 
 		cr_assert_eq(h2_store_sync(st, &tid), 0);
 		upto = h2_fdev_event_count(fd);
+		/* One image, all spots: the cut is the same for each. */
+		image_read_n(fd, upto, "v", 0, SPOT_STRIDE, NSPOT, spots,
+			     sizeof(spots[0]), &itid);
 		for (int k = 0; k < NSPOT; k++) {
-			uint8_t r[4096];
+			const uint8_t *r = spots[k];
 			uint64_t g;
 
-			image_read(fd, upto, "v", (uint64_t)k * SPOT_STRIDE, r,
-				   sizeof(r), &itid);
 			memcpy(&g, r, sizeof(g));
 			if (k == 0)
 				g0 = g;
@@ -211,7 +225,7 @@ Test(flush, flushed_image_never_holds_half_a_transaction, .timeout = 300)
 		cr_assert_geq(itid, prev_tid);
 		prev_tid = itid;
 	}
-	c.stop = true;
+	__atomic_store_n(&c.stop, true, __ATOMIC_RELAXED);
 	pthread_join(th, NULL);
 	cr_assert_eq(c.err, 0, "%s", h2_core_errmsg());
 	cr_assert_gt(c.acked, 40);

@@ -2,6 +2,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "format.h"
 #include "h2core.h"
@@ -28,6 +29,31 @@ Test(util, check64_changes_with_one_bit)
 
 	b[4095] = 1;
 	cr_assert_neq(h2_check64(a, sizeof(a)), h2_check64(b, sizeof(b)));
+}
+
+/* The on-disk check code is XXH3-64 (seed 0) whichever implementation
+ * the CPU gets: libxxhash's, or the AVX2 build. */
+Test(util, check64_is_xxh3_on_every_path)
+{
+	static uint8_t buf[3 * H2_BLOCK_SIZE + 7];
+	static const size_t lens[] = {0,   1,    3,    16,	 17,   128, 129,
+				      240, 241,  1023, 1024, 4095, 4096,
+				      4097, 8192, sizeof(buf)};
+
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (uint8_t)(i * 167 + (i >> 8));
+	/* XXH3_64bits("", 0), from the reference implementation. */
+	cr_assert_eq(h2_check64("", 0), 0x2D06800538D394C2ull);
+	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++)
+		cr_assert_eq(h2_check64(buf, lens[i]), XXH3_64bits(buf, lens[i]),
+			     "length %zu", lens[i]);
+#ifdef __x86_64__
+	if (__builtin_cpu_supports("avx2"))
+		for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++)
+			cr_assert_eq(h2_check64_avx2(buf, lens[i]),
+				     XXH3_64bits(buf, lens[i]), "length %zu",
+				     lens[i]);
+#endif
 }
 
 Test(util, errmsg_is_kept_per_call)

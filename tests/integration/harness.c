@@ -188,17 +188,46 @@ int h2t_stop(struct h2t_srv *s, int sig)
 	return 128 + WTERMSIG(ws);
 }
 
+/* Reports of a sanitizer in h2d's log: every sanitizer ends a report with
+ * a line "SUMMARY: <Name>Sanitizer: ...". */
+static int sanitizer_reports(const struct h2t_srv *s)
+{
+	FILE *f = fopen(h2t_path(s, "h2d.log"), "r");
+	char *buf = NULL;
+	size_t cap = 0;
+	int count = 0;
+
+	if (!f)
+		return 0;
+	while (getline(&buf, &cap, f) > 0)
+		count += strncmp(buf, "SUMMARY: ", 9) == 0 &&
+			 strstr(buf, "Sanitizer") != NULL;
+	free(buf);
+	fclose(f);
+	return count;
+}
+
 void h2t_cleanup(struct h2t_srv *s)
 {
 	char cmd[128];
+	int reports;
 
 	if (s->pid)
 		h2t_stop(s, SIGKILL);
 	if (!s->dir[0])
 		return;
+	/* A sanitizer build's h2d reports a race, a memory error or
+	 * undefined behaviour in its log: whatever the test saw, that
+	 * fails it. */
+	reports = sanitizer_reports(s);
+	if (reports > 0)
+		dump_log(s);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", s->dir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", s->dir);
+	s->dir[0] = 0;
+	cr_assert_eq(reports, 0, "h2d's log holds %d sanitizer report(s)",
+		     reports);
 }
 
 int h2t_connect_with(const struct h2t_srv *s, const char *cert,

@@ -41,7 +41,8 @@ void h2t_restart_same_port(struct h2t_srv *s);
 /* Send sig and wait: the exit status (or 128 + signal). */
 int h2t_stop(struct h2t_srv *s, int sig);
 
-/* Stop if running (SIGKILL) and remove the directory. */
+/* Stop if running (SIGKILL) and remove the directory; fails the test if
+ * h2d's log holds a sanitizer's report (a sanitizer build's h2d). */
 void h2t_cleanup(struct h2t_srv *s);
 
 /* A path inside the server's directory (rotating static buffers). */

@@ -118,7 +118,8 @@ struct writer {
 	atomic_ulong started; /* writes begun (write i: started > i) */
 	atomic_ulong done;    /* writes acknowledged */
 	atomic_bool stop;
-	int err;
+	int err;       /* under mu: the failed write's error */
+	char why[256]; /* under mu: and its message */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 };
@@ -129,12 +130,19 @@ static void *writer_main(void *arg)
 	uint8_t b[WBLK];
 
 	for (uint64_t i = 0; !atomic_load(&w->stop); i++) {
+		int err;
+
 		wdata(i, b);
 		atomic_store(&w->started, i + 1);
-		w->err = h2_pwrite(w->v, b, WBLK, wblock(i) * WBLK, 0);
-		if (w->err)
-			break;
+		err = h2_pwrite(w->v, b, WBLK, wblock(i) * WBLK, 0);
 		pthread_mutex_lock(&w->mu);
+		if (err) {
+			w->err = err;
+			snprintf(w->why, sizeof(w->why), "%s",
+				 h2_last_error());
+			pthread_mutex_unlock(&w->mu);
+			break;
+		}
 		atomic_store(&w->done, i + 1);
 		pthread_cond_broadcast(&w->cv);
 		pthread_mutex_unlock(&w->mu);
@@ -149,11 +157,14 @@ static void *writer_main(void *arg)
 /* Wait until the writer has n writes acknowledged (or failed). */
 static void writer_wait(struct writer *w, uint64_t n)
 {
+	int err;
+
 	pthread_mutex_lock(&w->mu);
 	while (atomic_load(&w->done) < n && !atomic_load(&w->stop))
 		pthread_cond_wait(&w->cv, &w->mu);
+	err = w->err;
 	pthread_mutex_unlock(&w->mu);
-	cr_assert_eq(w->err, 0, "writer: %s", h2_last_error());
+	cr_assert_eq(err, 0, "writer: %s", w->why);
 }
 
 /* The region after writes [0, n). */
@@ -216,7 +227,7 @@ Test(snapshots, snapshot_under_a_writer_is_an_exact_cut)
 	writer_wait(&w, b + 300);
 	atomic_store(&w.stop, true);
 	pthread_join(t, NULL);
-	cr_assert_eq(w.err, 0);
+	cr_assert_eq(w.err, 0, "writer: %s", w.why);
 	end = atomic_load(&w.done);
 	cr_assert_eq(h2_volume_close(w.v), 0);
 

@@ -79,7 +79,7 @@ Test(config, defaults_match_documentation)
 	cr_assert_eq(c.workers, 4);
 	cr_assert_eq(c.max_connections, 1024);
 	cr_assert_eq(c.max_inflight, 64);
-	cr_assert_eq(c.max_inflight_bytes, 64ull << 20);
+	cr_assert_eq(c.max_inflight_bytes, 32ull << 20);
 	cr_assert_eq(c.handshake_timeout_ms, 10000);
 	cr_assert_eq(c.log_level, H2_LOG_INFO);
 	cr_assert_null(c.ready_file);

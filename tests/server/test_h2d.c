@@ -155,6 +155,33 @@ Test(h2d, format_creates_a_sparse_store_and_reports_it)
 	run_free(&r);
 }
 
+Test(h2d, format_preallocate_writes_the_whole_file_with_progress)
+{
+	const char *img = tpath("store.img");
+	struct run r = h2d("format", "--device", img, "--size", "64M",
+			   "--preallocate", NULL);
+	struct stat sb;
+
+	EXPECT_EXIT(r, 0);
+	cr_assert_eq(stat(img, &sb), 0);
+	cr_assert_eq(sb.st_size, 64 << 20);
+	/* Every block allocated (file systems may add a little). */
+	cr_assert_geq(sb.st_blocks * 512, 64 << 20);
+	/* Progress, one line per tenth when stderr is not a terminal. */
+	cr_assert(strstr(r.err, "preallocating 64 MiB"), "%s", r.err);
+	cr_assert(strstr(r.err, "50%"), "%s", r.err);
+	cr_assert(strstr(r.err, "100%"), "%s", r.err);
+	run_free(&r);
+	r = h2d("check", "--device", img, NULL);
+	EXPECT_EXIT(r, 0);
+	run_free(&r);
+	/* Only for a file this command creates. */
+	r = h2d("format", "--device", img, "--preallocate", "--force", NULL);
+	EXPECT_EXIT(r, 2);
+	cr_assert(strstr(r.err, "--preallocate needs --size"), "%s", r.err);
+	run_free(&r);
+}
+
 Test(h2d, second_format_is_refused_without_force)
 {
 	const char *img = formatted();
