@@ -933,8 +933,10 @@ static int hello(struct h2_conn *c, H2__Request *req)
 	resp.id = req->id;
 	resp.result_case = H2__RESPONSE__RESULT_HELLO;
 	resp.hello = &hr;
-	h2_conn_reply(c, &resp, NULL, 0);
+	/* Before the reply: one that cannot be queued closes the
+	 * connection, which must stay closing. */
 	c->state = H2_CONN_READY;
+	h2_conn_reply(c, &resp, NULL, 0);
 	return 0;
 }
 
