@@ -139,6 +139,85 @@ Test(store, volume_management)
 	h2_fdev_free(fd);
 }
 
+/* Volumes of volume_table_grows_with_the_volumes deleted (no snapshot). */
+static bool t_gone(int i)
+{
+	return i < 40 && i % 3 == 0 && i % 10 != 9;
+}
+
+/*
+ * The volume table starts small and grows with the slots in use: 300
+ * volumes and snapshots cross several of its sizes, with flushes in
+ * between (the flusher's copy of the directory grows too), slots freed
+ * in the middle and reused, and a reopen that must load them all.
+ */
+Test(store, volume_table_grows_with_the_volumes)
+{
+	enum { NVOL = 300 };
+	struct h2_fdev *fd = t_fdev(64 * MiB);
+	struct h2_store *st = t_open(fd, false);
+	struct h2_vol_info *list;
+	struct h2_snap_info *snaps;
+	uint8_t w[512], r[512];
+	struct h2_vol *v;
+	char name[32];
+	size_t n;
+
+	for (int i = 0; i < NVOL; i++) {
+		snprintf(name, sizeof(name), "v%03d", i);
+		cr_assert_eq(h2_vol_create(st, name, 1 * MiB, NULL), 0, "%s",
+			     h2_core_errmsg());
+		cr_assert_eq(h2_vol_open(st, name, &v), 0);
+		t_fill(w, sizeof(w), (uint64_t)i, 0);
+		cr_assert_eq(
+		    h2_vol_write(v, w, 4096 * (uint64_t)(i % 7), sizeof(w), 0),
+		    0);
+		h2_vol_close(v);
+		if (i % 10 == 9)
+			cr_assert_eq(h2_snap_create(st, name, "s", NULL), 0);
+		if (i % 50 == 49)
+			cr_assert_eq(h2_store_sync(st, NULL), 0);
+	}
+	/* Free slots low in the table; new volumes take them. */
+	for (int i = 0; i < NVOL; i++) {
+		if (!t_gone(i))
+			continue;
+		snprintf(name, sizeof(name), "v%03d", i);
+		cr_assert_eq(h2_vol_delete(st, name), 0, "%s",
+			     h2_core_errmsg());
+	}
+	cr_assert_eq(h2_store_sync(st, NULL), 0);
+	for (int i = 0; i < NVOL; i++) {
+		if (!t_gone(i))
+			continue;
+		snprintf(name, sizeof(name), "n%03d", i);
+		cr_assert_eq(h2_vol_create(st, name, 4096, NULL), 0);
+	}
+	cr_assert_eq(h2_store_close(st), 0);
+	t_check_clean(fd, "after 300 volumes");
+
+	st = t_open(fd, false);
+	cr_assert_eq(h2_vol_list(st, &list, &n), 0);
+	cr_assert_eq(n, NVOL, "%zu volumes", n);
+	free(list);
+	cr_assert_eq(h2_snap_list(st, NULL, &snaps, &n), 0);
+	cr_assert_eq(n, NVOL / 10);
+	free(snaps);
+	for (int i = 0; i < NVOL; i++) {
+		if (t_gone(i))
+			continue;
+		snprintf(name, sizeof(name), "v%03d", i);
+		cr_assert_eq(h2_vol_open(st, name, &v), 0, "%s", name);
+		t_fill(w, sizeof(w), (uint64_t)i, 0);
+		cr_assert_eq(
+		    h2_vol_read(v, r, 4096 * (uint64_t)(i % 7), sizeof(r)), 0);
+		cr_assert_arr_eq(r, w, sizeof(w), "%s", name);
+		h2_vol_close(v);
+	}
+	cr_assert_eq(h2_store_close(st), 0);
+	h2_fdev_free(fd);
+}
+
 Test(store, bad_ranges_get_clear_errors)
 {
 	struct h2_fdev *fd = t_fdev(64 * MiB);
