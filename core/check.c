@@ -259,10 +259,18 @@ static bool check_headers(struct chk *c)
 /* ---------------------------------------------------------------------- */
 /* 2. Freemap.                                                            */
 
-/* Mark blocks [first, end) reserved. */
+/* Mark blocks [first, end) reserved, a word at a time where it can. */
 static void res_range(struct chk *c, uint64_t first, uint64_t end)
 {
-	for (uint64_t b = first; b < end && b < c->nwords * 64; b++)
+	uint64_t b = first;
+
+	if (end > c->nwords * 64)
+		end = c->nwords * 64;
+	for (; b < end && b % 64; b++)
+		bit_set(c->res, b);
+	for (; b < end && end - b >= 64; b += 64)
+		c->res[b / 64] = ~0ull;
+	for (; b < end; b++)
 		bit_set(c->res, b);
 }
 
