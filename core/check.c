@@ -474,6 +474,33 @@ static bool child_fits(struct chk *c, struct chk_tree *t,
 	return false;
 }
 
+/*
+ * A blockref to a subtree shared with a tree walked before: the subtree
+ * is not walked again, but the engine reads its top block through this
+ * blockref, which must carry that block's check code as well.  (A
+ * damaged copy of a shared blockref would otherwise pass here and fail
+ * every read through it.)  Not counted as verified: the block was.
+ */
+static void verify_shared(struct chk *c, const struct h2_blockref *b,
+			  const char *where)
+{
+	uint8_t buf[H2_BLOCK_SIZE];
+	uint64_t found;
+	int r = h2_dev_pread(c->dev, buf, sizeof(buf), H2_BREF_OFFSET(b));
+
+	if (r < 0) {
+		problem(c, where, "read failed: %s", strerror(-r));
+		return;
+	}
+	found = h2_check64(buf, sizeof(buf));
+	if (found != b->check)
+		problem(c, where,
+			"checksum mismatch on a blockref to a block shared "
+			"with another tree (blockref says %016" PRIx64
+			", block holds %016" PRIx64 ")",
+			b->check, found);
+}
+
 /* Mark the block b names as referenced by t; false if it must not be read. */
 static bool mark(struct chk *c, struct chk_tree *t, const struct h2_blockref *b,
 		 const char *where)
@@ -513,6 +540,7 @@ static bool mark(struct chk *c, struct chk_tree *t, const struct h2_blockref *b,
 			 * before: its blocks count for this tree too. */
 			t->blocks += b->blocks;
 			t->shared = true;
+			verify_shared(c, b, where);
 			return false;
 		}
 		t->blocks++;
