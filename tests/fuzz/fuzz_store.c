@@ -177,7 +177,10 @@ static void fz_write(uint64_t off, const void *buf, size_t len)
 		size_t in = (size_t)(off % H2_BLOCK_SIZE);
 		size_t n = H2_BLOCK_SIZE - in < len ? H2_BLOCK_SIZE - in : len;
 
-		memcpy(fz_blk_w(b) + in, p, n);
+		/* (Rewriting what is there, as the fix-ups mostly do, copies
+		 * nothing.) */
+		if (memcmp(fz_blk(b) + in, p, n) != 0)
+			memcpy(fz_blk_w(b) + in, p, n);
 		p += n;
 		off += n;
 		len -= n;
