@@ -477,14 +477,18 @@ static bool child_fits(struct chk *c, struct chk_tree *t,
 /*
  * A blockref to a subtree shared with a tree walked before: the subtree
  * is not walked again, but the engine reads its top block through this
- * blockref, which must carry that block's check code as well.  (A
- * damaged copy of a shared blockref would otherwise pass here and fail
- * every read through it.)  Not counted as verified: the block was.
+ * blockref, which must carry that block's check code as well, and an
+ * indirect block's slots must fit this blockref's level and key as they
+ * fit the first one's.  (A damaged copy of a shared blockref would
+ * otherwise pass here and fail every read through it.)  What lies below
+ * was checked through the first blockref: at the same level and key,
+ * the engine reads it alike.  Not counted as verified: the block was.
  */
-static void verify_shared(struct chk *c, const struct h2_blockref *b,
-			  const char *where)
+static void verify_shared(struct chk *c, struct chk_tree *t,
+			  const struct h2_blockref *b, const char *where)
 {
 	uint8_t buf[H2_BLOCK_SIZE];
+	const struct h2_blockref *s = (const struct h2_blockref *)buf;
 	uint64_t found;
 	int r = h2_dev_pread(c->dev, buf, sizeof(buf), H2_BREF_OFFSET(b));
 
@@ -493,12 +497,20 @@ static void verify_shared(struct chk *c, const struct h2_blockref *b,
 		return;
 	}
 	found = h2_check64(buf, sizeof(buf));
-	if (found != b->check)
+	if (found != b->check) {
 		problem(c, where,
 			"checksum mismatch on a blockref to a block shared "
 			"with another tree (blockref says %016" PRIx64
 			", block holds %016" PRIx64 ")",
 			b->check, found);
+		return;
+	}
+	if (b->type != H2_BREF_INDIRECT || b->level < 1)
+		return;
+	for (unsigned i = 0; i < H2_FANOUT; i++)
+		if (s[i].type != H2_BREF_EMPTY &&
+		    !child_fits(c, t, b, i, &s[i]))
+			t->incomplete = true;
 }
 
 /* Mark the block b names as referenced by t; false if it must not be read. */
@@ -540,7 +552,7 @@ static bool mark(struct chk *c, struct chk_tree *t, const struct h2_blockref *b,
 			 * before: its blocks count for this tree too. */
 			t->blocks += b->blocks;
 			t->shared = true;
-			verify_shared(c, b, where);
+			verify_shared(c, t, b, where);
 			return false;
 		}
 		t->blocks++;

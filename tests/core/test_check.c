@@ -757,6 +757,61 @@ Test(check, wrong_check_code_on_a_shared_blockref_is_named)
 }
 
 /*
+ * The same blockref, with the right check code, but naming one of the
+ * volume's data blocks (walked before, so taken for a shared subtree):
+ * the engine reads that block as the level-1 block and finds its slots
+ * inconsistent (found by tests/fuzz/fuzz_store).
+ */
+Test(check, shared_blockref_to_a_block_of_another_kind_is_named)
+{
+	struct h2_fdev *fd = t_store();
+	struct h2_store *st = t_open(fd, false);
+	struct h2_blockref root, leaf;
+	struct h2_check_report *rep;
+	static uint8_t w[BS], r[BS], blk[BS];
+	uint64_t loc, off, check;
+	struct h2_vol *v;
+
+	cr_assert_eq(h2_snap_create(st, "vm1", "s", NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "vm1", &v), 0);
+	t_fill(w, sizeof(w), 9, 0);
+	cr_assert_eq(h2_vol_write(v, w, 600 * BS, BS, 0), 0);
+	h2_vol_close(v);
+	cr_assert_eq(h2_store_close(st), 0, "%s", h2_core_errmsg());
+
+	/* s's slot 0 names vm1's leaf 5, with that block's check code. */
+	root = t_rec(fd, "s").root;
+	leaf = t_bref(fd, "vm1", 5, 0);
+	off = H2_BREF_OFFSET(&leaf);
+	t_read(fd, blk, BS, off);
+	loc = H2_BREF_OFFSET(&root);
+	off |= H2_BLOCK_RADIX;
+	check = h2_check64(blk, BS);
+	cr_assert_eq(h2_fdev_poke(fd,
+				  loc + offsetof(struct h2_blockref, data_off),
+				  &off, sizeof(off)),
+		     0);
+	cr_assert_eq(h2_fdev_poke(fd, loc + offsetof(struct h2_blockref, check),
+				  &check, sizeof(check)),
+		     0);
+	t_fix_keep = loc;
+	t_fix_checks(fd);
+	t_fix_keep = UINT64_MAX;
+
+	st = t_open(fd, false);
+	cr_assert_eq(h2_vol_open(st, "vm1@s", &v), 0);
+	cr_assert_lt(h2_vol_read(v, r, 0, BS), 0);
+	h2_vol_close(v);
+	cr_assert_eq(h2_store_close(st), 0);
+	rep = t_check(fd);
+	t_dump(rep);
+	cr_assert_eq(rep->status, H2_CHECK_PROBLEMS);
+	cr_assert_geq(t_find(rep, "vm1@s", "inconsistent blockref"), 0);
+	h2_check_report_free(rep);
+	h2_fdev_free(fd);
+}
+
+/*
  * A snapshot's exclusive space is what its volume's tree lacks of it.
  * When the volume grew taller than the snapshot (a resize) and the part
  * of its tree that covers the snapshot's keys became a hole (trimmed),
