@@ -294,6 +294,23 @@ struct walk {
 	void *arg;
 };
 
+/*
+ * How many slots from i (up to i1) of level-1 chain p are holes: empty
+ * on disk and nothing in memory.  One lock for the run, where getting
+ * the children one by one would take it for each of up to 512 slots.
+ */
+static unsigned hole_run(struct h2_chain *p, unsigned i, unsigned i1)
+{
+	const struct h2_blockref *s = slots(p);
+	unsigned n = 0;
+
+	pthread_mutex_lock(&p->lock);
+	while (i + n <= i1 && !p->child[i + n] && bref_empty(&s[i + n]))
+		n++;
+	pthread_mutex_unlock(&p->lock);
+	return n;
+}
+
 static int walk_node(struct walk *w, struct h2_chain *p, uint64_t first,
 		     uint64_t last)
 {
@@ -309,6 +326,18 @@ static int walk_node(struct walk *w, struct h2_chain *p, uint64_t first,
 		struct h2_blockref b;
 
 		if (p->level == 1) {
+			unsigned run = hole_run(p, i, i1);
+
+			if (run) {
+				/* One callback for the whole hole. */
+				if (w->leaves) {
+					struct h2_blockref e = {0};
+
+					r = w->cb(w->arg, ck, run, NULL, &e);
+				}
+				i += run - 1;
+				continue;
+			}
 			h2_chain_get_child(p, i, &c, &b);
 			if (w->leaves) {
 				if (!c)

@@ -402,3 +402,75 @@ Test(store, block_status_reports_holes_from_the_tree)
 	cr_assert_eq(h2_store_close(st), 0);
 	h2_fdev_free(fd);
 }
+
+/* Extents as block status reports them (up to 16). */
+struct t_exts {
+	uint64_t off[16], len[16];
+	bool hole[16];
+	unsigned n;
+};
+
+static int t_ext(void *arg, uint64_t off, uint64_t len, bool hole)
+{
+	struct t_exts *e = arg;
+
+	cr_assert_lt(e->n, 16);
+	e->off[e->n] = off;
+	e->len[e->n] = len;
+	e->hole[e->n] = hole;
+	e->n++;
+	return 0;
+}
+
+/*
+ * Holes between leaves of one level-1 block, at its ends and around a
+ * partial range: exact extents from chains in memory, from blockrefs on
+ * disk after a reopen, and from both (one leaf rewritten in memory).
+ */
+Test(store, block_status_extents_are_exact_within_a_leaf_block)
+{
+	static const uint64_t want_off[] = {0, 3, 4, 9, 10, 12, 13};
+	static const bool want_hole[] = {true, false, true, false,
+					 true, false, true};
+	struct h2_fdev *fd = t_fdev(64 * MiB);
+	struct h2_store *st = t_open(fd, false);
+	uint8_t a[4096] = {7};
+	struct h2_vol *v;
+
+	cr_assert_eq(h2_vol_create(st, "v", 64 * MiB, NULL), 0);
+	for (int round = 0; round < 3; round++) {
+		struct t_exts e = {0};
+
+		cr_assert_eq(h2_vol_open(st, "v", &v), 0);
+		if (round == 0) {
+			cr_assert_eq(h2_vol_write(v, a, 3 * 4096, 4096, 0), 0);
+			cr_assert_eq(h2_vol_write(v, a, 9 * 4096, 4096, 0), 0);
+			cr_assert_eq(h2_vol_write(v, a, 12 * 4096, 4096, 0), 0);
+		}
+		if (round == 2)
+			cr_assert_eq(h2_vol_write(v, a, 9 * 4096, 4096, 0), 0);
+		/* From the middle of leaf 1 to the middle of leaf 20. */
+		cr_assert_eq(h2_vol_block_status(v, 4096 + 100, 20 * 4096 - 100,
+						 t_ext, &e),
+			     0);
+		cr_assert_eq(e.n, 7, "round %d: %u extents", round, e.n);
+		for (unsigned k = 0; k < e.n; k++) {
+			uint64_t lo = k ? want_off[k] * 4096 : 4096 + 100;
+			uint64_t hi =
+			    k + 1 < e.n ? want_off[k + 1] * 4096 : 21 * 4096;
+
+			cr_assert_eq(e.off[k], lo, "round %d extent %u", round,
+				     k);
+			cr_assert_eq(e.len[k], hi - lo, "round %d extent %u",
+				     round, k);
+			cr_assert_eq(e.hole[k], want_hole[k]);
+		}
+		h2_vol_close(v);
+		if (round == 0) {
+			cr_assert_eq(h2_store_close(st), 0);
+			st = t_open(fd, false);
+		}
+	}
+	cr_assert_eq(h2_store_close(st), 0);
+	h2_fdev_free(fd);
+}
