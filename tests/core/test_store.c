@@ -474,3 +474,46 @@ Test(store, block_status_extents_are_exact_within_a_leaf_block)
 	cr_assert_eq(h2_store_close(st), 0);
 	h2_fdev_free(fd);
 }
+
+/*
+ * The same a level up: holes of whole level-1 blocks (2 MiB each) between
+ * and around two written ones in a 3-level volume, one extent each way.
+ */
+Test(store, block_status_extents_are_exact_across_leaf_blocks)
+{
+	struct h2_fdev *fd = t_fdev(64 * MiB);
+	struct h2_store *st = t_open(fd, false);
+	uint8_t a[4096] = {7};
+	struct h2_vol *v;
+
+	cr_assert_eq(h2_vol_create(st, "v", 1ull << 32, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
+	cr_assert_eq(h2_vol_write(v, a, 10 * MiB, 4096, 0), 0);
+	cr_assert_eq(h2_vol_write(v, a, 30 * MiB, 4096, 0), 0);
+	h2_vol_close(v);
+	cr_assert_eq(h2_store_close(st), 0);
+	st = t_open(fd, false);
+	for (int round = 0; round < 2; round++) {
+		struct t_exts e = {0};
+
+		cr_assert_eq(h2_vol_open(st, "v", &v), 0);
+		if (round == 1)
+			cr_assert_eq(h2_vol_write(v, a, 30 * MiB, 4096, 0), 0);
+		cr_assert_eq(
+		    h2_vol_block_status(v, 1 * MiB, 2047 * MiB, t_ext, &e), 0);
+		cr_assert_eq(e.n, 5, "round %d: %u extents", round, e.n);
+		cr_assert(e.hole[0] && e.off[0] == 1 * MiB &&
+			  e.len[0] == 9 * MiB);
+		cr_assert(!e.hole[1] && e.off[1] == 10 * MiB &&
+			  e.len[1] == 4096);
+		cr_assert(e.hole[2] && e.off[2] == 10 * MiB + 4096 &&
+			  e.len[2] == 20 * MiB - 4096);
+		cr_assert(!e.hole[3] && e.off[3] == 30 * MiB &&
+			  e.len[3] == 4096);
+		cr_assert(e.hole[4] && e.off[4] == 30 * MiB + 4096 &&
+			  e.len[4] == 2048 * MiB - 30 * MiB - 4096);
+		h2_vol_close(v);
+	}
+	cr_assert_eq(h2_store_close(st), 0);
+	h2_fdev_free(fd);
+}
