@@ -517,3 +517,52 @@ Test(store, block_status_extents_are_exact_across_leaf_blocks)
 	cr_assert_eq(h2_store_close(st), 0);
 	h2_fdev_free(fd);
 }
+
+/* Extents of many_extents: each must follow the last, alternating. */
+struct t_alt {
+	uint64_t next;
+	unsigned n;
+};
+
+static int t_alt_ext(void *arg, uint64_t off, uint64_t len, bool hole)
+{
+	struct t_alt *a = arg;
+
+	cr_assert_eq(off, a->next, "extent %u", a->n);
+	cr_assert_eq(len, 4096, "extent %u", a->n);
+	cr_assert_eq(hole, (off / 4096) % 2 == 1, "extent %u", a->n);
+	a->next = off + len;
+	a->n++;
+	return 0;
+}
+
+/*
+ * Every other block written: one extent per block, more than a block
+ * status call collects (4096), so the answer stops at that many and the
+ * caller asks again from where it ended.
+ */
+Test(store, block_status_many_extents_stop_at_the_limit)
+{
+	enum { N = 5000 };
+	struct h2_fdev *fd = t_fdev(64 * MiB);
+	struct h2_store *st = t_open(fd, false);
+	uint8_t a[4096] = {7};
+	struct t_alt alt = {0};
+	struct h2_vol *v;
+
+	cr_assert_eq(h2_vol_create(st, "v", N * 4096ull, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
+	for (uint64_t k = 0; k < N; k += 2)
+		cr_assert_eq(h2_vol_write(v, a, k * 4096, 4096, 0), 0);
+	cr_assert_eq(h2_vol_block_status(v, 0, N * 4096ull, t_alt_ext, &alt),
+		     0);
+	cr_assert_eq(alt.n, 4096);
+	cr_assert_eq(h2_vol_block_status(v, alt.next, N * 4096ull - alt.next,
+					 t_alt_ext, &alt),
+		     0);
+	cr_assert_eq(alt.n, N);
+	cr_assert_eq(alt.next, N * 4096ull);
+	h2_vol_close(v);
+	cr_assert_eq(h2_store_close(st), 0);
+	h2_fdev_free(fd);
+}
