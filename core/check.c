@@ -97,7 +97,8 @@ struct chk {
 	bool *fm_known;	 /* per page: loaded and verified */
 	bool fm_all_known;
 
-	uint8_t *runbuf; /* H2_FANOUT blocks: a run of data leaves */
+	uint8_t *runbuf; /* a run of data leaves: runcap blocks, grown */
+	unsigned runcap; /* to the longest run (at most H2_FANOUT) */
 	struct chk_rec *recs;
 	size_t nrecs, caprecs;
 	struct chk_kind free_ref;
@@ -653,9 +654,20 @@ static void verify_run(struct chk *c, struct chk_tree *t,
 		       const struct h2_blockref *s, const unsigned *run,
 		       unsigned n)
 {
-	int r = h2_dev_pread(c->dev, c->runbuf, (size_t)n * H2_BLOCK_SIZE,
-			     H2_BREF_OFFSET(&s[run[0]]));
+	int r;
 
+	if (n > c->runcap) {
+		uint8_t *p = realloc(c->runbuf, (size_t)n * H2_BLOCK_SIZE);
+
+		if (!p) {
+			c->err = -ENOMEM;
+			return;
+		}
+		c->runbuf = p;
+		c->runcap = n;
+	}
+	r = h2_dev_pread(c->dev, c->runbuf, (size_t)n * H2_BLOCK_SIZE,
+			 H2_BREF_OFFSET(&s[run[0]]));
 	for (unsigned k = 0; k < n; k++) {
 		const struct h2_blockref *b = &s[run[k]];
 		uint8_t *buf = c->runbuf + (size_t)k * H2_BLOCK_SIZE;
@@ -1207,8 +1219,7 @@ int h2_check(struct h2_dev *dev, struct h2_check_report **out)
 	c.ref = calloc(c.nwords, sizeof(uint64_t));
 	c.res = calloc(c.nwords, sizeof(uint64_t));
 	c.fm_known = calloc(c.geo.fm_pages ? c.geo.fm_pages : 1, 1);
-	c.runbuf = malloc((size_t)H2_FANOUT * H2_BLOCK_SIZE);
-	if (!c.fm || !c.ref || !c.res || !c.fm_known || !c.runbuf) {
+	if (!c.fm || !c.ref || !c.res || !c.fm_known) {
 		c.err = -ENOMEM;
 		goto done;
 	}
