@@ -289,8 +289,14 @@ static void fz_fix_bref(uint64_t loc, unsigned depth)
 		uint64_t off = blk * H2_BLOCK_SIZE;
 
 		if (b.type == H2_BREF_INDIRECT) {
+			struct h2_blockref s[H2_FANOUT];
+
+			/* (Empty slots have nothing to fix.) */
+			fz_read(off, s, sizeof(s));
 			for (unsigned i = 0; i < H2_FANOUT; i++)
-				fz_fix_bref(off + i * sizeof(b), depth + 1);
+				if (s[i].type != H2_BREF_EMPTY)
+					fz_fix_bref(off + i * sizeof(b),
+						    depth + 1);
 		} else if (b.type == H2_BREF_DIR) {
 			for (unsigned i = 0; i < H2_VOLREC_PER_BLOCK; i++) {
 				uint64_t rec = off + i * H2_VOLREC_SIZE;
