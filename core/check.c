@@ -375,6 +375,23 @@ static void where_block(char *buf, size_t n, const struct chk_tree *t,
 }
 
 /*
+ * Where a block is, formatted only when a problem is reported: the walk
+ * visits every block, and most have none.
+ */
+struct where_lazy {
+	const struct chk_tree *t;
+	const struct h2_blockref *b;
+	char buf[160];
+};
+
+static const char *where_of(struct where_lazy *w)
+{
+	if (!w->buf[0])
+		where_block(w->buf, sizeof(w->buf), w->t, w->b);
+	return w->buf;
+}
+
+/*
  * What is wrong with a volume record, or NULL.  *fatal: the engine's
  * directory loader refuses it too, so the store does not open.
  */
@@ -486,7 +503,7 @@ static bool child_fits(struct chk *c, struct chk_tree *t,
  * the engine reads it alike.  Not counted as verified: the block was.
  */
 static void verify_shared(struct chk *c, struct chk_tree *t,
-			  const struct h2_blockref *b, const char *where)
+			  const struct h2_blockref *b, struct where_lazy *wl)
 {
 	uint8_t buf[H2_BLOCK_SIZE];
 	const struct h2_blockref *s = (const struct h2_blockref *)buf;
@@ -494,12 +511,12 @@ static void verify_shared(struct chk *c, struct chk_tree *t,
 	int r = h2_dev_pread(c->dev, buf, sizeof(buf), H2_BREF_OFFSET(b));
 
 	if (r < 0) {
-		problem(c, where, "read failed: %s", strerror(-r));
+		problem(c, where_of(wl), "read failed: %s", strerror(-r));
 		return;
 	}
 	found = h2_check64(buf, sizeof(buf));
 	if (found != b->check) {
-		problem(c, where,
+		problem(c, where_of(wl),
 			"checksum mismatch on a blockref to a block shared "
 			"with another tree (blockref says %016" PRIx64
 			", block holds %016" PRIx64 ")",
@@ -516,12 +533,13 @@ static void verify_shared(struct chk *c, struct chk_tree *t,
 
 /* Mark the block b names as referenced by t; false if it must not be read. */
 static bool mark(struct chk *c, struct chk_tree *t, const struct h2_blockref *b,
-		 const char *where)
+		 struct where_lazy *wl)
 {
 	uint64_t off = H2_BREF_OFFSET(b), blk = off / H2_BLOCK_SIZE;
 
 	if (H2_BREF_RADIX(b) != H2_BLOCK_RADIX) {
-		problem(c, where, "blockref has size radix %u (expected %u)",
+		problem(c, where_of(wl),
+			"blockref has size radix %u (expected %u)",
 			H2_BREF_RADIX(b), H2_BLOCK_RADIX);
 		return false;
 	}
@@ -529,20 +547,20 @@ static bool mark(struct chk *c, struct chk_tree *t, const struct h2_blockref *b,
 	 * shared with a tree walked before would not be read at all,
 	 * though the engine reads the unaligned offset and fails. */
 	if (off % H2_BLOCK_SIZE) {
-		problem(c, where,
+		problem(c, where_of(wl),
 			"blockref offset %" PRIu64 " is not block aligned",
 			off);
 		return false;
 	}
 	if (blk >= c->geo.total_blocks) {
-		problem(c, where,
+		problem(c, where_of(wl),
 			"blockref points past the end of the store (%" PRIu64
 			" blocks)",
 			c->geo.total_blocks);
 		return false;
 	}
 	if (bit_get(c->res, blk)) {
-		problem(c, where,
+		problem(c, where_of(wl),
 			"blockref points into a reserved zone (a header copy "
 			"or the freemap)");
 		return false;
@@ -553,11 +571,11 @@ static bool mark(struct chk *c, struct chk_tree *t, const struct h2_blockref *b,
 			 * before: its blocks count for this tree too. */
 			t->blocks += b->blocks;
 			t->shared = true;
-			verify_shared(c, t, b, where);
+			verify_shared(c, t, b, wl);
 			return false;
 		}
 		t->blocks++;
-		problem(c, where,
+		problem(c, where_of(wl),
 			"block is referenced twice (already seen in this or "
 			"another tree); not walked again");
 		return false;
@@ -570,7 +588,7 @@ static bool mark(struct chk *c, struct chk_tree *t, const struct h2_blockref *b,
 		c->free_ref.blocks++;
 		if (c->free_ref.listed < CHECK_LIST_MAX) {
 			c->free_ref.listed++;
-			problem(c, where,
+			problem(c, where_of(wl),
 				"referenced, but free in the freemap (it "
 				"could be handed out again and overwritten)");
 		} else {
@@ -588,26 +606,26 @@ static bool mark(struct chk *c, struct chk_tree *t, const struct h2_blockref *b,
 static bool visit(struct chk *c, struct chk_tree *t,
 		  const struct h2_blockref *b, uint64_t parent_tid)
 {
-	char where[160];
+	struct where_lazy wl = {.t = t, .b = b};
 
-	where_block(where, sizeof(where), t, b);
 	if (b->birth_tid > parent_tid)
-		problem(c, where,
+		problem(c, where_of(&wl),
 			"born in flush %" PRIu64 ", after what references it "
 			"(flush %" PRIu64 ")",
 			b->birth_tid, parent_tid);
 	t->shared = false;
-	if (!mark(c, t, b, where)) {
+	if (!mark(c, t, b, &wl)) {
 		if (b->type != H2_BREF_DATA && !t->shared)
 			t->incomplete = true;
 		return false;
 	}
 	if (b->type != H2_BREF_INDIRECT && b->blocks != 1)
-		problem(c, where, "blockref counts %" PRIu64 " blocks below "
-				  "it (a leaf holds 1)",
+		problem(c, where_of(&wl),
+			"blockref counts %" PRIu64 " blocks below "
+			"it (a leaf holds 1)",
 			b->blocks);
 	if (b->type == H2_BREF_DATA && b->key >= t->nleaves)
-		problem(c, where,
+		problem(c, where_of(&wl),
 			"data block beyond the end of the volume (%" PRIu64
 			" blocks)",
 			t->nleaves);
