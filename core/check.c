@@ -501,29 +501,40 @@ static bool child_fits(struct chk *c, struct chk_tree *t,
  * otherwise pass here and fail every read through it.)  What lies below
  * was checked through the first blockref: at the same level and key,
  * the engine reads it alike.  Not counted as verified: the block was.
+ * buf holds the block.  False if the check code does not match.
  */
+static bool shared_check(struct chk *c, struct chk_tree *t,
+			 const struct h2_blockref *b, const uint8_t *buf,
+			 struct where_lazy *wl)
+{
+	uint64_t found = h2_check64(buf, H2_BLOCK_SIZE);
+
+	if (found == b->check)
+		return true;
+	problem(c, where_of(wl),
+		"checksum mismatch on a blockref to a block shared with "
+		"another tree (blockref says %016" PRIx64
+		", block holds %016" PRIx64 ")",
+		b->check, found);
+	if (b->type != H2_BREF_DATA)
+		t->incomplete = true;
+	return false;
+}
+
+/* The same for an indirect block (data leaves: walk_data, in runs). */
 static void verify_shared(struct chk *c, struct chk_tree *t,
 			  const struct h2_blockref *b, struct where_lazy *wl)
 {
 	uint8_t buf[H2_BLOCK_SIZE];
 	const struct h2_blockref *s = (const struct h2_blockref *)buf;
-	uint64_t found;
 	int r = h2_dev_pread(c->dev, buf, sizeof(buf), H2_BREF_OFFSET(b));
 
 	if (r < 0) {
 		problem(c, where_of(wl), "read failed: %s", strerror(-r));
 		return;
 	}
-	found = h2_check64(buf, sizeof(buf));
-	if (found != b->check) {
-		problem(c, where_of(wl),
-			"checksum mismatch on a blockref to a block shared "
-			"with another tree (blockref says %016" PRIx64
-			", block holds %016" PRIx64 ")",
-			b->check, found);
-		return;
-	}
-	if (b->type != H2_BREF_INDIRECT || b->level < 1)
+	if (!shared_check(c, t, b, buf, wl) || b->type != H2_BREF_INDIRECT ||
+	    b->level < 1)
 		return;
 	for (unsigned i = 0; i < H2_FANOUT; i++)
 		if (s[i].type != H2_BREF_EMPTY &&
@@ -571,7 +582,8 @@ static bool mark(struct chk *c, struct chk_tree *t, const struct h2_blockref *b,
 			 * before: its blocks count for this tree too. */
 			t->blocks += b->blocks;
 			t->shared = true;
-			verify_shared(c, t, b, wl);
+			if (b->type != H2_BREF_DATA)
+				verify_shared(c, t, b, wl);
 			return false;
 		}
 		t->blocks++;
@@ -667,10 +679,14 @@ static bool verify(struct chk *c, struct chk_tree *t,
 	return false;
 }
 
-/* Verify data slots run[0..n) of s, contiguous on the device: one read. */
+/*
+ * Verify data slots run[0..n) of s, contiguous on the device: one read.
+ * shared: leaves verified before through another tree, of which only
+ * this tree's check codes are compared (see shared_check).
+ */
 static void verify_run(struct chk *c, struct chk_tree *t,
 		       const struct h2_blockref *s, const unsigned *run,
-		       unsigned n)
+		       unsigned n, bool shared)
 {
 	int r;
 
@@ -696,10 +712,15 @@ static void verify_run(struct chk *c, struct chk_tree *t,
 		if (r < 0)
 			rk = h2_dev_pread(c->dev, buf, H2_BLOCK_SIZE,
 					  H2_BREF_OFFSET(b));
-		if (rk < 0)
+		if (rk < 0) {
 			read_failed(c, t, b, rk);
-		else
+		} else if (shared) {
+			struct where_lazy wl = {.t = t, .b = b};
+
+			shared_check(c, t, b, buf, &wl);
+		} else {
 			verify(c, t, b, buf);
+		}
 	}
 }
 
@@ -711,26 +732,39 @@ static void verify_run(struct chk *c, struct chk_tree *t,
 static void walk_data(struct chk *c, struct chk_tree *t,
 		      const struct h2_blockref *p, const struct h2_blockref *s)
 {
-	unsigned run[H2_FANOUT], n = 0;
+	unsigned run[H2_FANOUT], n = 0, srun[H2_FANOUT], sn = 0;
 
 	for (unsigned i = 0; i <= H2_FANOUT; i++) {
-		bool ok = false;
+		bool ok = false, sh = false;
 
 		if (i < H2_FANOUT && s[i].type != H2_BREF_EMPTY) {
-			if (child_fits(c, t, p, i, &s[i]))
+			if (child_fits(c, t, p, i, &s[i])) {
 				ok = visit(c, t, &s[i], p->birth_tid);
-			else
+				/* A leaf shared with a tree walked before:
+				 * read again for its check code here. */
+				sh = !ok && t->shared;
+			} else {
 				t->incomplete = true;
+			}
 		}
-		/* (!ok short-circuits the slot read when i == H2_FANOUT.) */
+		/* (!ok and !sh short-circuit the slot read when
+		 * i == H2_FANOUT.) */
 		if (n && (!ok ||
 			  H2_BREF_OFFSET(&s[i]) !=
 			      H2_BREF_OFFSET(&s[run[n - 1]]) + H2_BLOCK_SIZE)) {
-			verify_run(c, t, s, run, n);
+			verify_run(c, t, s, run, n, false);
 			n = 0;
+		}
+		if (sn && (!sh || H2_BREF_OFFSET(&s[i]) !=
+				      H2_BREF_OFFSET(&s[srun[sn - 1]]) +
+					  H2_BLOCK_SIZE)) {
+			verify_run(c, t, s, srun, sn, true);
+			sn = 0;
 		}
 		if (ok)
 			run[n++] = i;
+		if (sh)
+			srun[sn++] = i;
 	}
 }
 

@@ -757,6 +757,60 @@ Test(check, wrong_check_code_on_a_shared_blockref_is_named)
 }
 
 /*
+ * The same for a data leaf: vm1 rewrote leaf 3, so its level-1 block is
+ * its own, and the snapshot's old one names the same 73 other leaves.
+ * The snapshot's blockref to leaf 5 gets a wrong check code.
+ */
+Test(check, wrong_check_code_on_a_shared_leaf_is_named)
+{
+	struct h2_fdev *fd = t_store();
+	struct h2_store *st = t_open(fd, false);
+	struct h2_blockref root, l1, vl1, leaf, vleaf;
+	struct h2_check_report *rep;
+	static uint8_t w[BS], r[BS];
+	uint64_t loc, check;
+	struct h2_vol *v;
+
+	cr_assert_eq(h2_snap_create(st, "vm1", "s", NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "vm1", &v), 0);
+	t_fill(w, sizeof(w), 9, 0);
+	cr_assert_eq(h2_vol_write(v, w, 3 * BS, BS, 0), 0);
+	h2_vol_close(v);
+	cr_assert_eq(h2_store_close(st), 0, "%s", h2_core_errmsg());
+
+	root = t_rec(fd, "s").root;
+	l1 = t_slot(fd, &root, 0);
+	vl1 = t_bref(fd, "vm1", 5, 1);
+	cr_assert_neq(H2_BREF_OFFSET(&l1), H2_BREF_OFFSET(&vl1));
+	leaf = t_slot(fd, &l1, 5);
+	vleaf = t_slot(fd, &vl1, 5);
+	/* Shared: vm1's own level-1 block names the same leaf. */
+	cr_assert_eq(H2_BREF_OFFSET(&leaf), H2_BREF_OFFSET(&vleaf));
+	loc = H2_BREF_OFFSET(&l1) + 5 * sizeof(struct h2_blockref);
+	check = leaf.check ^ 1;
+	cr_assert_eq(h2_fdev_poke(fd, loc + offsetof(struct h2_blockref, check),
+				  &check, sizeof(check)),
+		     0);
+	t_fix_keep = loc;
+	t_fix_checks(fd);
+	t_fix_keep = UINT64_MAX;
+
+	st = t_open(fd, false);
+	cr_assert_eq(h2_vol_open(st, "vm1@s", &v), 0);
+	cr_assert_lt(h2_vol_read(v, r, 5 * BS, BS), 0);
+	cr_assert_eq(h2_vol_read(v, r, 6 * BS, BS), 0);
+	h2_vol_close(v);
+	cr_assert_eq(h2_store_close(st), 0);
+	rep = t_check(fd);
+	t_dump(rep);
+	cr_assert_eq(rep->status, H2_CHECK_PROBLEMS);
+	cr_assert_eq(rep->nproblems, 1);
+	cr_assert_geq(t_find(rep, "vm1@s", "shared with another tree"), 0);
+	h2_check_report_free(rep);
+	h2_fdev_free(fd);
+}
+
+/*
  * The same blockref, with the right check code, but naming one of the
  * volume's data blocks (walked before, so taken for a shared subtree):
  * the engine reads that block as the level-1 block and finds its slots
