@@ -482,6 +482,23 @@ struct walk {
 	void *arg;
 };
 
+/*
+ * How many slots from i (up to i1) of indirect chain p are holes: empty
+ * on disk and nothing in memory.  One lock for the run, where getting
+ * the children one by one would take it for each of up to 512 slots.
+ */
+static unsigned hole_run(struct h2_chain *p, unsigned i, unsigned i1)
+{
+	const struct h2_blockref *s = slots(p);
+	unsigned n = 0;
+
+	pthread_mutex_lock(&p->lock);
+	while (i + n <= i1 && !p->child[i + n] && bref_empty(&s[i + n]))
+		n++;
+	pthread_mutex_unlock(&p->lock);
+	return n;
+}
+
 static int walk_node(struct walk *w, struct h2_chain *p, uint64_t first,
 		     uint64_t last)
 {
@@ -493,9 +510,24 @@ static int walk_node(struct walk *w, struct h2_chain *p, uint64_t first,
 		uint64_t ck = p->key + i * span;
 		uint64_t lo = first > ck ? first : ck;
 		uint64_t hi = last < ck + span - 1 ? last : ck + span - 1;
+		unsigned run = hole_run(p, i, i1);
 		struct h2_chain *c;
 		struct h2_blockref b;
 
+		if (run) {
+			/* One callback for the whole hole. */
+			uint64_t end = ck + (uint64_t)run * span - 1;
+
+			if (w->leaves) {
+				struct h2_blockref e = {0};
+
+				if (end > last)
+					end = last;
+				r = w->cb(w->arg, lo, end - lo + 1, NULL, &e);
+			}
+			i += run - 1;
+			continue;
+		}
 		if (p->level == 1) {
 			h2_chain_get_child(p, i, &c, &b);
 			if (w->leaves) {

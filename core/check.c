@@ -97,7 +97,8 @@ struct chk {
 	bool *fm_known;	 /* per page: loaded and verified */
 	bool fm_all_known;
 
-	uint8_t *runbuf; /* H2_FANOUT blocks: a run of data leaves */
+	uint8_t *runbuf; /* a run of data leaves: runcap blocks, grown */
+	unsigned runcap; /* to the longest run (at most H2_FANOUT) */
 	struct chk_rec *recs;
 	size_t nrecs, caprecs;
 	struct chk_kind free_ref;
@@ -259,10 +260,18 @@ static bool check_headers(struct chk *c)
 /* ---------------------------------------------------------------------- */
 /* 2. Freemap.                                                            */
 
-/* Mark blocks [first, end) reserved. */
+/* Mark blocks [first, end) reserved, a word at a time where it can. */
 static void res_range(struct chk *c, uint64_t first, uint64_t end)
 {
-	for (uint64_t b = first; b < end && b < c->nwords * 64; b++)
+	uint64_t b = first;
+
+	if (end > c->nwords * 64)
+		end = c->nwords * 64;
+	for (; b < end && b % 64; b++)
+		bit_set(c->res, b);
+	for (; b < end && end - b >= 64; b += 64)
+		c->res[b / 64] = ~0ull;
+	for (; b < end; b++)
 		bit_set(c->res, b);
 }
 
@@ -366,6 +375,23 @@ static void where_block(char *buf, size_t n, const struct chk_tree *t,
 }
 
 /*
+ * Where a block is, formatted only when a problem is reported: the walk
+ * visits every block, and most have none.
+ */
+struct where_lazy {
+	const struct chk_tree *t;
+	const struct h2_blockref *b;
+	char buf[160];
+};
+
+static const char *where_of(struct where_lazy *w)
+{
+	if (!w->buf[0])
+		where_block(w->buf, sizeof(w->buf), w->t, w->b);
+	return w->buf;
+}
+
+/*
  * What is wrong with a volume record, or NULL.  *fatal: the engine's
  * directory loader refuses it too, so the store does not open.
  */
@@ -466,14 +492,65 @@ static bool child_fits(struct chk *c, struct chk_tree *t,
 	return false;
 }
 
+/*
+ * A blockref to a subtree shared with a tree walked before: the subtree
+ * is not walked again, but the engine reads its top block through this
+ * blockref, which must carry that block's check code as well, and an
+ * indirect block's slots must fit this blockref's level and key as they
+ * fit the first one's.  (A damaged copy of a shared blockref would
+ * otherwise pass here and fail every read through it.)  What lies below
+ * was checked through the first blockref: at the same level and key,
+ * the engine reads it alike.  Not counted as verified: the block was.
+ * buf holds the block.  False if the check code does not match.
+ */
+static bool shared_check(struct chk *c, struct chk_tree *t,
+			 const struct h2_blockref *b, const uint8_t *buf,
+			 struct where_lazy *wl)
+{
+	uint64_t found = h2_check64(buf, H2_BLOCK_SIZE);
+
+	if (found == b->check)
+		return true;
+	problem(c, where_of(wl),
+		"checksum mismatch on a blockref to a block shared with "
+		"another tree (blockref says %016" PRIx64
+		", block holds %016" PRIx64 ")",
+		b->check, found);
+	if (b->type != H2_BREF_DATA)
+		t->incomplete = true;
+	return false;
+}
+
+/* The same for an indirect block (data leaves: walk_data, in runs). */
+static void verify_shared(struct chk *c, struct chk_tree *t,
+			  const struct h2_blockref *b, struct where_lazy *wl)
+{
+	uint8_t buf[H2_BLOCK_SIZE];
+	const struct h2_blockref *s = (const struct h2_blockref *)buf;
+	int r = h2_dev_pread(c->dev, buf, sizeof(buf), H2_BREF_OFFSET(b));
+
+	if (r < 0) {
+		problem(c, where_of(wl), "read failed: %s", strerror(-r));
+		return;
+	}
+	if (!shared_check(c, t, b, buf, wl) || b->type != H2_BREF_INDIRECT ||
+	    b->level < 1)
+		return;
+	for (unsigned i = 0; i < H2_FANOUT; i++)
+		if (s[i].type != H2_BREF_EMPTY &&
+		    !child_fits(c, t, b, i, &s[i]))
+			t->incomplete = true;
+}
+
 /* Mark the block b names as referenced by t; false if it must not be read. */
 static bool mark(struct chk *c, struct chk_tree *t, const struct h2_blockref *b,
-		 const char *where)
+		 struct where_lazy *wl)
 {
 	uint64_t off = H2_BREF_OFFSET(b), blk = off / H2_BLOCK_SIZE;
 
 	if (H2_BREF_RADIX(b) != H2_BLOCK_RADIX) {
-		problem(c, where, "blockref has size radix %u (expected %u)",
+		problem(c, where_of(wl),
+			"blockref has size radix %u (expected %u)",
 			H2_BREF_RADIX(b), H2_BLOCK_RADIX);
 		return false;
 	}
@@ -481,20 +558,20 @@ static bool mark(struct chk *c, struct chk_tree *t, const struct h2_blockref *b,
 	 * shared with a tree walked before would not be read at all,
 	 * though the engine reads the unaligned offset and fails. */
 	if (off % H2_BLOCK_SIZE) {
-		problem(c, where,
+		problem(c, where_of(wl),
 			"blockref offset %" PRIu64 " is not block aligned",
 			off);
 		return false;
 	}
 	if (blk >= c->geo.total_blocks) {
-		problem(c, where,
+		problem(c, where_of(wl),
 			"blockref points past the end of the store (%" PRIu64
 			" blocks)",
 			c->geo.total_blocks);
 		return false;
 	}
 	if (bit_get(c->res, blk)) {
-		problem(c, where,
+		problem(c, where_of(wl),
 			"blockref points into a reserved zone (a header copy "
 			"or the freemap)");
 		return false;
@@ -505,10 +582,12 @@ static bool mark(struct chk *c, struct chk_tree *t, const struct h2_blockref *b,
 			 * before: its blocks count for this tree too. */
 			t->blocks += b->blocks;
 			t->shared = true;
+			if (b->type != H2_BREF_DATA)
+				verify_shared(c, t, b, wl);
 			return false;
 		}
 		t->blocks++;
-		problem(c, where,
+		problem(c, where_of(wl),
 			"block is referenced twice (already seen in this or "
 			"another tree); not walked again");
 		return false;
@@ -521,7 +600,7 @@ static bool mark(struct chk *c, struct chk_tree *t, const struct h2_blockref *b,
 		c->free_ref.blocks++;
 		if (c->free_ref.listed < CHECK_LIST_MAX) {
 			c->free_ref.listed++;
-			problem(c, where,
+			problem(c, where_of(wl),
 				"referenced, but free in the freemap (it "
 				"could be handed out again and overwritten)");
 		} else {
@@ -539,26 +618,26 @@ static bool mark(struct chk *c, struct chk_tree *t, const struct h2_blockref *b,
 static bool visit(struct chk *c, struct chk_tree *t,
 		  const struct h2_blockref *b, uint64_t parent_tid)
 {
-	char where[160];
+	struct where_lazy wl = {.t = t, .b = b};
 
-	where_block(where, sizeof(where), t, b);
 	if (b->birth_tid > parent_tid)
-		problem(c, where,
+		problem(c, where_of(&wl),
 			"born in flush %" PRIu64 ", after what references it "
 			"(flush %" PRIu64 ")",
 			b->birth_tid, parent_tid);
 	t->shared = false;
-	if (!mark(c, t, b, where)) {
+	if (!mark(c, t, b, &wl)) {
 		if (b->type != H2_BREF_DATA && !t->shared)
 			t->incomplete = true;
 		return false;
 	}
 	if (b->type != H2_BREF_INDIRECT && b->blocks != 1)
-		problem(c, where, "blockref counts %" PRIu64 " blocks below "
-				  "it (a leaf holds 1)",
+		problem(c, where_of(&wl),
+			"blockref counts %" PRIu64 " blocks below "
+			"it (a leaf holds 1)",
 			b->blocks);
 	if (b->type == H2_BREF_DATA && b->key >= t->nleaves)
-		problem(c, where,
+		problem(c, where_of(&wl),
 			"data block beyond the end of the volume (%" PRIu64
 			" blocks)",
 			t->nleaves);
@@ -600,14 +679,29 @@ static bool verify(struct chk *c, struct chk_tree *t,
 	return false;
 }
 
-/* Verify data slots run[0..n) of s, contiguous on the device: one read. */
+/*
+ * Verify data slots run[0..n) of s, contiguous on the device: one read.
+ * shared: leaves verified before through another tree, of which only
+ * this tree's check codes are compared (see shared_check).
+ */
 static void verify_run(struct chk *c, struct chk_tree *t,
 		       const struct h2_blockref *s, const unsigned *run,
-		       unsigned n)
+		       unsigned n, bool shared)
 {
-	int r = h2_dev_pread(c->dev, c->runbuf, (size_t)n * H2_BLOCK_SIZE,
-			     H2_BREF_OFFSET(&s[run[0]]));
+	int r;
 
+	if (n > c->runcap) {
+		uint8_t *p = realloc(c->runbuf, (size_t)n * H2_BLOCK_SIZE);
+
+		if (!p) {
+			c->err = -ENOMEM;
+			return;
+		}
+		c->runbuf = p;
+		c->runcap = n;
+	}
+	r = h2_dev_pread(c->dev, c->runbuf, (size_t)n * H2_BLOCK_SIZE,
+			 H2_BREF_OFFSET(&s[run[0]]));
 	for (unsigned k = 0; k < n; k++) {
 		const struct h2_blockref *b = &s[run[k]];
 		uint8_t *buf = c->runbuf + (size_t)k * H2_BLOCK_SIZE;
@@ -618,10 +712,15 @@ static void verify_run(struct chk *c, struct chk_tree *t,
 		if (r < 0)
 			rk = h2_dev_pread(c->dev, buf, H2_BLOCK_SIZE,
 					  H2_BREF_OFFSET(b));
-		if (rk < 0)
+		if (rk < 0) {
 			read_failed(c, t, b, rk);
-		else
+		} else if (shared) {
+			struct where_lazy wl = {.t = t, .b = b};
+
+			shared_check(c, t, b, buf, &wl);
+		} else {
 			verify(c, t, b, buf);
+		}
 	}
 }
 
@@ -633,26 +732,39 @@ static void verify_run(struct chk *c, struct chk_tree *t,
 static void walk_data(struct chk *c, struct chk_tree *t,
 		      const struct h2_blockref *p, const struct h2_blockref *s)
 {
-	unsigned run[H2_FANOUT], n = 0;
+	unsigned run[H2_FANOUT], n = 0, srun[H2_FANOUT], sn = 0;
 
 	for (unsigned i = 0; i <= H2_FANOUT; i++) {
-		bool ok = false;
+		bool ok = false, sh = false;
 
 		if (i < H2_FANOUT && s[i].type != H2_BREF_EMPTY) {
-			if (child_fits(c, t, p, i, &s[i]))
+			if (child_fits(c, t, p, i, &s[i])) {
 				ok = visit(c, t, &s[i], p->birth_tid);
-			else
+				/* A leaf shared with a tree walked before:
+				 * read again for its check code here. */
+				sh = !ok && t->shared;
+			} else {
 				t->incomplete = true;
+			}
 		}
-		/* (!ok short-circuits the slot read when i == H2_FANOUT.) */
+		/* (!ok and !sh short-circuit the slot read when
+		 * i == H2_FANOUT.) */
 		if (n && (!ok ||
 			  H2_BREF_OFFSET(&s[i]) !=
 			      H2_BREF_OFFSET(&s[run[n - 1]]) + H2_BLOCK_SIZE)) {
-			verify_run(c, t, s, run, n);
+			verify_run(c, t, s, run, n, false);
 			n = 0;
+		}
+		if (sn && (!sh || H2_BREF_OFFSET(&s[i]) !=
+				      H2_BREF_OFFSET(&s[srun[sn - 1]]) +
+					  H2_BLOCK_SIZE)) {
+			verify_run(c, t, s, srun, sn, true);
+			sn = 0;
 		}
 		if (ok)
 			run[n++] = i;
+		if (sh)
+			srun[sn++] = i;
 	}
 }
 
@@ -1159,8 +1271,7 @@ int h2_check(struct h2_dev *dev, struct h2_check_report **out)
 	c.ref = calloc(c.nwords, sizeof(uint64_t));
 	c.res = calloc(c.nwords, sizeof(uint64_t));
 	c.fm_known = calloc(c.geo.fm_pages ? c.geo.fm_pages : 1, 1);
-	c.runbuf = malloc((size_t)H2_FANOUT * H2_BLOCK_SIZE);
-	if (!c.fm || !c.ref || !c.res || !c.fm_known || !c.runbuf) {
+	if (!c.fm || !c.ref || !c.res || !c.fm_known) {
 		c.err = -ENOMEM;
 		goto done;
 	}

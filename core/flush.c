@@ -868,6 +868,9 @@ static bool freeze(struct flushctx *fc)
 	pthread_cond_broadcast(&st->txn_cv);
 	pthread_mutex_unlock(&st->txn_lock);
 	qsort(fc->fz, fc->nfz, sizeof(*fc->fz), fz_cmp);
+	/* The records as last written, for every slot of the freeze. */
+	h2_dir_disk_reserve(st, (fc->nslots + H2_VOLREC_PER_BLOCK - 1) /
+				    H2_VOLREC_PER_BLOCK * H2_VOLREC_PER_BLOCK);
 	/* New snapshots take their volume's image of this epoch; the
 	 * durable ones, by volume and age, tell kills who holds a block. */
 	fc->snaps = h2_xcalloc(fc->nfz + 1, sizeof(*fc->snaps));

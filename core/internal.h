@@ -190,10 +190,13 @@ struct h2_store {
 	uint8_t uuid[16];
 	uint64_t format_time_ns;
 
-	/* Volume table, by directory slot. */
+	/* Volume table, by directory slot: vols has room for vols_cap
+	 * slots (grown on demand, see h2_vols_reserve), never fewer than
+	 * nslots. */
 	pthread_mutex_t dir_lock;
 	struct h2_vol **vols;
 	uint32_t nslots;       /* slots [0, nslots) may be used */
+	uint32_t vols_cap;
 	uint64_t next_vol_id;
 	uint64_t dir_epoch;    /* last epoch that changed the table */
 
@@ -239,8 +242,8 @@ struct h2_store {
 	/* Flusher-private (or open/close while single-threaded). */
 	struct h2_freemap fm;
 	struct h2_tree dir_tree;
-	struct h2_volrec *dir_disk; /* records as last written */
-	uint32_t dir_disk_n;
+	struct h2_volrec *dir_disk; /* records as last written, for the */
+	uint32_t dir_disk_n;	    /* first dir_disk_n slots; zeros past */
 	uint64_t hdr_tid;	/* tid of the newest durable header */
 	unsigned valid_hdr_mask; /* header copies valid at open */
 
@@ -356,6 +359,7 @@ void h2_vol_ref(struct h2_vol *v);
 void h2_vol_drop(struct h2_vol *v);
 int h2_vol_root_retry(struct h2_vol *v);
 const char *h2_vol_root_why(const struct h2_vol *v);
+void h2_dir_disk_reserve(struct h2_store *st, uint32_t slots);
 
 /* flush.c: flushes, the flusher, syncs and the transaction interlock. */
 int h2_epoch_begin(struct h2_store *st, uint64_t *epoch);

@@ -300,11 +300,16 @@ int h2_vol_read_cached(struct h2_vol *v, void *buf, uint64_t off,
 /* ---------------------------------------------------------------------- */
 /* Block status.                                                          */
 
+/* Extents found so far: n of cap (grown to at most STATUS_MAX). */
+struct bs_ext {
+	uint64_t off, len;
+	bool hole;
+};
+
 struct bs {
 	uint64_t off, end;
-	uint64_t ext_off[STATUS_MAX], ext_len[STATUS_MAX];
-	bool ext_hole[STATUS_MAX];
-	unsigned n;
+	struct bs_ext *ext;
+	unsigned n, cap;
 	bool full;
 };
 
@@ -319,32 +324,38 @@ static int bs_leaf(void *arg, uint64_t key, uint64_t count,
 		lo = s->off;
 	if (hi > s->end)
 		hi = s->end;
-	if (s->n && s->ext_hole[s->n - 1] == hole &&
-	    s->ext_off[s->n - 1] + s->ext_len[s->n - 1] == lo) {
-		s->ext_len[s->n - 1] += hi - lo;
+	if (s->n && s->ext[s->n - 1].hole == hole &&
+	    s->ext[s->n - 1].off + s->ext[s->n - 1].len == lo) {
+		s->ext[s->n - 1].len += hi - lo;
 		return 0;
 	}
 	if (s->n == STATUS_MAX) {
 		s->full = true;
 		return 1; /* stop: the caller asks again for the rest */
 	}
-	s->ext_off[s->n] = lo;
-	s->ext_len[s->n] = hi - lo;
-	s->ext_hole[s->n] = hole;
-	s->n++;
+	if (s->n == s->cap) {
+		/* Most answers are a few extents: start small. */
+		unsigned cap = s->cap ? 2 * s->cap : 16;
+		struct bs_ext *p;
+
+		if (cap > STATUS_MAX)
+			cap = STATUS_MAX;
+		p = realloc(s->ext, cap * sizeof(*p));
+		if (!p)
+			return h2_err(-ENOMEM, "out of memory");
+		s->ext = p;
+		s->cap = cap;
+	}
+	s->ext[s->n++] = (struct bs_ext){lo, hi - lo, hole};
 	return 0;
 }
 
 int h2_vol_block_status(struct h2_vol *v, uint64_t off, uint64_t len,
 		    h2_extent_cb cb, void *arg)
 {
-	struct bs *s = calloc(1, sizeof(*s));
+	struct bs bs = {.off = off, .end = off + len}, *s = &bs;
 	int r;
 
-	if (!s)
-		return h2_err(-ENOMEM, "out of memory");
-	s->off = off;
-	s->end = off + len;
 	read_lock(v);
 	r = check_vol(v);
 	if (r == 0)
@@ -356,8 +367,8 @@ int h2_vol_block_status(struct h2_vol *v, uint64_t off, uint64_t len,
 	if (r == 1 && s->full)
 		r = 0;
 	for (unsigned i = 0; r == 0 && i < s->n; i++)
-		r = cb(arg, s->ext_off[i], s->ext_len[i], s->ext_hole[i]);
-	free(s);
+		r = cb(arg, s->ext[i].off, s->ext[i].len, s->ext[i].hole);
+	free(s->ext);
 	return r;
 }
 

@@ -491,6 +491,64 @@ const char *h2_vol_root_why(const struct h2_vol *v)
 		   : "its root block could not be read (device error)";
 }
 
+/*
+ * The volume table and the flusher's copy of the directory are sized to
+ * the slots in use, not to the H2_DIR_MAX_RECORDS the directory can
+ * hold (16 MiB of pointers and 1 GiB of records): a store with a few
+ * volumes opens without either.  Both grow by doubling.
+ */
+#define H2_VOLS_MIN 64u
+
+/* Capacity for slot + 1 slots, a power of two; slot < H2_DIR_MAX_RECORDS. */
+static uint32_t dir_cap_for(uint32_t have, uint32_t slots)
+{
+	uint32_t cap = have ? have : H2_VOLS_MIN;
+
+	while (cap < slots)
+		cap *= 2;
+	return cap < H2_DIR_MAX_RECORDS ? cap : H2_DIR_MAX_RECORDS;
+}
+
+/*
+ * Make room in st->vols for slot (dir_lock held, or the store not yet
+ * shared).  Returns 0 or -ENOMEM; the table is unchanged on failure.
+ */
+static int vols_reserve(struct h2_store *st, uint32_t slot)
+{
+	uint32_t cap;
+	struct h2_vol **p;
+
+	if (slot < st->vols_cap)
+		return 0;
+	cap = dir_cap_for(st->vols_cap, slot + 1);
+	p = realloc(st->vols, (size_t)cap * sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	memset(p + st->vols_cap, 0, (size_t)(cap - st->vols_cap) * sizeof(*p));
+	st->vols = p;
+	st->vols_cap = cap;
+	return 0;
+}
+
+/*
+ * Make st->dir_disk cover slots [0, slots), zeros where nothing was
+ * written (flusher-private, or open while single-threaded).  Aborts when
+ * out of memory, as the flusher's other bookkeeping does.
+ */
+void h2_dir_disk_reserve(struct h2_store *st, uint32_t slots)
+{
+	uint32_t cap;
+
+	if (slots <= st->dir_disk_n)
+		return;
+	cap = dir_cap_for(st->dir_disk_n, slots);
+	st->dir_disk =
+	    h2_xrealloc(st->dir_disk, (size_t)cap * sizeof(*st->dir_disk));
+	memset(st->dir_disk + st->dir_disk_n, 0,
+	       (size_t)(cap - st->dir_disk_n) * sizeof(*st->dir_disk));
+	st->dir_disk_n = cap;
+}
+
 /* Directory loading: each DIR leaf's records become volumes. */
 struct dirload {
 	struct h2_store *st;
@@ -517,6 +575,7 @@ static int dir_leaf(void *arg, uint64_t key, uint64_t count,
 			return r;
 		data = buf;
 	}
+	h2_dir_disk_reserve(st, (uint32_t)(key + 1) * H2_VOLREC_PER_BLOCK);
 	for (unsigned i = 0; i < H2_VOLREC_PER_BLOCK; i++) {
 		struct h2_volrec rec;
 		uint32_t slot = (uint32_t)(key * H2_VOLREC_PER_BLOCK + i);
@@ -532,6 +591,8 @@ static int dir_leaf(void *arg, uint64_t key, uint64_t count,
 			return h2_err(-EBADMSG,
 				      "volume directory record %u is damaged",
 				      slot);
+		if (vols_reserve(st, slot) < 0)
+			return h2_err(-ENOMEM, "out of memory");
 		v = vol_new(st, slot, &rec);
 		if (!v)
 			return h2_err(-ENOMEM, "out of memory");
@@ -601,11 +662,6 @@ static int dir_load(struct h2_store *st, const struct h2_blockref *root)
 	struct dirload dl = {.st = st};
 	int r;
 
-	st->vols = calloc(H2_DIR_MAX_RECORDS, sizeof(*st->vols));
-	st->dir_disk = calloc(H2_DIR_MAX_RECORDS, sizeof(*st->dir_disk));
-	if (!st->vols || !st->dir_disk)
-		return h2_err(-ENOMEM, "out of memory for the volume table");
-	st->dir_disk_n = H2_DIR_MAX_RECORDS;
 	st->dir_tree.root_bref = *root;
 	st->dir_tree.levels = H2_DIR_LEVELS;
 	st->dir_tree.leaf_type = H2_BREF_DIR;
@@ -628,7 +684,7 @@ static int dir_load(struct h2_store *st, const struct h2_blockref *root)
 static void store_free(struct h2_store *st)
 {
 	if (st->vols) {
-		for (uint32_t i = 0; i < H2_DIR_MAX_RECORDS; i++)
+		for (uint32_t i = 0; i < st->vols_cap; i++)
 			h2_vol_drop(st->vols[i]);
 		free(st->vols);
 	}
@@ -891,6 +947,25 @@ static void fill_basic(struct h2_vol *v, struct h2_vol_info *info)
 	info->snap_bytes = v->snap_blocks * H2_BLOCK_SIZE;
 }
 
+/* A free directory slot (dir_lock held), or an error. */
+static int free_slot_locked(struct h2_store *st, uint32_t *slot)
+{
+	uint32_t i;
+
+	/* Slots past nslots are all free. */
+	for (i = 0; i < st->nslots && st->vols[i]; i++)
+		;
+	if (i == H2_DIR_MAX_RECORDS)
+		return h2_err(-ENOSPC,
+			      "the volume directory is full (%u "
+			      "volumes and snapshots)",
+			      H2_DIR_MAX_RECORDS);
+	if (vols_reserve(st, i) < 0)
+		return h2_err(-ENOMEM, "out of memory");
+	*slot = i;
+	return 0;
+}
+
 /* Fill an info struct (dir_lock held; the caller keeps v stable). */
 static void fill_info(struct h2_vol *v, struct h2_vol_info *info)
 {
@@ -935,14 +1010,9 @@ int h2_vol_create(struct h2_store *st, const char *name, uint64_t size,
 			   name);
 		goto unlock;
 	}
-	for (slot = 0; slot < H2_DIR_MAX_RECORDS && st->vols[slot]; slot++)
-		;
-	if (slot == H2_DIR_MAX_RECORDS) {
-		r = h2_err(-ENOSPC, "the volume directory is full (%u "
-				    "volumes)",
-			   H2_DIR_MAX_RECORDS);
+	r = free_slot_locked(st, &slot);
+	if (r < 0)
 		goto unlock;
-	}
 	rec.id = st->next_vol_id++;
 	rec.size = size;
 	rec.ctime_ns = h2_wall_ns();
@@ -1388,21 +1458,6 @@ const char *h2_vol_name(struct h2_vol *v)
 
 /* ---------------------------------------------------------------------- */
 /* Snapshots and clones (see "Shared blocks" in flush.c).                  */
-
-/* A free directory slot (dir_lock held), or an error. */
-static int free_slot_locked(struct h2_store *st, uint32_t *slot)
-{
-	uint32_t i;
-
-	for (i = 0; i < H2_DIR_MAX_RECORDS && st->vols[i]; i++)
-		;
-	if (i == H2_DIR_MAX_RECORDS)
-		return h2_err(-ENOSPC, "the volume directory is full (%u "
-				       "volumes and snapshots)",
-			      H2_DIR_MAX_RECORDS);
-	*slot = i;
-	return 0;
-}
 
 static void insert_locked(struct h2_store *st, struct h2_vol *v)
 {

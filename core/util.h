@@ -10,6 +10,8 @@
 
 /* CRC32C (Castagnoli), as used for volume headers. */
 uint32_t h2_crc32c(uint32_t crc, const void *buf, size_t len);
+/* The same without the processor's CRC instruction (for tests). */
+uint32_t h2_crc32c_sw(uint32_t crc, const void *buf, size_t len);
 
 /* XXH3-64 of a block, the check code in blockrefs. */
 uint64_t h2_check64(const void *buf, size_t len);

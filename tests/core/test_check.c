@@ -617,11 +617,14 @@ Test(check, wrong_volume_used_count_is_reported)
 	h2_fdev_free(fd);
 }
 
+/* A blockref (device offset) whose check code t_fix_bref leaves alone. */
+static uint64_t t_fix_keep = UINT64_MAX;
+
 /*
  * Give the blockref at device offset loc the check code of its block,
  * after doing so for the blockrefs inside it (the newest tree's), so that
  * damage made on purpose is the only thing wrong.  Unaligned blockrefs
- * are left as they are.
+ * are left as they are, and so is the one at t_fix_keep.
  */
 static void t_fix_bref(struct h2_fdev *fd, uint64_t loc)
 {
@@ -631,7 +634,7 @@ static void t_fix_bref(struct h2_fdev *fd, uint64_t loc)
 
 	t_read(fd, &b, sizeof(b), loc);
 	off = H2_BREF_OFFSET(&b);
-	if (b.type == H2_BREF_EMPTY || off % BS)
+	if (b.type == H2_BREF_EMPTY || off % BS || loc == t_fix_keep)
 		return;
 	if (b.type == H2_BREF_INDIRECT)
 		for (unsigned i = 0; i < H2_FANOUT; i++)
@@ -691,6 +694,173 @@ Test(check, unaligned_blockref_is_named)
 	t_dump(rep);
 	cr_assert_eq(rep->status, H2_CHECK_PROBLEMS);
 	cr_assert_geq(t_find(rep, "vm1", "is not block aligned"), 0);
+	h2_check_report_free(rep);
+	h2_fdev_free(fd);
+}
+
+/*
+ * A blockref to a subtree shared with a tree walked before was not read
+ * again, so its own check code was never compared: a snapshot whose
+ * blockref to a block it shares with its volume had the wrong check code
+ * checked clean, though every read through it fails (found by
+ * tests/fuzz/fuzz_store).
+ */
+Test(check, wrong_check_code_on_a_shared_blockref_is_named)
+{
+	struct h2_fdev *fd = t_store();
+	struct h2_store *st = t_open(fd, false);
+	struct h2_check_report *rep;
+	struct h2_blockref root, vroot, l1, vl1;
+	static uint8_t w[BS], r[BS];
+	uint64_t loc, check;
+	struct h2_vol *v;
+
+	/* vm1's level-1 block 0 (leaves 0..73) becomes shared with s; a
+	 * write to leaf 600 gives vm1 a root of its own. */
+	cr_assert_eq(h2_snap_create(st, "vm1", "s", NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "vm1", &v), 0);
+	t_fill(w, sizeof(w), 9, 0);
+	cr_assert_eq(h2_vol_write(v, w, 600 * BS, BS, 0), 0);
+	h2_vol_close(v);
+	cr_assert_eq(h2_store_close(st), 0, "%s", h2_core_errmsg());
+	rep = t_check(fd);
+	t_dump(rep);
+	cr_assert_eq(rep->status, H2_CHECK_CLEAN);
+	h2_check_report_free(rep);
+
+	/* The snapshot's slot 0 (walked after vm1's) gets a wrong check
+	 * code; everything above it is made consistent again. */
+	root = t_rec(fd, "s").root;
+	vroot = t_rec(fd, "vm1").root;
+	l1 = t_slot(fd, &root, 0);
+	cr_assert_neq(H2_BREF_OFFSET(&root), H2_BREF_OFFSET(&vroot));
+	vl1 = t_slot(fd, &vroot, 0);
+	cr_assert_eq(H2_BREF_OFFSET(&l1), H2_BREF_OFFSET(&vl1));
+	loc = H2_BREF_OFFSET(&root) + offsetof(struct h2_blockref, check);
+	check = l1.check ^ 1;
+	cr_assert_eq(h2_fdev_poke(fd, loc, &check, sizeof(check)), 0);
+	t_fix_keep = H2_BREF_OFFSET(&root);
+	t_fix_checks(fd);
+	t_fix_keep = UINT64_MAX;
+
+	st = t_open(fd, false);
+	cr_assert_eq(h2_vol_open(st, "vm1@s", &v), 0);
+	cr_assert_lt(h2_vol_read(v, r, 0, BS), 0);
+	h2_vol_close(v);
+	cr_assert_eq(h2_store_close(st), 0);
+	rep = t_check(fd);
+	t_dump(rep);
+	cr_assert_eq(rep->status, H2_CHECK_PROBLEMS);
+	cr_assert_geq(t_find(rep, "", "shared with another tree"), 0);
+	h2_check_report_free(rep);
+	h2_fdev_free(fd);
+}
+
+/*
+ * The same for a data leaf: vm1 rewrote leaf 3, so its level-1 block is
+ * its own, and the snapshot's old one names the same 73 other leaves.
+ * The snapshot's blockref to leaf 5 gets a wrong check code.
+ */
+Test(check, wrong_check_code_on_a_shared_leaf_is_named)
+{
+	struct h2_fdev *fd = t_store();
+	struct h2_store *st = t_open(fd, false);
+	struct h2_blockref root, l1, vl1, leaf, vleaf;
+	struct h2_check_report *rep;
+	static uint8_t w[BS], r[BS];
+	uint64_t loc, check;
+	struct h2_vol *v;
+
+	cr_assert_eq(h2_snap_create(st, "vm1", "s", NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "vm1", &v), 0);
+	t_fill(w, sizeof(w), 9, 0);
+	cr_assert_eq(h2_vol_write(v, w, 3 * BS, BS, 0), 0);
+	h2_vol_close(v);
+	cr_assert_eq(h2_store_close(st), 0, "%s", h2_core_errmsg());
+
+	root = t_rec(fd, "s").root;
+	l1 = t_slot(fd, &root, 0);
+	vl1 = t_bref(fd, "vm1", 5, 1);
+	cr_assert_neq(H2_BREF_OFFSET(&l1), H2_BREF_OFFSET(&vl1));
+	leaf = t_slot(fd, &l1, 5);
+	vleaf = t_slot(fd, &vl1, 5);
+	/* Shared: vm1's own level-1 block names the same leaf. */
+	cr_assert_eq(H2_BREF_OFFSET(&leaf), H2_BREF_OFFSET(&vleaf));
+	loc = H2_BREF_OFFSET(&l1) + 5 * sizeof(struct h2_blockref);
+	check = leaf.check ^ 1;
+	cr_assert_eq(h2_fdev_poke(fd, loc + offsetof(struct h2_blockref, check),
+				  &check, sizeof(check)),
+		     0);
+	t_fix_keep = loc;
+	t_fix_checks(fd);
+	t_fix_keep = UINT64_MAX;
+
+	st = t_open(fd, false);
+	cr_assert_eq(h2_vol_open(st, "vm1@s", &v), 0);
+	cr_assert_lt(h2_vol_read(v, r, 5 * BS, BS), 0);
+	cr_assert_eq(h2_vol_read(v, r, 6 * BS, BS), 0);
+	h2_vol_close(v);
+	cr_assert_eq(h2_store_close(st), 0);
+	rep = t_check(fd);
+	t_dump(rep);
+	cr_assert_eq(rep->status, H2_CHECK_PROBLEMS);
+	cr_assert_eq(rep->nproblems, 1);
+	cr_assert_geq(t_find(rep, "vm1@s", "shared with another tree"), 0);
+	h2_check_report_free(rep);
+	h2_fdev_free(fd);
+}
+
+/*
+ * The same blockref, with the right check code, but naming one of the
+ * volume's data blocks (walked before, so taken for a shared subtree):
+ * the engine reads that block as the level-1 block and finds its slots
+ * inconsistent (found by tests/fuzz/fuzz_store).
+ */
+Test(check, shared_blockref_to_a_block_of_another_kind_is_named)
+{
+	struct h2_fdev *fd = t_store();
+	struct h2_store *st = t_open(fd, false);
+	struct h2_blockref root, leaf;
+	struct h2_check_report *rep;
+	static uint8_t w[BS], r[BS], blk[BS];
+	uint64_t loc, off, check;
+	struct h2_vol *v;
+
+	cr_assert_eq(h2_snap_create(st, "vm1", "s", NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "vm1", &v), 0);
+	t_fill(w, sizeof(w), 9, 0);
+	cr_assert_eq(h2_vol_write(v, w, 600 * BS, BS, 0), 0);
+	h2_vol_close(v);
+	cr_assert_eq(h2_store_close(st), 0, "%s", h2_core_errmsg());
+
+	/* s's slot 0 names vm1's leaf 5, with that block's check code. */
+	root = t_rec(fd, "s").root;
+	leaf = t_bref(fd, "vm1", 5, 0);
+	off = H2_BREF_OFFSET(&leaf);
+	t_read(fd, blk, BS, off);
+	loc = H2_BREF_OFFSET(&root);
+	off |= H2_BLOCK_RADIX;
+	check = h2_check64(blk, BS);
+	cr_assert_eq(h2_fdev_poke(fd,
+				  loc + offsetof(struct h2_blockref, data_off),
+				  &off, sizeof(off)),
+		     0);
+	cr_assert_eq(h2_fdev_poke(fd, loc + offsetof(struct h2_blockref, check),
+				  &check, sizeof(check)),
+		     0);
+	t_fix_keep = loc;
+	t_fix_checks(fd);
+	t_fix_keep = UINT64_MAX;
+
+	st = t_open(fd, false);
+	cr_assert_eq(h2_vol_open(st, "vm1@s", &v), 0);
+	cr_assert_lt(h2_vol_read(v, r, 0, BS), 0);
+	h2_vol_close(v);
+	cr_assert_eq(h2_store_close(st), 0);
+	rep = t_check(fd);
+	t_dump(rep);
+	cr_assert_eq(rep->status, H2_CHECK_PROBLEMS);
+	cr_assert_geq(t_find(rep, "vm1@s", "inconsistent blockref"), 0);
 	h2_check_report_free(rep);
 	h2_fdev_free(fd);
 }

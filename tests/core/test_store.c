@@ -139,6 +139,85 @@ Test(store, volume_management)
 	h2_fdev_free(fd);
 }
 
+/* Volumes of volume_table_grows_with_the_volumes deleted (no snapshot). */
+static bool t_gone(int i)
+{
+	return i < 40 && i % 3 == 0 && i % 10 != 9;
+}
+
+/*
+ * The volume table starts small and grows with the slots in use: 300
+ * volumes and snapshots cross several of its sizes, with flushes in
+ * between (the flusher's copy of the directory grows too), slots freed
+ * in the middle and reused, and a reopen that must load them all.
+ */
+Test(store, volume_table_grows_with_the_volumes)
+{
+	enum { NVOL = 300 };
+	struct h2_fdev *fd = t_fdev(64 * MiB);
+	struct h2_store *st = t_open(fd, false);
+	struct h2_vol_info *list;
+	struct h2_snap_info *snaps;
+	uint8_t w[512], r[512];
+	struct h2_vol *v;
+	char name[32];
+	size_t n;
+
+	for (int i = 0; i < NVOL; i++) {
+		snprintf(name, sizeof(name), "v%03d", i);
+		cr_assert_eq(h2_vol_create(st, name, 1 * MiB, NULL), 0, "%s",
+			     h2_core_errmsg());
+		cr_assert_eq(h2_vol_open(st, name, &v), 0);
+		t_fill(w, sizeof(w), (uint64_t)i, 0);
+		cr_assert_eq(
+		    h2_vol_write(v, w, 4096 * (uint64_t)(i % 7), sizeof(w), 0),
+		    0);
+		h2_vol_close(v);
+		if (i % 10 == 9)
+			cr_assert_eq(h2_snap_create(st, name, "s", NULL), 0);
+		if (i % 50 == 49)
+			cr_assert_eq(h2_store_sync(st, NULL), 0);
+	}
+	/* Free slots low in the table; new volumes take them. */
+	for (int i = 0; i < NVOL; i++) {
+		if (!t_gone(i))
+			continue;
+		snprintf(name, sizeof(name), "v%03d", i);
+		cr_assert_eq(h2_vol_delete(st, name), 0, "%s",
+			     h2_core_errmsg());
+	}
+	cr_assert_eq(h2_store_sync(st, NULL), 0);
+	for (int i = 0; i < NVOL; i++) {
+		if (!t_gone(i))
+			continue;
+		snprintf(name, sizeof(name), "n%03d", i);
+		cr_assert_eq(h2_vol_create(st, name, 4096, NULL), 0);
+	}
+	cr_assert_eq(h2_store_close(st), 0);
+	t_check_clean(fd, "after 300 volumes");
+
+	st = t_open(fd, false);
+	cr_assert_eq(h2_vol_list(st, &list, &n), 0);
+	cr_assert_eq(n, NVOL, "%zu volumes", n);
+	free(list);
+	cr_assert_eq(h2_snap_list(st, NULL, &snaps, &n), 0);
+	cr_assert_eq(n, NVOL / 10);
+	free(snaps);
+	for (int i = 0; i < NVOL; i++) {
+		if (t_gone(i))
+			continue;
+		snprintf(name, sizeof(name), "v%03d", i);
+		cr_assert_eq(h2_vol_open(st, name, &v), 0, "%s", name);
+		t_fill(w, sizeof(w), (uint64_t)i, 0);
+		cr_assert_eq(
+		    h2_vol_read(v, r, 4096 * (uint64_t)(i % 7), sizeof(r)), 0);
+		cr_assert_arr_eq(r, w, sizeof(w), "%s", name);
+		h2_vol_close(v);
+	}
+	cr_assert_eq(h2_store_close(st), 0);
+	h2_fdev_free(fd);
+}
+
 Test(store, bad_ranges_get_clear_errors)
 {
 	struct h2_fdev *fd = t_fdev(64 * MiB);
@@ -319,6 +398,170 @@ Test(store, block_status_reports_holes_from_the_tree)
 	cr_assert_eq(h2_vol_block_status(v, 0, 1ull << 36, count_extent, n), 0);
 	cr_assert_eq(n[0], 8192 + 4096);
 	cr_assert_eq(n[0] + n[1], 1ull << 36);
+	h2_vol_close(v);
+	cr_assert_eq(h2_store_close(st), 0);
+	h2_fdev_free(fd);
+}
+
+/* Extents as block status reports them (up to 16). */
+struct t_exts {
+	uint64_t off[16], len[16];
+	bool hole[16];
+	unsigned n;
+};
+
+static int t_ext(void *arg, uint64_t off, uint64_t len, bool hole)
+{
+	struct t_exts *e = arg;
+
+	cr_assert_lt(e->n, 16);
+	e->off[e->n] = off;
+	e->len[e->n] = len;
+	e->hole[e->n] = hole;
+	e->n++;
+	return 0;
+}
+
+/*
+ * Holes between leaves of one level-1 block, at its ends and around a
+ * partial range: exact extents from chains in memory, from blockrefs on
+ * disk after a reopen, and from both (one leaf rewritten in memory).
+ */
+Test(store, block_status_extents_are_exact_within_a_leaf_block)
+{
+	static const uint64_t want_off[] = {0, 3, 4, 9, 10, 12, 13};
+	static const bool want_hole[] = {true, false, true, false,
+					 true, false, true};
+	struct h2_fdev *fd = t_fdev(64 * MiB);
+	struct h2_store *st = t_open(fd, false);
+	uint8_t a[4096] = {7};
+	struct h2_vol *v;
+
+	cr_assert_eq(h2_vol_create(st, "v", 64 * MiB, NULL), 0);
+	for (int round = 0; round < 3; round++) {
+		struct t_exts e = {0};
+
+		cr_assert_eq(h2_vol_open(st, "v", &v), 0);
+		if (round == 0) {
+			cr_assert_eq(h2_vol_write(v, a, 3 * 4096, 4096, 0), 0);
+			cr_assert_eq(h2_vol_write(v, a, 9 * 4096, 4096, 0), 0);
+			cr_assert_eq(h2_vol_write(v, a, 12 * 4096, 4096, 0), 0);
+		}
+		if (round == 2)
+			cr_assert_eq(h2_vol_write(v, a, 9 * 4096, 4096, 0), 0);
+		/* From the middle of leaf 1 to the middle of leaf 20. */
+		cr_assert_eq(h2_vol_block_status(v, 4096 + 100, 20 * 4096 - 100,
+						 t_ext, &e),
+			     0);
+		cr_assert_eq(e.n, 7, "round %d: %u extents", round, e.n);
+		for (unsigned k = 0; k < e.n; k++) {
+			uint64_t lo = k ? want_off[k] * 4096 : 4096 + 100;
+			uint64_t hi =
+			    k + 1 < e.n ? want_off[k + 1] * 4096 : 21 * 4096;
+
+			cr_assert_eq(e.off[k], lo, "round %d extent %u", round,
+				     k);
+			cr_assert_eq(e.len[k], hi - lo, "round %d extent %u",
+				     round, k);
+			cr_assert_eq(e.hole[k], want_hole[k]);
+		}
+		h2_vol_close(v);
+		if (round == 0) {
+			cr_assert_eq(h2_store_close(st), 0);
+			st = t_open(fd, false);
+		}
+	}
+	cr_assert_eq(h2_store_close(st), 0);
+	h2_fdev_free(fd);
+}
+
+/*
+ * The same a level up: holes of whole level-1 blocks (2 MiB each) between
+ * and around two written ones in a 3-level volume, one extent each way.
+ */
+Test(store, block_status_extents_are_exact_across_leaf_blocks)
+{
+	struct h2_fdev *fd = t_fdev(64 * MiB);
+	struct h2_store *st = t_open(fd, false);
+	uint8_t a[4096] = {7};
+	struct h2_vol *v;
+
+	cr_assert_eq(h2_vol_create(st, "v", 1ull << 32, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
+	cr_assert_eq(h2_vol_write(v, a, 10 * MiB, 4096, 0), 0);
+	cr_assert_eq(h2_vol_write(v, a, 30 * MiB, 4096, 0), 0);
+	h2_vol_close(v);
+	cr_assert_eq(h2_store_close(st), 0);
+	st = t_open(fd, false);
+	for (int round = 0; round < 2; round++) {
+		struct t_exts e = {0};
+
+		cr_assert_eq(h2_vol_open(st, "v", &v), 0);
+		if (round == 1)
+			cr_assert_eq(h2_vol_write(v, a, 30 * MiB, 4096, 0), 0);
+		cr_assert_eq(
+		    h2_vol_block_status(v, 1 * MiB, 2047 * MiB, t_ext, &e), 0);
+		cr_assert_eq(e.n, 5, "round %d: %u extents", round, e.n);
+		cr_assert(e.hole[0] && e.off[0] == 1 * MiB &&
+			  e.len[0] == 9 * MiB);
+		cr_assert(!e.hole[1] && e.off[1] == 10 * MiB &&
+			  e.len[1] == 4096);
+		cr_assert(e.hole[2] && e.off[2] == 10 * MiB + 4096 &&
+			  e.len[2] == 20 * MiB - 4096);
+		cr_assert(!e.hole[3] && e.off[3] == 30 * MiB &&
+			  e.len[3] == 4096);
+		cr_assert(e.hole[4] && e.off[4] == 30 * MiB + 4096 &&
+			  e.len[4] == 2048 * MiB - 30 * MiB - 4096);
+		h2_vol_close(v);
+	}
+	cr_assert_eq(h2_store_close(st), 0);
+	h2_fdev_free(fd);
+}
+
+/* Extents of many_extents: each must follow the last, alternating. */
+struct t_alt {
+	uint64_t next;
+	unsigned n;
+};
+
+static int t_alt_ext(void *arg, uint64_t off, uint64_t len, bool hole)
+{
+	struct t_alt *a = arg;
+
+	cr_assert_eq(off, a->next, "extent %u", a->n);
+	cr_assert_eq(len, 4096, "extent %u", a->n);
+	cr_assert_eq(hole, (off / 4096) % 2 == 1, "extent %u", a->n);
+	a->next = off + len;
+	a->n++;
+	return 0;
+}
+
+/*
+ * Every other block written: one extent per block, more than a block
+ * status call collects (4096), so the answer stops at that many and the
+ * caller asks again from where it ended.
+ */
+Test(store, block_status_many_extents_stop_at_the_limit)
+{
+	enum { N = 5000 };
+	struct h2_fdev *fd = t_fdev(64 * MiB);
+	struct h2_store *st = t_open(fd, false);
+	uint8_t a[4096] = {7};
+	struct t_alt alt = {0};
+	struct h2_vol *v;
+
+	cr_assert_eq(h2_vol_create(st, "v", N * 4096ull, NULL), 0);
+	cr_assert_eq(h2_vol_open(st, "v", &v), 0);
+	for (uint64_t k = 0; k < N; k += 2)
+		cr_assert_eq(h2_vol_write(v, a, k * 4096, 4096, 0), 0);
+	cr_assert_eq(h2_vol_block_status(v, 0, N * 4096ull, t_alt_ext, &alt),
+		     0);
+	cr_assert_eq(alt.n, 4096);
+	cr_assert_eq(h2_vol_block_status(v, alt.next, N * 4096ull - alt.next,
+					 t_alt_ext, &alt),
+		     0);
+	cr_assert_eq(alt.n, N);
+	cr_assert_eq(alt.next, N * 4096ull);
 	h2_vol_close(v);
 	cr_assert_eq(h2_store_close(st), 0);
 	h2_fdev_free(fd);

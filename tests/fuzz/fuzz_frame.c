@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "frame.h"
+#include "fuzz.h"
 #include "fuzz_frame.h"
 
 #define CHECK(cond)                                                            \
@@ -258,4 +259,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fuzz_walk(data, size, false, &fuzz_limits[i], seed + 1);
 	}
 	return 0;
+}
+
+/*
+ * For fuzz_main (fuzz_frame_run, see fuzz.h): what the stateless decoder
+ * answered at the frame boundaries; every answer it has must be among
+ * them, or the corpus no longer reaches what it should.
+ */
+int fuzz_report(FILE *out)
+{
+	const struct fuzz_frame_stats *s = &fuzz_frame_stats;
+
+	fprintf(out,
+		"frames: ok %llu, need more %llu, header too big %llu, "
+		"invalid %llu, payload too big %llu\n",
+		(unsigned long long)s->ok, (unsigned long long)s->need_more,
+		(unsigned long long)s->too_big_header,
+		(unsigned long long)s->invalid,
+		(unsigned long long)s->too_big_payload);
+	return s->ok && s->need_more && s->too_big_header && s->invalid &&
+		       s->too_big_payload
+		   ? 0
+		   : 1;
 }
