@@ -234,10 +234,33 @@ static int rd_leaf(void *arg, uint64_t key, uint64_t count,
 	return 0;
 }
 
+/* The read itself, v's lock held shared; drops the lock. */
+static int rd_locked(struct rd *rd)
+{
+	struct h2_vol *v = rd->v;
+	uint64_t first = leaf_of(rd->off), last = leaf_of(rd->off + rd->len - 1);
+	int r;
+
+	r = check_vol(v);
+	if (r == 0)
+		r = check_range(v, rd->off, rd->len);
+	if (r == 0)
+		r = rd->cached ? h2_tree_walk_cached(v->st, &v->tree, first,
+						     last, rd_leaf, rd)
+			       : h2_tree_walk(v->st, &v->tree, first, last,
+					      rd_leaf, rd);
+	if (r == 0)
+		r = rd_flush_run(rd);
+	pthread_rwlock_unlock(&v->lock);
+	if (r == 0)
+		__atomic_add_fetch(&v->st->client_read, rd->len,
+				   __ATOMIC_RELAXED);
+	return r;
+}
+
 int h2_vol_read(struct h2_vol *v, void *buf, uint64_t off, uint64_t len)
 {
 	struct rd rd = {.v = v, .buf = buf, .off = off, .len = len};
-	int r;
 
 	if (len > H2_MAX_IO)
 		return h2_err(-EFBIG, "read of %" PRIu64 " bytes exceeds the "
@@ -246,18 +269,7 @@ int h2_vol_read(struct h2_vol *v, void *buf, uint64_t off, uint64_t len)
 	if (!buf)
 		return h2_err(-EINVAL, "read: no buffer");
 	read_lock(v);
-	r = check_vol(v);
-	if (r == 0)
-		r = check_range(v, off, len);
-	if (r == 0)
-		r = h2_tree_walk(v->st, &v->tree, leaf_of(off),
-				 leaf_of(off + len - 1), rd_leaf, &rd);
-	if (r == 0)
-		r = rd_flush_run(&rd);
-	pthread_rwlock_unlock(&v->lock);
-	if (r == 0)
-		__atomic_add_fetch(&v->st->client_read, len, __ATOMIC_RELAXED);
-	return r;
+	return rd_locked(&rd);
 }
 
 /*
@@ -272,7 +284,6 @@ int h2_vol_read_cached(struct h2_vol *v, void *buf, uint64_t off,
 {
 	struct rd rd = {.v = v, .buf = buf, .off = off, .len = len,
 			.cached = true};
-	int r;
 
 	if (len > H2_MAX_IO || !buf)
 		return -EAGAIN; /* h2_vol_read explains */
@@ -283,18 +294,7 @@ int h2_vol_read_cached(struct h2_vol *v, void *buf, uint64_t off,
 		pthread_rwlock_unlock(&v->lock);
 		return -EAGAIN;
 	}
-	r = check_vol(v);
-	if (r == 0)
-		r = check_range(v, off, len);
-	if (r == 0)
-		r = h2_tree_walk_cached(v->st, &v->tree, leaf_of(off),
-					leaf_of(off + len - 1), rd_leaf, &rd);
-	if (r == 0)
-		r = rd_flush_run(&rd);
-	pthread_rwlock_unlock(&v->lock);
-	if (r == 0)
-		__atomic_add_fetch(&v->st->client_read, len, __ATOMIC_RELAXED);
-	return r;
+	return rd_locked(&rd);
 }
 
 /* ---------------------------------------------------------------------- */
