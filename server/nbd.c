@@ -1062,6 +1062,20 @@ static void do_list(struct nbd_conn *c)
 	job_submit(j);
 }
 
+/* A command that could not get its memory: answered ENOMEM, what it
+ * had freed. */
+static void refuse_nomem(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
+			 struct nbd_job *j, uint8_t *rbuf,
+			 struct evbuffer *wdata, uint64_t start_ns)
+{
+	free(j);
+	nbd_buf_put(rbuf);
+	if (wdata)
+		evbuffer_free(wdata);
+	h2_nbd_reply(c->proto, cmd, -ENOMEM, "out of memory");
+	count_cmd(c, cmd, -ENOMEM, start_ns);
+}
+
 /* A FLUSH or FUA command as a batch of its own, handed to the pool at
  * once; takes wdata. */
 static void do_solo(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
@@ -1074,13 +1088,8 @@ static void do_solo(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
 	if (cmd->type == NBD_CMD_READ)
 		rbuf = read_buf(cmd);
 	if (!j || !b || (cmd->type == NBD_CMD_READ && !rbuf)) {
-		free(j);
 		free(b);
-		nbd_buf_put(rbuf);
-		if (wdata)
-			evbuffer_free(wdata);
-		h2_nbd_reply(c->proto, cmd, -ENOMEM, "out of memory");
-		count_cmd(c, cmd, -ENOMEM, start_ns);
+		refuse_nomem(c, cmd, j, rbuf, wdata, start_ns);
 		return;
 	}
 	j->cmd = *cmd;
@@ -1184,12 +1193,7 @@ static void do_command(struct nbd_conn *c, const struct h2_nbd_cmd *cmd,
 		}
 	}
 	if (!j || !b || (cmd->type == NBD_CMD_READ && !rbuf)) {
-		free(j);
-		nbd_buf_put(rbuf);
-		if (wdata)
-			evbuffer_free(wdata);
-		h2_nbd_reply(c->proto, cmd, -ENOMEM, "out of memory");
-		count_cmd(c, cmd, -ENOMEM, start_ns);
+		refuse_nomem(c, cmd, j, rbuf, wdata, start_ns);
 		return;
 	}
 	if (cmd->type == NBD_CMD_READ || cmd->type == NBD_CMD_WRITE)
