@@ -129,6 +129,7 @@ static struct h2_chain *chain_init(struct h2_store *st, struct h2_chain *c,
 	c->vol_id = vol_id;
 	c->st = st;
 	c->rsv_next = NULL;
+	c->check_set = false; /* install computes it for what it writes */
 	if (buf) {
 		free(c->data);
 		c->data = buf;
